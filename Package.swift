@@ -1,0 +1,106 @@
+// swift-tools-version:6.0
+// SyncKit: peer-to-peer folder sync for a LAN.
+//
+// Layout (fixed by the product owner, see ARCHITECTURE.md):
+//   SyncKit            model, plugin protocols, scanner, index, wire codec, engine (no sockets)
+//   SyncKitTesting     in-memory transport/discovery and the conformance kits every plugin runs
+//   DiscoveryStatic    fixed peer list (host:port, names re-resolved)
+//   DiscoveryMDNSLite  DNS-SD over mDNS
+//   TransportTCP       framed TCP on SwiftNIO
+//   syncctl            the CLI and daemon
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "SyncKit",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "SyncKit", targets: ["SyncKit"]),
+        .library(name: "SyncKitTesting", targets: ["SyncKitTesting"]),
+        .library(name: "TransportTCP", targets: ["TransportTCP"]),
+        .library(name: "DiscoveryStatic", targets: ["DiscoveryStatic"]),
+        .library(name: "DiscoveryMDNSLite", targets: ["DiscoveryMDNSLite"]),
+        .executable(name: "syncctl", targets: ["syncctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+    ],
+    targets: [
+        .target(
+            name: "SyncKit",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "SyncKitTesting",
+            dependencies: ["SyncKit", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "TransportTCP",
+            dependencies: [
+                "SyncKit",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "DiscoveryStatic",
+            dependencies: ["SyncKit", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "DiscoveryMDNSLite",
+            dependencies: [
+                "SyncKit",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "syncctl",
+            dependencies: [
+                "SyncKit", "TransportTCP", "DiscoveryStatic", "DiscoveryMDNSLite",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "SyncKitTests", dependencies: ["SyncKit", "SyncKitTesting"], swiftSettings: strict),
+        .testTarget(
+            name: "TransportTCPTests", dependencies: ["TransportTCP", "SyncKit", "SyncKitTesting"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "DiscoveryStaticTests", dependencies: ["DiscoveryStatic", "SyncKit", "SyncKitTesting"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["SyncKit", "SyncKitTesting", "TransportTCP", "DiscoveryStatic"],
+            path: "IntegrationTests",
+            swiftSettings: strict
+        ),
+    ]
+)
