@@ -1,0 +1,263 @@
+import NIOCore
+
+/// Encodes `WireMessage`s into frames and decodes them back, checking every length.
+///
+/// Decoding treats the input as hostile: every count is checked against the bytes that remain
+/// before anything is allocated for it (so "4 billion records" in a 20-byte frame fails at once
+/// instead of reserving memory), strings must be valid UTF-8 within fixed limits, enum values
+/// must be known, and a frame must be consumed exactly. Any violation throws `WireError`.
+public enum WireCodec {
+    /// Longest path or name accepted, in bytes (Linux's PATH_MAX).
+    public static let maxStringBytes = 4096
+    /// Most counters a version vector may carry: one per node that ever edited the file.
+    public static let maxVersionEntries = 1024
+
+    // MARK: encoding
+
+    public static func encode(_ message: WireMessage, allocator: ByteBufferAllocator = .init()) -> Frame {
+        var b = allocator.buffer(capacity: 64)
+        let kind: WireMessage.Kind
+        switch message {
+        case .hello(let h):
+            kind = .hello
+            b.writeInteger(WireMessage.magic)
+            b.writeInteger(h.protocolVersion)
+            writeNodeID(h.nodeID, to: &b)
+            writeString(h.nodeName, to: &b)
+            writeString(h.clusterName, to: &b)
+            b.writeInteger(h.listenPort)
+            b.writeInteger(UInt8(h.nonce.count))
+            b.writeBytes(h.nonce)
+            b.writeInteger(h.indexID)
+        case .auth(let a):
+            kind = .auth
+            b.writeInteger(UInt8(a.mac.count))
+            b.writeBytes(a.mac)
+        case .indexRequest(let r):
+            kind = .indexRequest
+            b.writeInteger(r.indexID)
+            b.writeInteger(r.since)
+        case .indexUpdate(let u):
+            kind = .indexUpdate
+            b.reserveCapacity(16 + u.records.reduce(0) { $0 + 96 + $1.path.utf8.count + $1.blocks.count * 36 })
+            b.writeInteger(u.indexID)
+            b.writeInteger(UInt8(u.caughtUp ? 1 : 0))
+            b.writeInteger(UInt32(u.records.count))
+            for r in u.records { writeRecord(r, to: &b) }
+        case .blockRequest(let r):
+            kind = .blockRequest
+            b.writeInteger(r.id)
+            writeHash(r.hash, to: &b)
+            b.writeInteger(r.size)
+            writeString(r.path, to: &b)
+            b.writeInteger(r.offset)
+        case .blockResponse(let r):
+            kind = .blockResponse
+            b.writeInteger(r.id)
+            b.writeInteger(r.status.rawValue)
+            b.writeInteger(UInt32(r.data.readableBytes))
+            var data = r.data
+            b.writeBuffer(&data)
+        case .ping:
+            kind = .ping
+        case .close(let reason):
+            kind = .close
+            writeString(String(reason.utf8.prefix(1024)) ?? "", to: &b)
+        }
+        return Frame(type: kind.rawValue, payload: b)
+    }
+
+    static func writeNodeID(_ id: NodeID, to b: inout ByteBuffer) {
+        b.writeInteger(id.w0)
+        b.writeInteger(id.w1)
+        b.writeInteger(id.w2)
+        b.writeInteger(id.w3)
+    }
+
+    static func writeHash(_ h: BlockHash, to b: inout ByteBuffer) {
+        b.writeInteger(h.w0)
+        b.writeInteger(h.w1)
+        b.writeInteger(h.w2)
+        b.writeInteger(h.w3)
+    }
+
+    static func writeString(_ s: String, to b: inout ByteBuffer) {
+        let bytes = s.utf8
+        b.writeInteger(UInt16(min(bytes.count, Int(UInt16.max))))
+        b.writeBytes(bytes.prefix(Int(UInt16.max)))
+    }
+
+    /// A record's wire form; `inode` is local and not sent. Also the index store's format.
+    public static func writeRecord(_ r: FileRecord, to b: inout ByteBuffer) {
+        writeString(r.path, to: &b)
+        b.writeInteger(r.kind.rawValue)
+        b.writeInteger(UInt8(r.deleted ? 1 : 0))
+        b.writeInteger(r.size)
+        b.writeInteger(r.mtimeNs)
+        b.writeInteger(r.mode)
+        writeNodeID(r.modifiedBy, to: &b)
+        b.writeInteger(UInt16(r.version.counters.count))
+        for (node, value) in r.version.counters.sorted(by: { $0.key < $1.key }) {
+            writeNodeID(node, to: &b)
+            b.writeInteger(value)
+        }
+        b.writeInteger(UInt32(r.blocks.count))
+        for block in r.blocks {
+            writeHash(block.hash, to: &b)
+            b.writeInteger(block.size)
+        }
+        writeString(r.symlinkTarget, to: &b)
+        b.writeInteger(r.sequence)
+    }
+
+    // MARK: decoding
+
+    public static func decode(_ frame: Frame) throws -> WireMessage {
+        guard let kind = WireMessage.Kind(rawValue: frame.type) else {
+            throw WireError(.unknownType, "unknown message type \(frame.type)")
+        }
+        var r = Reader(frame.payload)
+        let message: WireMessage
+        switch kind {
+        case .hello:
+            guard try r.integer(UInt32.self) == WireMessage.magic else { throw WireError(.malformed, "bad magic: not a SyncKit peer") }
+            let version = try r.integer(UInt16.self)
+            guard version == WireMessage.protocolVersion else {
+                throw WireError(.unsupportedVersion, "peer speaks protocol version \(version), this node speaks \(WireMessage.protocolVersion)")
+            }
+            let id = try r.nodeID()
+            let name = try r.string()
+            let cluster = try r.string()
+            let port = try r.integer(UInt16.self)
+            let nonceCount = Int(try r.integer(UInt8.self))
+            guard nonceCount == 32 else { throw WireError(.malformed, "nonce of \(nonceCount) bytes") }
+            let nonce = try r.bytes(nonceCount)
+            let indexID = try r.integer(UInt64.self)
+            message = .hello(.init(protocolVersion: version, nodeID: id, nodeName: name, clusterName: cluster, listenPort: port, nonce: nonce, indexID: indexID))
+        case .auth:
+            let count = Int(try r.integer(UInt8.self))
+            guard count == 32 else { throw WireError(.malformed, "MAC of \(count) bytes") }
+            message = .auth(.init(mac: try r.bytes(count)))
+        case .indexRequest:
+            message = .indexRequest(.init(indexID: try r.integer(UInt64.self), since: try r.integer(UInt64.self)))
+        case .indexUpdate:
+            let indexID = try r.integer(UInt64.self)
+            let caughtUp = try r.bool()
+            // The smallest record takes 80 bytes: a count above remaining/80 cannot be true.
+            let count = try r.count(UInt32.self, minimumElementSize: 80)
+            var records = [FileRecord]()
+            records.reserveCapacity(count)
+            for _ in 0..<count { records.append(try readRecord(&r)) }
+            message = .indexUpdate(.init(indexID: indexID, records: records, caughtUp: caughtUp))
+        case .blockRequest:
+            message = .blockRequest(.init(id: try r.integer(UInt32.self), hash: try r.hash(), size: try r.integer(UInt32.self), path: try r.string(), offset: try r.integer(UInt64.self)))
+        case .blockResponse:
+            let id = try r.integer(UInt32.self)
+            guard let status = WireMessage.BlockResponse.Status(rawValue: try r.integer(UInt8.self)) else {
+                throw WireError(.malformed, "unknown block response status")
+            }
+            let length = try r.count(UInt32.self, minimumElementSize: 1)
+            message = .blockResponse(.init(id: id, status: status, data: try r.slice(length)))
+        case .ping:
+            message = .ping
+        case .close:
+            message = .close(reason: try r.string())
+        }
+        guard r.buffer.readableBytes == 0 else {
+            throw WireError(.malformed, "\(r.buffer.readableBytes) unexpected bytes after a \(kind) message")
+        }
+        return message
+    }
+
+    /// Reads one record in wire form (also used by the index store).
+    public static func readRecord(_ r: inout Reader) throws -> FileRecord {
+        let path = try r.string()
+        guard let kind = FileRecord.Kind(rawValue: try r.integer(UInt8.self)) else { throw WireError(.malformed, "unknown file kind") }
+        let deleted = try r.bool()
+        let size = try r.integer(UInt64.self)
+        let mtime = try r.integer(Int64.self)
+        let mode = try r.integer(UInt32.self)
+        let modifiedBy = try r.nodeID()
+        let versionCount = try r.count(UInt16.self, minimumElementSize: 40)
+        guard versionCount <= maxVersionEntries else { throw WireError(.frameTooLarge, "version vector of \(versionCount) entries") }
+        var counters = [NodeID: UInt64](minimumCapacity: versionCount)
+        for _ in 0..<versionCount {
+            let node = try r.nodeID()
+            counters[node] = try r.integer(UInt64.self)
+        }
+        let blockCount = try r.count(UInt32.self, minimumElementSize: 36)
+        var blocks = [BlockRef]()
+        blocks.reserveCapacity(blockCount)
+        var total: UInt64 = 0
+        for _ in 0..<blockCount {
+            let block = BlockRef(hash: try r.hash(), size: try r.integer(UInt32.self))
+            guard block.size > 0 else { throw WireError(.malformed, "a block of size 0") }
+            total += UInt64(block.size)
+            blocks.append(block)
+        }
+        if kind == .file && !deleted && total != size {
+            throw WireError(.malformed, "blocks add up to \(total) bytes but the file has \(size)")
+        }
+        let target = try r.string()
+        let sequence = try r.integer(UInt64.self)
+        return FileRecord(path: path, kind: kind, size: size, mtimeNs: mtime, mode: mode & 0o7777, deleted: deleted, version: VersionVector(counters), modifiedBy: modifiedBy, blocks: blocks, symlinkTarget: target, sequence: sequence)
+    }
+
+    /// A bounds-checked cursor over a payload: every read throws `WireError` instead of trapping.
+    public struct Reader {
+        var buffer: ByteBuffer
+        public init(_ buffer: ByteBuffer) { self.buffer = buffer }
+        public var remaining: Int { buffer.readableBytes }
+
+        mutating func integer<T: FixedWidthInteger>(_: T.Type) throws -> T {
+            guard let v = buffer.readInteger(as: T.self) else { throw WireError(.truncated, "expected \(T.self)") }
+            return v
+        }
+
+        mutating func bool() throws -> Bool {
+            switch try integer(UInt8.self) {
+            case 0: return false
+            case 1: return true
+            default: throw WireError(.malformed, "a flag that is neither 0 nor 1")
+            }
+        }
+
+        /// Reads a count and rejects it unless `count * minimumElementSize` bytes remain.
+        mutating func count<T: FixedWidthInteger>(_: T.Type, minimumElementSize: Int) throws -> Int {
+            let n = Int(try integer(T.self))
+            guard n <= buffer.readableBytes / max(minimumElementSize, 1) else {
+                throw WireError(.frameTooLarge, "a count of \(n) does not fit in the \(buffer.readableBytes) bytes left")
+            }
+            return n
+        }
+
+        mutating func bytes(_ n: Int) throws -> [UInt8] {
+            guard let b = buffer.readBytes(length: n) else { throw WireError(.truncated, "expected \(n) bytes") }
+            return b
+        }
+
+        mutating func slice(_ n: Int) throws -> ByteBuffer {
+            guard let b = buffer.readSlice(length: n) else { throw WireError(.truncated, "expected \(n) bytes") }
+            return b
+        }
+
+        mutating func string() throws -> String {
+            let n = Int(try integer(UInt16.self))
+            guard n <= WireCodec.maxStringBytes else { throw WireError(.frameTooLarge, "a string of \(n) bytes") }
+            guard let view = buffer.readSlice(length: n) else { throw WireError(.truncated, "expected a string of \(n) bytes") }
+            guard let s = view.getString(at: view.readerIndex, length: n), s.utf8.count == n,
+                  String(validating: view.readableBytesView, as: UTF8.self) != nil
+            else { throw WireError(.malformed, "a string that is not valid UTF-8") }
+            return s
+        }
+
+        mutating func nodeID() throws -> NodeID {
+            guard let bytes = buffer.readBytes(length: 32) else { throw WireError(.truncated, "expected a node ID") }
+            return NodeID(bytes: bytes)
+        }
+
+        mutating func hash() throws -> BlockHash {
+            BlockHash(w0: try integer(UInt64.self), w1: try integer(UInt64.self), w2: try integer(UInt64.self), w3: try integer(UInt64.self))
+        }
+    }
+}
