@@ -1,0 +1,395 @@
+import HeapModule
+
+/// The sync logic as a pure state machine: events in, decisions out, no I/O.
+///
+/// The engine holds this node's index (what is on disk, plus tombstones), the index each peer
+/// sent, and the queue of jobs that bring the disk to the agreed version. It never touches the
+/// disk or the network: `SyncNode` performs what it returns (persist records, send them to
+/// peers, run jobs) and reports back. This keeps every decision testable without files or
+/// sockets, and whole clusters can be simulated from a seed (the shape of swift-cluster-
+/// membership's `SWIM.Instance`).
+///
+/// Deciding a path (`evaluate`): the local record and every peer's record for the path are
+/// folded into one target. A version that descends from the other replaces it; concurrent
+/// versions with the same content merge (never a conflict); an edit beats a concurrent delete;
+/// other concurrent versions go to the `ConflictPolicy`. A reconciled version is the merge of
+/// both vectors, so it descends from both on every node, and because the fold is deterministic
+/// every node reaches the same record whatever order versions arrived in.
+public struct SyncEngine: Sendable {
+    public let me: NodeID
+    public var policy: any ConflictPolicy
+    public var order: PullOrder
+    /// Jobs that may run at once (blocks within a job are pipelined separately).
+    public var maxConcurrentJobs: Int
+
+    /// This node's index by path.
+    public private(set) var local: [String: FileRecord] = [:]
+    /// The highest local sequence number handed out.
+    public private(set) var sequence: UInt64 = 0
+    /// What each peer told us, by peer and path.
+    public private(set) var peers: [NodeID: PeerIndex] = [:]
+
+    /// Jobs waiting, by path; the heap orders them, stale heap entries are skipped.
+    private var pending: [String: PullJob] = [:]
+    private var queue = Heap<QueueEntry>()
+    private var generation: UInt64 = 0
+    /// Jobs handed to the node and not yet reported back.
+    public private(set) var running: [String: PullJob] = [:]
+    /// Paths whose last job failed, waiting for a retry (`retryFailed`).
+    public private(set) var failed: [String: String] = [:]
+
+    /// A peer's index as we know it.
+    public struct PeerIndex: Sendable {
+        public var records: [String: FileRecord] = [:]
+        public var connected = false
+        public var indexID: UInt64 = 0
+        /// Highest sequence received from this index: the `since` of the next request.
+        public var maxSequence: UInt64 = 0
+        /// The peer finished sending what it had when it connected.
+        public var caughtUp = false
+    }
+
+    /// What the node must do after an event.
+    public struct Output: Sendable, Equatable {
+        /// Local records changed: write them to the index store and send them to every
+        /// connected peer (they got new sequence numbers).
+        public var persist: [FileRecord] = []
+        /// Local-only changes (a new inode after a rewrite with identical content): store them,
+        /// send nothing.
+        public var persistQuietly: [FileRecord] = []
+        public var events: [SyncEvent] = []
+        public init() {}
+        public mutating func append(_ other: Output) {
+            persist += other.persist
+            persistQuietly += other.persistQuietly
+            events += other.events
+        }
+    }
+
+    public init(me: NodeID, policy: any ConflictPolicy, order: PullOrder = .smallestFirst, maxConcurrentJobs: Int = 16) {
+        self.me = me
+        self.policy = policy
+        self.order = order
+        self.maxConcurrentJobs = maxConcurrentJobs
+    }
+
+    /// Loads the index read from disk at start-up.
+    public mutating func restore(records: [FileRecord]) {
+        for r in records {
+            local[r.path] = r
+            sequence = max(sequence, r.sequence)
+        }
+    }
+
+    // MARK: local changes
+
+    /// What the scanner saw at a path: its current state (`record` with content fields set and
+    /// no version), or nil when nothing is there.
+    public struct Observation: Sendable {
+        public var path: String
+        public var record: FileRecord?
+        public init(path: String, record: FileRecord?) {
+            self.path = path
+            self.record = record
+        }
+    }
+
+    /// Takes what the scanner saw. A change bumps this node's counter in the version vector and
+    /// gets the next sequence number; an unchanged path with only a new inode is updated quietly.
+    public mutating func localScan(_ observations: [Observation]) -> Output {
+        var out = Output()
+        for o in observations {
+            let old = local[o.path]
+            if let seen = o.record {
+                if let old, !old.deleted, old.hasSameContent(as: seen), old.mtimeNs == seen.mtimeNs || old.kind == .directory {
+                    if old.inode != seen.inode {
+                        local[o.path]?.inode = seen.inode
+                        out.persistQuietly.append(local[o.path]!)
+                    }
+                    continue
+                }
+                var r = seen
+                r.version = (old?.version ?? VersionVector()).bumped(by: me)
+                r.modifiedBy = me
+                commit(r, into: &out)
+                out.events.append(.localChange(path: o.path, deleted: false))
+            } else if let old, !old.deleted {
+                var r = old
+                r.deleted = true
+                r.blocks = []
+                r.size = 0
+                r.symlinkTarget = ""
+                r.inode = 0
+                r.version = old.version.bumped(by: me)
+                r.modifiedBy = me
+                commit(r, into: &out)
+                out.events.append(.localChange(path: o.path, deleted: true))
+            }
+        }
+        for o in observations { reevaluate(o.path, into: &out) }
+        return out
+    }
+
+    /// Gives the record the next sequence number and stores it.
+    private mutating func commit(_ record: FileRecord, into out: inout Output) {
+        var r = record
+        sequence += 1
+        r.sequence = sequence
+        local[r.path] = r
+        out.persist.append(r)
+    }
+
+    // MARK: peers
+
+    public mutating func peerConnected(_ peer: NodeID, indexID: UInt64) {
+        var p = peers[peer] ?? PeerIndex()
+        if p.indexID != indexID {
+            // A new index on the peer (its database was reset): its old records mean nothing.
+            p = PeerIndex()
+            p.indexID = indexID
+        }
+        p.connected = true
+        p.caughtUp = false
+        peers[peer] = p
+    }
+
+    public mutating func peerDisconnected(_ peer: NodeID) {
+        peers[peer]?.connected = false
+    }
+
+    /// The `since` to ask a peer for: what we hold of its current index.
+    public func indexRequest(for peer: NodeID) -> WireMessage.IndexRequest {
+        let p = peers[peer]
+        return .init(indexID: p?.indexID ?? 0, since: p?.maxSequence ?? 0)
+    }
+
+    /// Local records to send a peer that asked for those after `since` of `indexID`
+    /// (everything when it holds another index of ours), in sequence order.
+    public func records(after request: WireMessage.IndexRequest, ourIndexID: UInt64) -> [FileRecord] {
+        let since = request.indexID == ourIndexID ? request.since : 0
+        return local.values.filter { $0.sequence > since }.sorted { $0.sequence < $1.sequence }
+    }
+
+    /// Takes records a peer sent (already checked by `PathSafety`) and decides each path again.
+    public mutating func peerIndex(_ peer: NodeID, records: [FileRecord], caughtUp: Bool) -> Output {
+        var out = Output()
+        var p = peers[peer] ?? PeerIndex()
+        for r in records {
+            p.records[r.path] = r
+            p.maxSequence = max(p.maxSequence, r.sequence)
+        }
+        if caughtUp { p.caughtUp = true }
+        peers[peer] = p
+        for r in records { reevaluate(r.path, into: &out) }
+        return out
+    }
+
+    // MARK: deciding
+
+    /// The record every node converges to for `path`, and whether this node's current content
+    /// lost a conflict whose loser is to be kept.
+    public func target(for path: String) -> (record: FileRecord, localLostAndKept: Bool)? {
+        let current = local[path]
+        var best = current
+        var localLost = false
+        // Peers in ID order, so the fold is the same on every node.
+        for peer in peers.keys.sorted() {
+            guard let r = peers[peer]?.records[path] else { continue }
+            guard let b = best else { best = r; continue }
+            switch r.version.compare(to: b.version) {
+            case .equal, .older:
+                continue
+            case .newer:
+                best = r
+            case .concurrent:
+                let merged = b.version.merged(with: r.version)
+                var winner: FileRecord
+                if b.hasSameContent(as: r) {
+                    winner = NewestOrder.aWins(b, over: r) ? b : r
+                } else if b.deleted != r.deleted {
+                    winner = b.deleted ? r : b  // the edit wins over a concurrent delete
+                } else {
+                    let resolution = policy.resolve(Conflict(path: path, local: b, remote: r))
+                    winner = resolution.winner == .local ? b : r
+                    let loser = resolution.winner == .local ? r : b
+                    if resolution.keepLoserCopy, let current, !current.deleted, current.kind == .file,
+                       loser.hasSameContent(as: current) {
+                        localLost = true
+                    }
+                }
+                winner.version = merged
+                best = winner
+            }
+        }
+        guard let best else { return nil }
+        if let current, localLost, best.hasSameContent(as: current) { localLost = false }
+        return (best, localLost)
+    }
+
+    /// Re-decides `path` and queues, replaces or drops its job.
+    mutating func reevaluate(_ path: String, into out: inout Output) {
+        guard let (target, localLost) = target(for: path) else { return }
+        let current = local[path]
+        if let current {
+            switch target.version.compare(to: current.version) {
+            case .equal, .older:
+                // Up to date (or ahead: peers will pull from us).
+                dropPending(path)
+                failed[path] = nil
+                return
+            case .newer, .concurrent:
+                break
+            }
+        }
+        let currentlyAbsent = current == nil || current!.deleted
+        // Nothing to do on disk: record the agreed version right away.
+        if target.deleted && currentlyAbsent {
+            var r = target
+            r.inode = 0
+            dropPending(path)
+            commit(r, into: &out)
+            return
+        }
+        if let current, !current.deleted, current.hasSameContent(as: target),
+           current.kind != .file || current.mtimeNs == target.mtimeNs {
+            var r = target
+            r.inode = current.inode
+            r.mtimeNs = current.mtimeNs
+            dropPending(path)
+            commit(r, into: &out)
+            return
+        }
+        let operation: PullJob.Operation
+        if target.deleted {
+            operation = .delete
+        } else if let current, !current.deleted, current.hasSameContent(as: target) {
+            operation = .updateMetadata
+        } else {
+            switch target.kind {
+            case .file: operation = .writeFile
+            case .directory: operation = .makeDirectory
+            case .symlink: operation = .makeSymlink
+            }
+        }
+        let job = PullJob(
+            operation: operation, path: path, target: target, expectedLocal: current, sources: [],
+            conflictCopyPath: localLost && current != nil ? ConflictNaming.copyPath(for: path, loser: current!) : nil)
+        failed[path] = nil
+        if pending[path] == job { return }
+        pending[path] = job
+        generation += 1
+        queue.insert(QueueEntry(key: sortKey(job), path: path, generation: generation))
+        pendingGeneration[path] = generation
+    }
+
+    private var pendingGeneration: [String: UInt64] = [:]
+
+    private mutating func dropPending(_ path: String) {
+        pending[path] = nil
+        pendingGeneration[path] = nil
+    }
+
+    // MARK: scheduling
+
+    struct QueueEntry: Comparable, Sendable {
+        var key: SortKey
+        var path: String
+        var generation: UInt64
+        static func < (a: QueueEntry, b: QueueEntry) -> Bool { (a.key, a.path) < (b.key, b.path) }
+        static func == (a: QueueEntry, b: QueueEntry) -> Bool { a.key == b.key && a.path == b.path && a.generation == b.generation }
+    }
+
+    /// (class, primary): class 0 directories, 1 files/links/metadata, 2 deletions.
+    struct SortKey: Comparable, Sendable {
+        var phase: Int
+        var primary: Int64
+        static func < (a: SortKey, b: SortKey) -> Bool { (a.phase, a.primary) < (b.phase, b.primary) }
+    }
+
+    private func sortKey(_ job: PullJob) -> SortKey {
+        let depth = Int64(job.path.utf8.reduce(0) { $0 + ($1 == UInt8(ascii: "/") ? 1 : 0) })
+        switch job.operation {
+        case .makeDirectory: return SortKey(phase: 0, primary: depth)
+        case .delete: return SortKey(phase: 2, primary: -depth)
+        default:
+            switch order {
+            case .smallestFirst: return SortKey(phase: 1, primary: Int64(clamping: job.target.size))
+            case .largestFirst: return SortKey(phase: 1, primary: -Int64(clamping: job.target.size))
+            case .oldestFirst: return SortKey(phase: 1, primary: job.target.mtimeNs)
+            case .newestFirst: return SortKey(phase: 1, primary: -job.target.mtimeNs)
+            case .alphabetic: return SortKey(phase: 1, primary: 0)
+            }
+        }
+    }
+
+    /// Jobs to start now, in pull order, up to the concurrency limit. Each job's sources are the
+    /// connected peers whose record holds the target content.
+    public mutating func nextJobs() -> [PullJob] {
+        var jobs = [PullJob]()
+        var deferred = [QueueEntry]()
+        defer { for entry in deferred { queue.insert(entry) } }
+        while running.count < maxConcurrentJobs, let top = queue.min {
+            guard pendingGeneration[top.path] == top.generation, var job = pending[top.path] else {
+                _ = queue.removeMin()
+                continue
+            }
+            if running[top.path] != nil {
+                // The path's previous job still runs; this one waits for it to report back.
+                deferred.append(queue.removeMin())
+                continue
+            }
+            if job.operation == .delete && running.values.contains(where: { $0.operation != .delete }) {
+                break
+            }
+            _ = queue.removeMin()
+            dropPending(top.path)
+            job.sources = peers.keys.sorted().filter { id in
+                guard let p = peers[id], p.connected, let r = p.records[job.path] else { return false }
+                return r.hasSameContent(as: job.target)
+            }
+            running[job.path] = job
+            jobs.append(job)
+        }
+        return jobs
+    }
+
+    /// True when nothing is pending, running or waiting for a retry.
+    public var isIdle: Bool { pending.isEmpty && running.isEmpty && failed.isEmpty }
+
+    /// The node reports how a job ended.
+    public mutating func jobFinished(_ job: PullJob, outcome: PullOutcome) -> Output {
+        var out = Output()
+        running[job.path] = nil
+        switch outcome {
+        case .applied(let record):
+            failed[job.path] = nil
+            var r = record
+            r.version = job.target.version
+            r.modifiedBy = job.target.modifiedBy
+            commit(r, into: &out)
+            out.events.append(.pulled(path: job.path, operation: job.operation))
+            if let copy = job.conflictCopyPath { out.events.append(.conflict(path: job.path, copyPath: copy)) }
+            reevaluate(job.path, into: &out)
+        case .localChanged:
+            // The node rescans the path; `localScan` then decides again (and clears this).
+            failed[job.path] = "the local file changed during the pull"
+        case .unavailable:
+            // Waits for `retryFailed` (a peer connected, or the retry timer) instead of spinning.
+            failed[job.path] = "no connected peer has the content"
+            out.events.append(.pullFailed(path: job.path, reason: failed[job.path]!))
+        case .failed(let why):
+            failed[job.path] = why
+            out.events.append(.pullFailed(path: job.path, reason: why))
+        }
+        return out
+    }
+
+    /// Queues the failed paths again (after a peer connected or a retry timer fired).
+    public mutating func retryFailed() -> Output {
+        var out = Output()
+        let paths = Array(failed.keys)
+        failed.removeAll()
+        for p in paths { reevaluate(p, into: &out) }
+        return out
+    }
+}

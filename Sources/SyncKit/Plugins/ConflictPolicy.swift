@@ -1,0 +1,122 @@
+import Foundation
+
+/// Two versions of one path that were made concurrently (neither version vector descends from
+/// the other) and whose contents differ. `local` is the version the node currently prefers,
+/// `remote` the one that just arrived.
+public struct Conflict: Sendable {
+    public var path: String
+    public var local: FileRecord
+    public var remote: FileRecord
+    public init(path: String, local: FileRecord, remote: FileRecord) {
+        self.path = path
+        self.local = local
+        self.remote = remote
+    }
+}
+
+/// What to do with a conflict.
+public struct Resolution: Sendable, Equatable {
+    public enum Side: Sendable, Equatable { case local, remote }
+    /// Whose content stays under the original name.
+    public var winner: Side
+    /// Keep the losing content under a conflict name (`ConflictNaming`) instead of dropping it.
+    public var keepLoserCopy: Bool
+    public init(winner: Side, keepLoserCopy: Bool) {
+        self.winner = winner
+        self.keepLoserCopy = keepLoserCopy
+    }
+}
+
+/// Decides between concurrent versions. SyncKit calls it only for true conflicts: versions that
+/// are concurrent and differ in content. Identical content and edit-versus-delete (the edit
+/// wins) are settled by the engine before a policy is asked.
+///
+/// ## Implementation requirements
+/// - Deterministic and symmetric: every node must reach the same outcome whatever order the
+///   versions arrive in, so `resolve(a, b)` must pick the same *record* as `resolve(b, a)`, and
+///   agree on `keepLoserCopy`. It may look at the records only (no clock, no randomness, no
+///   node-local state). The `ConflictPolicyConformance` kit checks this on generated records.
+/// - Cheap and synchronous: it runs inside the engine.
+public protocol ConflictPolicy: Sendable {
+    /// The name used on the command line (`--policy`).
+    var name: String { get }
+    func resolve(_ conflict: Conflict) -> Resolution
+}
+
+/// The total order behind `newest`: later mtime wins; ties go to the higher NodeID of the node
+/// that made the change; then, to stay total, larger size and higher first block hash.
+public enum NewestOrder {
+    /// True when `a` wins over `b`.
+    public static func aWins(_ a: FileRecord, over b: FileRecord) -> Bool {
+        if a.mtimeNs != b.mtimeNs { return a.mtimeNs > b.mtimeNs }
+        if a.modifiedBy != b.modifiedBy { return a.modifiedBy > b.modifiedBy }
+        if a.size != b.size { return a.size > b.size }
+        let ha = a.blocks.first?.hash.description ?? a.symlinkTarget
+        let hb = b.blocks.first?.hash.description ?? b.symlinkTarget
+        if ha != hb { return ha > hb }
+        return a.version.description > b.version.description
+    }
+}
+
+/// `newest`: the version with the later modification time wins (ties: higher NodeID). By default
+/// the loser is kept under a conflict name, so nothing is lost; `keepLoserCopies: false` drops it.
+public struct NewestWinsPolicy: ConflictPolicy {
+    public var keepLoserCopies: Bool
+    public init(keepLoserCopies: Bool = true) { self.keepLoserCopies = keepLoserCopies }
+    public var name: String { "newest" }
+    public func resolve(_ c: Conflict) -> Resolution {
+        Resolution(winner: NewestOrder.aWins(c.local, over: c.remote) ? .local : .remote, keepLoserCopy: keepLoserCopies)
+    }
+}
+
+/// `keep-both`: both versions always stay. The one that would win under `newest` keeps the name,
+/// the other is renamed to the conflict name on every node; the user merges them.
+public struct KeepBothPolicy: ConflictPolicy {
+    public init() {}
+    public var name: String { "keep-both" }
+    public func resolve(_ c: Conflict) -> Resolution {
+        Resolution(winner: NewestOrder.aWins(c.local, over: c.remote) ? .local : .remote, keepLoserCopy: true)
+    }
+}
+
+/// `prefer-node`: changes made by one node (a "primary") win; between others, `newest`.
+public struct PreferNodePolicy: ConflictPolicy {
+    public var preferred: NodeID
+    public init(preferred: NodeID) { self.preferred = preferred }
+    public var name: String { "prefer-node" }
+    public func resolve(_ c: Conflict) -> Resolution {
+        let l = c.local.modifiedBy == preferred, r = c.remote.modifiedBy == preferred
+        if l != r { return Resolution(winner: l ? .local : .remote, keepLoserCopy: true) }
+        return NewestWinsPolicy().resolve(c)
+    }
+}
+
+/// Names the copy that keeps a losing version: `name.sync-conflict-YYYYMMDD-HHMMSS-NODE.ext`.
+///
+/// The time is the loser's modification time (UTC) and NODE the short ID of the node that made
+/// it, not the current clock: every node that keeps the same loser derives the same name, so
+/// the copies they make are the same file and merge instead of multiplying.
+public enum ConflictNaming {
+    public static let marker = ".sync-conflict-"
+
+    public static func copyPath(for path: String, loser: FileRecord) -> String {
+        let slash = path.lastIndex(of: "/")
+        let dir = slash.map { String(path[...$0]) } ?? ""
+        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        var stem = name, ext = ""
+        if let dot = name.lastIndex(of: "."), dot != name.startIndex {
+            stem = String(name[..<dot])
+            ext = String(name[dot...])
+        }
+        let date = Date(timeIntervalSince1970: Double(loser.mtimeNs / 1_000_000_000))
+        var cal = Calendar(identifier: .gregorian)
+        cal.timeZone = TimeZone(identifier: "UTC")!
+        let c = cal.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
+        func two(_ v: Int?) -> String { String(format: "%02d", v ?? 0) }
+        let stamp = String(format: "%04d", c.year ?? 1970) + two(c.month) + two(c.day) + "-" + two(c.hour) + two(c.minute) + two(c.second)
+        return "\(dir)\(stem)\(marker)\(stamp)-\(loser.modifiedBy.short)\(ext)"
+    }
+
+    /// True for names made by `copyPath`.
+    public static func isConflictCopy(_ path: String) -> Bool { path.contains(marker) }
+}
