@@ -1,0 +1,137 @@
+import Foundation
+
+/// Thin, explicit wrappers over the POSIX calls SyncKit needs, with errors as `SyncError`.
+///
+/// Foundation's FileManager follows symlinks in places, hides inodes and nanosecond times, and
+/// has no fsync; sync needs all of those, so the file-system layer talks to libc directly.
+public enum FileOps {
+    /// What `lstat` says about a path (never following a final symlink).
+    public struct Stat: Sendable, Equatable {
+        public var kind: FileRecord.Kind?  // nil: something we do not sync (socket, device ...)
+        public var size: UInt64
+        public var mtimeNs: Int64
+        public var mode: UInt32
+        public var inode: UInt64
+    }
+
+    static func errorText(_ code: Int32 = errno) -> String { String(cString: strerror(code)) }
+
+    /// `lstat(path)`, or nil when nothing is there. Throws for other errors.
+    public static func lstat(_ path: String) throws -> Stat? {
+        var st = stat()
+        if Glibc.lstat(path, &st) != 0 {
+            if errno == ENOENT || errno == ENOTDIR { return nil }
+            throw SyncError(.io, "cannot stat \(path): \(errorText())")
+        }
+        return Stat(st)
+    }
+
+    /// `fstat(fd)`.
+    public static func fstat(_ fd: Int32) throws -> Stat {
+        var st = stat()
+        guard Glibc.fstat(fd, &st) == 0 else { throw SyncError(.io, "fstat failed: \(errorText())") }
+        return Stat(st)
+    }
+
+    /// Opens a file for reading without following a final symlink.
+    public static func openForReading(_ path: String) throws -> Int32 {
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw SyncError(.io, "cannot open \(path): \(errorText())") }
+        return fd
+    }
+
+    /// Reads exactly `count` bytes at `offset` (short only at end of file).
+    public static func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, offset: UInt64) throws -> Int {
+        var done = 0
+        while done < buffer.count {
+            let r = Glibc.pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if r < 0 {
+                if errno == EINTR { continue }
+                throw SyncError(.io, "read failed: \(errorText())")
+            }
+            if r == 0 { break }
+            done += r
+        }
+        return done
+    }
+
+    /// Writes all of `buffer` at `offset`.
+    public static func pwrite(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, offset: UInt64) throws {
+        var done = 0
+        while done < buffer.count {
+            let r = Glibc.pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if r < 0 {
+                if errno == EINTR { continue }
+                throw SyncError(.io, "write failed: \(errorText())")
+            }
+            done += r
+        }
+    }
+
+    /// fsync of a directory, so that a rename or creation in it survives a crash.
+    public static func syncDirectory(_ path: String) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd >= 0 {
+            _ = fsync(fd)
+            close(fd)
+        }
+    }
+
+    /// Creates the parent directories of `relative` under `root`, refusing any parent that is a
+    /// symlink or not a directory: a remote path must never write outside the folder through a
+    /// link that exists here.
+    public static func prepareParents(root: String, relative: String) throws {
+        var current = root
+        let parts = relative.split(separator: "/")
+        for part in parts.dropLast() {
+            current += "/" + part
+            if let st = try lstat(current) {
+                guard st.kind == .directory else {
+                    throw SyncError(.unsafePath, "\(current) is not a real directory (a symlink or a file); refusing to write through it")
+                }
+            } else if mkdir(current, 0o755) != 0 && errno != EEXIST {
+                throw SyncError(.io, "cannot create \(current): \(errorText())")
+            }
+        }
+    }
+
+    /// Sets permission bits and modification time without following a final symlink.
+    public static func setMetadata(_ path: String, mode: UInt32?, mtimeNs: Int64?) throws {
+        if let mode, chmod(path, mode_t(mode & 0o7777)) != 0 {
+            throw SyncError(.io, "cannot chmod \(path): \(errorText())")
+        }
+        if let mtimeNs {
+            var times = [timespec(tv_sec: 0, tv_nsec: (1 << 30) - 2 /* UTIME_OMIT: leave atime alone */), timespec(mtimeNs)]
+            if utimensat(AT_FDCWD, path, &times, AT_SYMLINK_NOFOLLOW) != 0 {
+                throw SyncError(.io, "cannot set the time of \(path): \(errorText())")
+            }
+        }
+    }
+}
+
+extension timespec {
+    init(_ ns: Int64) {
+        var sec = ns / 1_000_000_000
+        var rem = ns % 1_000_000_000
+        if rem < 0 {
+            rem += 1_000_000_000
+            sec -= 1
+        }
+        self.init(tv_sec: Int(sec), tv_nsec: Int(rem))
+    }
+}
+
+extension FileOps.Stat {
+    init(_ st: stat) {
+        switch st.st_mode & S_IFMT {
+        case S_IFREG: kind = .file
+        case S_IFDIR: kind = .directory
+        case S_IFLNK: kind = .symlink
+        default: kind = nil
+        }
+        size = UInt64(st.st_size)
+        mtimeNs = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+        mode = UInt32(st.st_mode) & 0o7777
+        inode = UInt64(st.st_ino)
+    }
+}
