@@ -1,0 +1,239 @@
+import DequeModule
+import Foundation
+import NIOCore
+
+/// One authenticated connection to a peer, after the handshake.
+///
+/// It owns the request/response bookkeeping of block transfers (request IDs, a byte budget of
+/// requests in flight, so that a fast node pipelines many requests without buffering without
+/// bound), serializes sends on the channel, and keeps the queue of index records to send in the
+/// exact order the node produced them (a lock-protected queue, filled synchronously from the
+/// node's actor, drained by one writer task), so a peer never sees an older version of a path
+/// after a newer one and its "since" bookkeeping has no gaps.
+final class PeerLink: @unchecked Sendable {
+    let id: NodeID
+    let name: String
+    let address: String
+    let channel: any PeerChannel
+    /// True when this node dialed the connection.
+    let initiatedLocally: Bool
+    /// Bytes of block requests in flight allowed at once.
+    let requestBudget: Int
+
+    private let lock = NSLock()
+    private var nextRequestID: UInt32 = 1
+    private var pending: [UInt32: (continuation: CheckedContinuation<ByteBuffer?, any Error>, size: Int)] = [:]
+    private var outstanding = 0
+    private var budgetWaiters = Deque<(continuation: CheckedContinuation<Void, Never>, size: Int)>()
+    private var sending = false
+    private var sendWaiters = Deque<CheckedContinuation<Void, Never>>()
+    private var indexQueue = Deque<IndexItem>()
+    private var writerRunning = false
+    private(set) var closed = false
+    private var _lastReceived = ContinuousClock.now
+    private var _bytesSent = 0
+    private var _bytesReceived = 0
+    let indexID: UInt64
+
+    enum IndexItem { case record(FileRecord), caughtUp }
+
+    init(id: NodeID, name: String, address: String, channel: any PeerChannel, initiatedLocally: Bool, indexID: UInt64, requestBudget: Int) {
+        self.id = id
+        self.name = name
+        self.address = address
+        self.channel = channel
+        self.initiatedLocally = initiatedLocally
+        self.indexID = indexID
+        self.requestBudget = requestBudget
+    }
+
+    var lastReceived: ContinuousClock.Instant { lock.withLock { _lastReceived } }
+    var bytesSent: Int { lock.withLock { _bytesSent } }
+    var bytesReceived: Int { lock.withLock { _bytesReceived } }
+    var outstandingBytes: Int { lock.withLock { outstanding } }
+
+    func noteReceived(_ frame: Frame) {
+        lock.withLock {
+            _lastReceived = .now
+            _bytesReceived += frame.wireSize
+        }
+    }
+
+    /// Sends one message; concurrent callers are served one at a time, in arrival order.
+    func send(_ message: WireMessage) async throws {
+        let frame = WireCodec.encode(message)
+        await acquireSend()
+        defer { releaseSend() }
+        if lock.withLock({ closed }) { throw SyncError(.transport, "connection to \(name) is closed") }
+        try await channel.send(frame)
+        lock.withLock { _bytesSent += frame.wireSize }
+    }
+
+    private func acquireSend() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let ready = lock.withLock { () -> Bool in
+                if !sending {
+                    sending = true
+                    return true
+                }
+                sendWaiters.append(c)
+                return false
+            }
+            if ready { c.resume() }
+        }
+    }
+
+    private func releaseSend() {
+        let next = lock.withLock { () -> CheckedContinuation<Void, Never>? in
+            if let w = sendWaiters.popFirst() { return w }  // hand over: `sending` stays true
+            sending = false
+            return nil
+        }
+        next?.resume()
+    }
+
+    // MARK: index
+
+    /// Queues records for the peer (in the order given) and, if `caughtUp`, the marker that ends
+    /// the answer to its index request. Returns at once; a writer task sends them in batches.
+    func enqueueIndex(_ records: [FileRecord], caughtUp: Bool = false) {
+        let start = lock.withLock { () -> Bool in
+            if closed { return false }
+            for r in records { indexQueue.append(.record(r)) }
+            if caughtUp { indexQueue.append(.caughtUp) }
+            if writerRunning || indexQueue.isEmpty { return false }
+            writerRunning = true
+            return true
+        }
+        if start { Task { await self.drainIndex() } }
+    }
+
+    /// Batches of at most 1,000 records or about 1 MiB, so one update never nears the frame limit.
+    private func drainIndex() async {
+        while true {
+            let (batch, caughtUp) = lock.withLock { () -> ([FileRecord], Bool) in
+                var batch = [FileRecord]()
+                var bytes = 0
+                while let item = indexQueue.first {
+                    switch item {
+                    case .caughtUp:
+                        indexQueue.removeFirst()
+                        return (batch, true)
+                    case .record(let r):
+                        let size = 100 + r.path.utf8.count + r.blocks.count * 36 + r.version.counters.count * 40
+                        if !batch.isEmpty && (batch.count >= 1000 || bytes + size > 1 << 20) { return (batch, false) }
+                        indexQueue.removeFirst()
+                        batch.append(r)
+                        bytes += size
+                    }
+                }
+                return (batch, false)
+            }
+            if batch.isEmpty && !caughtUp {
+                let done = lock.withLock { () -> Bool in
+                    if indexQueue.isEmpty {
+                        writerRunning = false
+                        return true
+                    }
+                    return false
+                }
+                if done { return }
+                continue
+            }
+            do {
+                try await send(.indexUpdate(.init(indexID: indexID, records: batch, caughtUp: caughtUp)))
+            } catch {
+                lock.withLock {
+                    indexQueue.removeAll()
+                    writerRunning = false
+                }
+                return
+            }
+        }
+    }
+
+    // MARK: blocks
+
+    /// Asks the peer for a block; nil when it does not have it. Waits while the requests in
+    /// flight already use the byte budget.
+    func requestBlock(_ block: BlockRef, path: String, offset: UInt64) async throws -> ByteBuffer? {
+        let size = Int(block.size)
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let ready = lock.withLock { () -> Bool in
+                if outstanding == 0 || outstanding + size <= requestBudget || closed {
+                    outstanding += size
+                    return true
+                }
+                budgetWaiters.append((c, size))
+                return false
+            }
+            if ready { c.resume() }
+        }
+        return try await withCheckedThrowingContinuation { (c: CheckedContinuation<ByteBuffer?, any Error>) in
+            let id = lock.withLock { () -> UInt32? in
+                if closed { return nil }
+                let id = nextRequestID
+                nextRequestID &+= 1
+                if nextRequestID == 0 { nextRequestID = 1 }
+                pending[id] = (c, size)
+                return id
+            }
+            guard let id else {
+                releaseBudget(size)
+                c.resume(throwing: SyncError(.transport, "connection to \(name) is closed"))
+                return
+            }
+            Task {
+                do {
+                    try await self.send(.blockRequest(.init(id: id, hash: block.hash, size: block.size, path: path, offset: offset)))
+                } catch {
+                    self.complete(id, with: .failure(error))
+                }
+            }
+        }
+    }
+
+    /// Hands a response to the request waiting for it (unknown IDs are ignored: a late answer
+    /// to a request that already failed).
+    func deliver(_ response: WireMessage.BlockResponse) {
+        let result: Result<ByteBuffer?, any Error> = response.status == .ok ? .success(response.data) : .success(nil)
+        complete(response.id, with: result)
+    }
+
+    private func complete(_ id: UInt32, with result: Result<ByteBuffer?, any Error>) {
+        guard let entry = lock.withLock({ pending.removeValue(forKey: id) }) else { return }
+        releaseBudget(entry.size)
+        entry.continuation.resume(with: result)
+    }
+
+    private func releaseBudget(_ size: Int) {
+        let waiters = lock.withLock { () -> [CheckedContinuation<Void, Never>] in
+            outstanding -= size
+            var wake = [CheckedContinuation<Void, Never>]()
+            // Admit waiters in order while their requests fit; their bytes are counted here.
+            while let next = budgetWaiters.first, closed || outstanding == 0 || outstanding + next.size <= requestBudget {
+                budgetWaiters.removeFirst()
+                outstanding += next.size
+                wake.append(next.continuation)
+            }
+            return wake
+        }
+        for w in waiters { w.resume() }
+    }
+
+    /// Fails every request in flight and refuses new ones; closes the channel.
+    func shutdown() async {
+        let (requests, waiters) = lock.withLock { () -> ([(CheckedContinuation<ByteBuffer?, any Error>, Int)], [CheckedContinuation<Void, Never>]) in
+            closed = true
+            let r = pending.values.map { ($0.continuation, $0.size) }
+            pending.removeAll()
+            let w = budgetWaiters.map(\.continuation)
+            budgetWaiters.removeAll()
+            indexQueue.removeAll()
+            return (r, w)
+        }
+        for w in waiters { w.resume() }
+        for (c, _) in requests { c.resume(throwing: SyncError(.transport, "connection to \(name) closed")) }
+        await channel.close()
+    }
+}

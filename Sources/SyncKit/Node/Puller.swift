@@ -1,0 +1,250 @@
+import Foundation
+import Logging
+import NIOCore
+
+/// Performs `PullJob`s on disk: the only code that writes into the synced folder.
+///
+/// A file is assembled in a temp file next to its target (`.<name>.synckit-tmp`, same directory
+/// so the final rename is atomic on the same file system): blocks already in the temp file from
+/// an interrupted pull are kept (resume), blocks found locally are copied from disk, the rest
+/// are fetched from peers, many at once. Every block is checked against its SHA-256 before it is
+/// written. Then: fsync, permissions, modification time, a last check that the local file is
+/// still what the job expected (a user's edit in the meantime aborts the job: it is rescanned
+/// and decided again instead of being overwritten), the conflict copy if one is to be kept, and
+/// the rename. A crash at any point leaves the old file or the new one, never a mix; a temp
+/// file left behind is resumed or cleaned at the next start.
+struct Puller: Sendable {
+    let root: String
+    let logger: Logger
+    /// Blocks fetched at once within one file.
+    let window: Int
+
+    /// Fetches one block from the peers that have it (nil: nobody could give it).
+    typealias RemoteFetch = @Sendable (_ block: BlockRef, _ path: String, _ offset: UInt64, _ sources: [NodeID]) async -> ByteBuffer?
+
+    struct Stats: Sendable {
+        var bytesFromNetwork = 0
+        var bytesReused = 0
+    }
+
+    func absolute(_ relative: String) -> String { root + "/" + relative }
+
+    static func tempName(for path: String) -> String {
+        let slash = path.lastIndex(of: "/")
+        let dir = slash.map { String(path[...$0]) } ?? ""
+        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        // Names near the 255-byte limit are shortened; the hash keeps them unique.
+        let short = name.utf8.count > 200 ? String(name.prefix(100)) + "-" + String(UInt32(truncatingIfNeeded: name.hashValue), radix: 16) : name
+        return dir + "." + short + PathSafety.tempSuffix
+    }
+
+    /// True when the disk at `path` is still what `expected` describes (nil: nothing there).
+    func localMatches(_ expected: FileRecord?, at path: String) throws -> Bool {
+        let st = try FileOps.lstat(absolute(path))
+        guard let expected, !expected.deleted else { return st == nil }
+        guard let st, st.kind == expected.kind else { return false }
+        switch expected.kind {
+        case .file:
+            return st.size == expected.size && st.mtimeNs == expected.mtimeNs && (expected.inode == 0 || st.inode == expected.inode)
+        case .directory:
+            return true
+        case .symlink:
+            var buffer = [CChar](repeating: 0, count: 4097)
+            let n = readlink(absolute(path), &buffer, 4096)
+            return n >= 0 && String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) == expected.symlinkTarget
+        }
+    }
+
+    /// Runs a job. `locals` lists where blocks of the target already are on this node.
+    func perform(_ job: PullJob, locals: [BlockHash: [BlockMap.Location]], fetch: @escaping RemoteFetch) async -> (PullOutcome, Stats) {
+        var stats = Stats()
+        do {
+            guard PathSafety.isSafe(job.path) else { return (.failed("unsafe path"), stats) }
+            switch job.operation {
+            case .writeFile:
+                return (try await writeFile(job, locals: locals, fetch: fetch, stats: &stats), stats)
+            case .makeDirectory:
+                try FileOps.prepareParents(root: root, relative: job.path)
+                if let st = try FileOps.lstat(absolute(job.path)) {
+                    guard st.kind == .directory else { return (.localChanged, stats) }
+                } else if mkdir(absolute(job.path), mode_t(job.target.mode & 0o7777)) != 0 && errno != EEXIST {
+                    throw SyncError(.io, "cannot create directory \(job.path): \(FileOps.errorText())")
+                }
+                try FileOps.setMetadata(absolute(job.path), mode: job.target.mode, mtimeNs: nil)
+                return (.applied(try appliedRecord(job)), stats)
+            case .makeSymlink:
+                try FileOps.prepareParents(root: root, relative: job.path)
+                let temp = Self.tempName(for: job.path)
+                unlink(absolute(temp))
+                guard symlink(job.target.symlinkTarget, absolute(temp)) == 0 else {
+                    throw SyncError(.io, "cannot create symlink \(job.path): \(FileOps.errorText())")
+                }
+                guard try localMatches(job.expectedLocal, at: job.path) else {
+                    unlink(absolute(temp))
+                    return (.localChanged, stats)
+                }
+                try renameIntoPlace(temp, job)
+                return (.applied(try appliedRecord(job)), stats)
+            case .updateMetadata:
+                guard try localMatches(job.expectedLocal, at: job.path) else { return (.localChanged, stats) }
+                try FileOps.setMetadata(absolute(job.path), mode: job.target.kind == .symlink ? nil : job.target.mode, mtimeNs: job.target.kind == .directory ? nil : job.target.mtimeNs)
+                return (.applied(try appliedRecord(job)), stats)
+            case .delete:
+                guard try localMatches(job.expectedLocal, at: job.path) else { return (.localChanged, stats) }
+                let path = absolute(job.path)
+                let isDirectory = try FileOps.lstat(path)?.kind == .directory
+                let rc = isDirectory ? rmdir(path) : unlink(path)
+                if rc != 0 {
+                    if errno == ENOENT { return (.applied(job.target), stats) }
+                    // A directory that still holds files this node has and the deleter did not
+                    // (new, or ignored there): keep it; the rescan re-announces it.
+                    if errno == ENOTEMPTY || errno == EEXIST { return (.localChanged, stats) }
+                    throw SyncError(.io, "cannot delete \(job.path): \(FileOps.errorText())")
+                }
+                var r = job.target
+                r.inode = 0
+                return (.applied(r), stats)
+            }
+        } catch let error as SyncError {
+            logger.warning("job failed", metadata: ["sync.path": "\(job.path)", "error": "\(error)"])
+            return (.failed(error.message), stats)
+        } catch {
+            return (.failed("\(error)"), stats)
+        }
+    }
+
+    /// The record of what the job left on disk: the target, with this disk's inode and times.
+    func appliedRecord(_ job: PullJob) throws -> FileRecord {
+        var r = job.target
+        guard let st = try FileOps.lstat(absolute(job.path)) else {
+            throw SyncError(.io, "\(job.path) vanished right after it was written")
+        }
+        r.inode = st.inode
+        if r.kind == .file { r.mtimeNs = st.mtimeNs }
+        return r
+    }
+
+    /// Keeps the conflict loser if asked, then renames `temp` over the target and makes the
+    /// rename durable.
+    func renameIntoPlace(_ temp: String, _ job: PullJob) throws {
+        if let copy = job.conflictCopyPath, try FileOps.lstat(absolute(job.path)) != nil {
+            guard rename(absolute(job.path), absolute(copy)) == 0 else {
+                throw SyncError(.io, "cannot keep the conflict copy \(copy): \(FileOps.errorText())")
+            }
+        }
+        guard rename(absolute(temp), absolute(job.path)) == 0 else {
+            throw SyncError(.io, "cannot move \(job.path) into place: \(FileOps.errorText())")
+        }
+        let parent = job.path.lastIndex(of: "/").map { absolute(String(job.path[..<$0])) } ?? root
+        FileOps.syncDirectory(parent)
+    }
+
+    private func writeFile(_ job: PullJob, locals: [BlockHash: [BlockMap.Location]], fetch: @escaping RemoteFetch, stats: inout Stats) async throws -> PullOutcome {
+        try FileOps.prepareParents(root: root, relative: job.path)
+        let temp = Self.tempName(for: job.path)
+        let fd = open(absolute(temp), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw SyncError(.io, "cannot create \(temp): \(FileOps.errorText())") }
+        var fdOpen = true
+        defer { if fdOpen { close(fd) } }
+
+        let blocks = job.target.blocks
+        let offsets = job.target.blockOffsets
+        // Resume: blocks an interrupted pull already wrote are kept when their hash matches.
+        let existing = try FileOps.fstat(fd).size
+        var todo = [Int]()
+        if existing > 0 {
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(Chunker.standard.maxSize), alignment: 16)
+            defer { buffer.deallocate() }
+            for i in blocks.indices {
+                let end = offsets[i] + UInt64(blocks[i].size)
+                if end <= existing {
+                    let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[..<Int(blocks[i].size)])
+                    if try FileOps.pread(fd, into: slice, offset: offsets[i]) == slice.count,
+                       Chunker.hash(UnsafeRawBufferPointer(slice)) == blocks[i].hash {
+                        stats.bytesReused += slice.count
+                        continue
+                    }
+                }
+                todo.append(i)
+            }
+        } else {
+            todo = Array(blocks.indices)
+        }
+        guard ftruncate(fd, off_t(job.target.size)) == 0 else { throw SyncError(.io, "cannot size \(temp): \(FileOps.errorText())") }
+
+        // Fill the missing blocks, `window` at a time.
+        let root = self.root
+        let path = job.path
+        let sources = job.sources
+        var unavailable = false
+        try await withThrowingTaskGroup(of: (Int, Bool).self) { group in
+            var next = 0
+            func launch() {
+                guard next < todo.count else { return }
+                let i = todo[next]
+                next += 1
+                let block = blocks[i]
+                let offset = offsets[i]
+                let candidates = locals[block.hash] ?? []
+                group.addTask {
+                    // Local copy first: read, verify, write.
+                    for location in candidates {
+                        if let data = Self.readLocal(root: root, location), Chunker.hash(data) == block.hash {
+                            try data.withUnsafeBytes { try FileOps.pwrite(fd, $0, offset: offset) }
+                            return (data.count, false)
+                        }
+                    }
+                    guard let buffer = await fetch(block, path, offset, sources) else { throw PullerMiss() }
+                    let ok = buffer.withUnsafeReadableBytes { raw -> Bool in
+                        raw.count == Int(block.size) && Chunker.hash(raw) == block.hash
+                    }
+                    guard ok else { throw PullerMiss() }
+                    try buffer.withUnsafeReadableBytes { try FileOps.pwrite(fd, $0, offset: offset) }
+                    return (buffer.readableBytes, true)
+                }
+            }
+            for _ in 0..<window { launch() }
+            while let result = await group.nextResult() {
+                switch result {
+                case .success(let (bytes, remote)):
+                    if remote { stats.bytesFromNetwork += bytes } else { stats.bytesReused += bytes }
+                    launch()
+                case .failure(let error):
+                    if error is PullerMiss {
+                        unavailable = true
+                        group.cancelAll()
+                    } else {
+                        throw error
+                    }
+                }
+            }
+        }
+        if unavailable || Task.isCancelled { return .unavailable }
+
+        guard fsync(fd) == 0 else { throw SyncError(.io, "fsync of \(temp) failed: \(FileOps.errorText())") }
+        guard fchmod(fd, mode_t(job.target.mode & 0o7777)) == 0 else { throw SyncError(.io, "cannot chmod \(temp)") }
+        var times = [timespec(tv_sec: 0, tv_nsec: (1 << 30) - 2 /* UTIME_OMIT */), timespec(job.target.mtimeNs)]
+        guard futimens(fd, &times) == 0 else { throw SyncError(.io, "cannot set the time of \(temp)") }
+        close(fd)
+        fdOpen = false
+
+        guard try localMatches(job.expectedLocal, at: job.path) else {
+            // Keep the temp file: after the rescan the same content is likely needed again.
+            return .localChanged
+        }
+        try renameIntoPlace(temp, job)
+        return .applied(try appliedRecord(job))
+    }
+
+    /// Reads a block from a local file (nil if it is gone or shorter than expected).
+    static func readLocal(root: String, _ location: BlockMap.Location) -> [UInt8]? {
+        guard let fd = try? FileOps.openForReading(root + "/" + location.path) else { return nil }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: Int(location.size))
+        let n = bytes.withUnsafeMutableBytes { (try? FileOps.pread(fd, into: $0, offset: location.offset)) ?? -1 }
+        return n == Int(location.size) ? bytes : nil
+    }
+}
+
+/// A block no source could provide.
+struct PullerMiss: Error {}

@@ -1,0 +1,761 @@
+import Foundation
+import Logging
+import NIOCore
+import ServiceLifecycle
+
+/// A running SyncKit node: one folder, one discovery, one transport, one conflict policy.
+///
+/// The actor is the shell around the pure `SyncEngine`: it feeds the engine what the scanner,
+/// the watcher and the peers report, and performs what the engine decides (store records, send
+/// them, run pull jobs). It is a swift-service-lifecycle `Service`: `run()` works until the task
+/// is cancelled or a graceful shutdown is triggered, then stops accepting work, tells its peers
+/// goodbye and closes everything. Jobs in flight are cancelled and leave their temp files, which
+/// the next start resumes.
+///
+/// Plugins, logger and configuration are injected, so tests run several nodes in one process
+/// with in-memory or loopback transports.
+public actor SyncNode: Service {
+    public nonisolated let id: NodeID
+    public nonisolated let configuration: SyncConfiguration
+    public nonisolated let name: String
+    let discovery: any PeerDiscovery
+    let transport: any SyncTransport
+    let logger: Logger
+    let store: IndexStore
+    let puller: Puller
+    var scanner: Scanner
+    var engine: SyncEngine
+    var blockMap = BlockMap()
+
+    var links: [NodeID: PeerLink] = [:]
+    var indexRequested: Set<NodeID> = []
+    var endpointPeers: [PeerEndpoint: NodeID] = [:]
+    var selfEndpoints: Set<PeerEndpoint> = []
+    var keepers: [PeerEndpoint: Task<Void, Never>] = [:]
+    var connectionTasks: [UUID: Task<Void, Never>] = [:]
+    var jobTasks: [String: Task<Void, Never>] = [:]
+    var subscribers: [UUID: AsyncStream<SyncEvent>.Continuation] = [:]
+    var pendingScan: Set<String> = []
+    var scanTask: Task<Void, Never>?
+    var fullScanRunning = false
+    var listener: (any PeerListener)?
+    var watcher: InotifyWatcher?
+    var inSync = false
+    var tempsCleaned = false
+    var stopping = false
+    var counters = Counters()
+    var recentErrors: [String] = []
+
+    /// Running totals, for status and metrics.
+    public struct Counters: Sendable, Equatable {
+        public var filesPulled = 0
+        public var bytesFromNetwork = 0
+        public var bytesReused = 0
+        public var conflicts = 0
+        public var lastConflictCopies: [String] = []
+    }
+
+    /// Opens the folder's state (identity, index) and checks it is safe to sync.
+    ///
+    /// Throws `SyncError` with `.folderMissing` when the folder is not a directory, and with
+    /// `.folderMarkerMissing` when an index exists but the folder's marker does not (an unmounted
+    /// disk would otherwise look like "every file was deleted").
+    public init(
+        configuration: SyncConfiguration, discovery: any PeerDiscovery, transport: any SyncTransport,
+        policy: any ConflictPolicy, logger: Logger
+    ) throws {
+        var config = configuration
+        config.folder = (config.folder as NSString).standardizingPath
+        guard let st = try FileOps.lstat(config.folder), st.kind == .directory else {
+            throw SyncError(.folderMissing, "the folder \(config.folder) does not exist or is not a directory")
+        }
+        guard access(config.folder, W_OK) == 0 else {
+            throw SyncError(.folderMissing, "the folder \(config.folder) is not writable by this user")
+        }
+        let stateDir = config.resolvedStateDirectory
+        let markerDir = config.folder + "/" + PathSafety.stateDirectory
+        let marker = markerDir + "/folder-marker"
+        let indexPath = stateDir + "/index.db"
+        let indexExists = FileManager.default.fileExists(atPath: indexPath)
+        if indexExists && !FileManager.default.fileExists(atPath: marker) {
+            throw SyncError(.folderMarkerMissing, "\(config.folder) has no \(PathSafety.stateDirectory)/folder-marker but an index exists at \(indexPath): is the disk mounted? Refusing to sync, which would delete every file on the other nodes. If the folder is really empty now, remove \(indexPath) to start over.")
+        }
+        try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: markerDir, withIntermediateDirectories: true)
+        let identity = try NodeIdentity.loadOrCreate(at: URL(fileURLWithPath: stateDir + "/identity.key"))
+        store = try IndexStore(path: indexPath)
+        if !FileManager.default.fileExists(atPath: marker) {
+            FileManager.default.createFile(atPath: marker, contents: Data("This folder is synced by SyncKit. Do not delete this file.\n".utf8))
+        }
+        id = identity.id
+        name = config.name ?? identity.id.short
+        self.configuration = config
+        self.discovery = discovery
+        self.transport = transport
+        var logger = logger
+        logger[metadataKey: "node"] = "\(name)"
+        self.logger = logger
+        let ignoreText = (try? String(contentsOfFile: config.folder + "/.syncignore", encoding: .utf8)) ?? ""
+        scanner = Scanner(root: config.folder, me: identity.id, ignore: IgnoreRules(text: ignoreText), logger: logger)
+        puller = Puller(root: config.folder, logger: logger, window: config.blockWindow)
+        engine = SyncEngine(me: identity.id, policy: policy, order: config.pullOrder, maxConcurrentJobs: config.maxConcurrentJobs)
+    }
+
+    // MARK: public API
+
+    /// A new stream of this node's events (each call makes an independent subscriber).
+    public func events() -> AsyncStream<SyncEvent> {
+        let (stream, continuation) = AsyncStream.makeStream(of: SyncEvent.self, bufferingPolicy: .bufferingNewest(10_000))
+        let key = UUID()
+        subscribers[key] = continuation
+        continuation.onTermination = { [weak self] _ in
+            Task { await self?.unsubscribe(key) }
+        }
+        return stream
+    }
+
+    private func unsubscribe(_ key: UUID) { subscribers[key] = nil }
+
+    /// The port peers can reach this node on, once it runs.
+    public var listeningPort: Int? { listener?.port }
+
+    /// IDs of the peers connected now.
+    public var connectedPeers: [NodeID] { links.keys.sorted() }
+
+    /// This node's index (what it has on disk, plus tombstones).
+    public var localRecords: [String: FileRecord] { engine.local }
+
+    /// True when nothing is pending and every connected peer has sent its index.
+    public var isInSync: Bool { inSync }
+
+    public var statistics: Counters { counters }
+
+    /// Bytes this node sent to peers over the current links (frames, prefix included).
+    public var bytesSentToPeers: Int { links.values.reduce(0) { $0 + $1.bytesSent } }
+
+    /// A snapshot for `syncctl status`.
+    public func status() -> NodeStatus {
+        NodeStatus(
+            nodeID: id.description, name: name, folder: configuration.folder, port: listener?.port ?? 0,
+            peers: links.values.sorted { $0.id < $1.id }.map {
+                .init(nodeID: $0.id.description, name: $0.name, address: $0.address, bytesSent: $0.bytesSent, bytesReceived: $0.bytesReceived, caughtUp: engine.peers[$0.id]?.caughtUp ?? false)
+            },
+            files: engine.local.values.filter { !$0.deleted && $0.kind == .file }.count,
+            bytes: engine.local.values.filter { !$0.deleted }.reduce(0) { $0 + $1.size },
+            pulling: engine.running.keys.sorted(), failed: engine.failed, inSync: inSync,
+            counters: counters, recentErrors: recentErrors)
+    }
+
+    /// Asks for a full rescan now (tests, `syncctl`).
+    public func rescan() async {
+        await fullScan()
+    }
+
+    // MARK: lifecycle
+
+    public func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            try await self.runUntilCancelled()
+        }
+    }
+
+    func runUntilCancelled() async throws {
+        let records = try store.loadAll()
+        engine.restore(records: records)
+        for r in records { blockMap.update(r) }
+        logger.info("starting", metadata: ["folder": "\(configuration.folder)", "node.id": "\(id)", "records": "\(records.count)"])
+        if configuration.clusterKey.isOpen {
+            logger.warning("no cluster key: running in open mode, any SyncKit node on the network that names cluster '\(configuration.clusterName)' can join. Set SYNCKIT_CLUSTER_KEY or --cluster-key-file.")
+        }
+        await fullScan()
+
+        if configuration.watch {
+            let w = InotifyWatcher(root: configuration.folder, ignore: scanner.ignore, logger: logger)
+            watcher = w
+        }
+        let listener = try await transport.listen(port: configuration.port)
+        self.listener = listener
+        emit(.started(node: id, port: listener.port))
+        logger.info("listening", metadata: ["port": "\(listener.port)"])
+
+        defer { watcher?.stop() }
+        let watchStream = try watcher?.start()
+        let announcement = LocalAnnouncement(nodeID: id, name: name, clusterTag: configuration.clusterName, port: listener.port)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await channel in listener.channels {
+                    await self.accept(channel)
+                }
+            }
+            group.addTask {
+                for await event in self.discovery.events(announcing: announcement) {
+                    await self.discovered(event)
+                }
+            }
+            if let watchStream {
+                group.addTask {
+                    for await event in watchStream {
+                        switch event {
+                        case .changed(let paths): await self.noteChanged(paths)
+                        case .overflow: await self.fullScan()
+                        }
+                    }
+                }
+            }
+            group.addTask { try await self.timers() }
+            // Everything above runs until cancelled; wait for that.
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(3600))
+            }
+            group.cancelAll()
+        }
+        await shutdown()
+    }
+
+    /// Periodic work: full rescans, retries of failed pulls, pings and dead-peer detection.
+    func timers() async throws {
+        let clock = ContinuousClock()
+        var nextRescan = clock.now + configuration.rescanInterval
+        var nextRetry = clock.now + configuration.retryInterval
+        var nextPing = clock.now + configuration.pingInterval
+        while !Task.isCancelled {
+            try await Task.sleep(for: .milliseconds(250))
+            let now = clock.now
+            if now >= nextRescan {
+                nextRescan = now + configuration.rescanInterval
+                await fullScan()
+            }
+            if now >= nextRetry {
+                nextRetry = now + configuration.retryInterval
+                retryFailed()
+            }
+            if now >= nextPing {
+                nextPing = now + configuration.pingInterval
+                pingOrDrop(now: now)
+            }
+        }
+    }
+
+    func retryFailed() {
+        guard !engine.failed.isEmpty else { return }
+        apply(engine.retryFailed())
+    }
+
+    func pingOrDrop(now: ContinuousClock.Instant) {
+        for link in links.values {
+            if now - link.lastReceived > configuration.deadPeerTimeout {
+                logger.warning("peer silent too long; closing", metadata: ["peer.id": "\(link.id.short)"])
+                Task { await link.shutdown() }
+            } else {
+                Task { try? await link.send(.ping) }
+            }
+        }
+    }
+
+    func shutdown() async {
+        stopping = true
+        logger.info("stopping")
+        await listener?.close()
+        scanTask?.cancel()
+        for t in keepers.values { t.cancel() }
+        for t in jobTasks.values { t.cancel() }
+        for t in jobTasks.values { await t.value }
+        for link in links.values {
+            try? await withTimeout(.seconds(1)) { try await link.send(.close(reason: "shutting down")) }
+            await link.shutdown()
+        }
+        for t in connectionTasks.values { t.cancel() }
+        links.removeAll()
+        for c in subscribers.values { c.finish() }
+        subscribers.removeAll()
+        try? store.close()
+    }
+
+    // MARK: events
+
+    func emit(_ event: SyncEvent) {
+        for c in subscribers.values { c.yield(event) }
+    }
+
+    /// Carries out what the engine decided: store, broadcast, report, schedule.
+    func apply(_ out: SyncEngine.Output) {
+        let changed = out.persist + out.persistQuietly
+        if !changed.isEmpty {
+            do { try store.save(changed) } catch {
+                logger.error("cannot write the index", metadata: ["error": "\(error)"])
+                noteError("index write failed: \(error)")
+            }
+            for r in changed { blockMap.update(r) }
+        }
+        if !out.persist.isEmpty {
+            for link in links.values where indexRequested.contains(link.id) {
+                link.enqueueIndex(out.persist)
+            }
+        }
+        for e in out.events {
+            if case .conflict(let path, let copy) = e {
+                counters.conflicts += 1
+                counters.lastConflictCopies = Array((counters.lastConflictCopies + [copy]).suffix(20))
+                logger.notice("conflict resolved; the other version is kept", metadata: ["sync.path": "\(path)", "sync.copy": "\(copy)"])
+            }
+            emit(e)
+        }
+        schedule()
+    }
+
+    func noteError(_ text: String) {
+        recentErrors = Array((recentErrors + [text]).suffix(10))
+    }
+
+    func schedule() {
+        guard !stopping else { return }
+        for job in engine.nextJobs() {
+            var locals: [BlockHash: [BlockMap.Location]] = [:]
+            if job.operation == .writeFile {
+                for block in job.target.blocks where locals[block.hash] == nil {
+                    let l = blockMap.locations(of: block.hash)
+                    if !l.isEmpty { locals[block.hash] = l }
+                }
+            }
+            let puller = self.puller
+            jobTasks[job.path] = Task {
+                let (outcome, stats) = await puller.perform(job, locals: locals) { block, path, offset, sources in
+                    await self.fetchBlock(block, path: path, offset: offset, sources: sources)
+                }
+                await self.finished(job, outcome: outcome, stats: stats)
+            }
+        }
+        checkInSync()
+    }
+
+    func finished(_ job: PullJob, outcome: PullOutcome, stats: Puller.Stats) {
+        jobTasks[job.path] = nil
+        counters.bytesFromNetwork += stats.bytesFromNetwork
+        counters.bytesReused += stats.bytesReused
+        if case .applied = outcome, job.operation == .writeFile { counters.filesPulled += 1 }
+        switch outcome {
+        case .applied:
+            logger.debug("pulled", metadata: ["sync.path": "\(job.path)", "sync.op": "\(job.operation)", "bytes.network": "\(stats.bytesFromNetwork)", "bytes.local": "\(stats.bytesReused)"])
+        case .localChanged:
+            logger.info("local file changed during the pull; deciding again", metadata: ["sync.path": "\(job.path)"])
+        case .unavailable:
+            logger.debug("content not available from any peer yet", metadata: ["sync.path": "\(job.path)"])
+        case .failed(let why):
+            logger.warning("pull failed", metadata: ["sync.path": "\(job.path)", "error": "\(why)"])
+            noteError("\(job.path): \(why)")
+        }
+        let out = engine.jobFinished(job, outcome: outcome)
+        if outcome == .localChanged { pendingScan.insert(job.path) }
+        if let copy = job.conflictCopyPath, case .applied = outcome { pendingScan.insert(copy) }
+        apply(out)
+        if !pendingScan.isEmpty { triggerScan() }
+    }
+
+    func checkInSync() {
+        let now = engine.isIdle && pendingScan.isEmpty && scanTask == nil && !fullScanRunning
+            && links.keys.allSatisfy { engine.peers[$0]?.caughtUp == true }
+        if now && !inSync {
+            emit(.inSync)
+            if !tempsCleaned {
+                tempsCleaned = true
+                cleanStaleTemps()
+            }
+        }
+        inSync = now
+    }
+
+    /// Removes temp files of pulls that are no longer wanted (left by a crash or a kill).
+    func cleanStaleTemps() {
+        let root = configuration.folder
+        guard let e = FileManager.default.enumerator(atPath: root) else { return }
+        while let rel = e.nextObject() as? String {
+            if rel.hasPrefix(PathSafety.stateDirectory) { e.skipDescendants(); continue }
+            if rel.hasSuffix(PathSafety.tempSuffix) {
+                logger.info("removing a stale temp file", metadata: ["sync.path": "\(rel)"])
+                unlink(root + "/" + rel)
+            }
+        }
+    }
+
+    // MARK: scanning
+
+    func noteChanged(_ paths: Set<String>) {
+        if paths.contains(".syncignore") {
+            let text = (try? String(contentsOfFile: configuration.folder + "/.syncignore", encoding: .utf8)) ?? ""
+            scanner.ignore = IgnoreRules(text: text)
+            logger.info("reloaded .syncignore")
+        }
+        pendingScan.formUnion(paths)
+        inSync = false
+        triggerScan()
+    }
+
+    func triggerScan() {
+        guard scanTask == nil, !stopping else { return }
+        let delay = configuration.debounce
+        scanTask = Task {
+            try? await Task.sleep(for: delay)
+            await self.targetedScan()
+        }
+    }
+
+    /// Scans what the watcher reported, except paths a job is writing right now (they are
+    /// looked at again once the job ends).
+    func targetedScan() async {
+        let running = Set(engine.running.keys)
+        let paths = pendingScan.filter { !running.contains($0) }
+        pendingScan.subtract(paths)
+        guard !paths.isEmpty else {
+            scanTask = nil
+            checkInSync()
+            return
+        }
+        let scanner = self.scanner
+        let known = engine.local
+        let observations = await Task.detached { scanner.scan(paths: paths, known: known) }.value
+        ingest(observations, snapshot: known)
+        scanTask = nil
+        if !pendingScan.subtracting(engine.running.keys).isEmpty { triggerScan() }
+        checkInSync()
+    }
+
+    /// Scans the whole folder (start-up, timer, inotify overflow).
+    func fullScan() async {
+        guard !fullScanRunning else { return }
+        fullScanRunning = true
+        let started = ContinuousClock.now
+        let scanner = self.scanner
+        let known = engine.local
+        let observations = await Task.detached { scanner.fullScan(known: known) }.value
+        ingest(observations, snapshot: known)
+        fullScanRunning = false
+        logger.debug("full scan done", metadata: ["paths": "\(known.count)", "duration": "\(ContinuousClock.now - started)"])
+        checkInSync()
+    }
+
+    /// Hands observations to the engine, dropping those a job overtook while the scan ran.
+    func ingest(_ observations: [SyncEngine.Observation], snapshot: [String: FileRecord]) {
+        let fresh = observations.filter { o in
+            engine.running[o.path] == nil && engine.local[o.path]?.sequence == snapshot[o.path]?.sequence
+        }
+        guard !fresh.isEmpty else { return }
+        apply(engine.localScan(fresh))
+    }
+
+    // MARK: peers
+
+    func discovered(_ event: DiscoveryEvent) {
+        switch event {
+        case .found(let endpoint):
+            var key = endpoint
+            key.nodeID = nil
+            if let nid = endpoint.nodeID, nid == id { return }
+            guard keepers[key] == nil, !selfEndpoints.contains(key), !stopping else { return }
+            keepers[key] = Task { await self.keep(key, expected: endpoint.nodeID) }
+        case .lost(let endpoint):
+            var key = endpoint
+            key.nodeID = nil
+            keepers.removeValue(forKey: key)?.cancel()
+        }
+    }
+
+    /// Keeps a connection to `endpoint`: dials, runs the link until it ends, dials again with
+    /// exponential backoff (0.25 s doubling to `maxRedialDelay`) while the endpoint is known.
+    func keep(_ endpoint: PeerEndpoint, expected: NodeID?) async {
+        var delay = Duration.milliseconds(250)
+        while !Task.isCancelled && !stopping {
+            if selfEndpoints.contains(endpoint) { return }
+            if let nid = endpointPeers[endpoint] ?? expected, links[nid] != nil {
+                try? await Task.sleep(for: .seconds(1))
+                continue
+            }
+            do {
+                let channel = try await transport.connect(to: endpoint)
+                delay = .milliseconds(250)
+                await runChannel(channel, initiated: true, endpoint: endpoint)
+            } catch {
+                logger.debug("cannot reach peer", metadata: ["peer.address": "\(endpoint)", "error": "\(error)"])
+            }
+            let jitter = Duration.milliseconds(Int.random(in: 0...100))
+            try? await Task.sleep(for: delay + jitter)
+            delay = min(delay * 2, configuration.maxRedialDelay)
+        }
+    }
+
+    func accept(_ channel: any PeerChannel) {
+        guard !stopping else {
+            Task { await channel.close() }
+            return
+        }
+        let key = UUID()
+        connectionTasks[key] = Task {
+            await self.runChannel(channel, initiated: false, endpoint: nil)
+            await self.connectionEnded(key)
+        }
+    }
+
+    func connectionEnded(_ key: UUID) { connectionTasks[key] = nil }
+
+    /// Handshake, then the link's receive loop until it ends. Runs off the actor; state changes
+    /// hop onto it.
+    nonisolated func runChannel(_ channel: any PeerChannel, initiated: Bool, endpoint: PeerEndpoint?) async {
+        let watchdog = Task {
+            try await Task.sleep(for: configuration.handshakeTimeout)
+            await channel.close()
+        }
+        let link: PeerLink
+        var iterator = channel.inbound.makeAsyncIterator()
+        do {
+            let myNonce = ClusterKey.nonce()
+            let port = await listeningPort ?? 0
+            let hello = WireMessage.Hello(nodeID: id, nodeName: name, clusterName: configuration.clusterName, listenPort: UInt16(clamping: port), nonce: myNonce, indexID: store.indexID)
+            try await channel.send(WireCodec.encode(.hello(hello)))
+            guard let first = try await iterator.next() else { throw SyncError(.transport, "closed during the handshake") }
+            guard case .hello(let theirs) = try WireCodec.decode(first) else { throw SyncError(.protocolViolation, "expected hello") }
+            if theirs.nodeID == id {
+                if let endpoint { await markSelf(endpoint) }
+                watchdog.cancel()
+                await channel.close()
+                return
+            }
+            guard theirs.clusterName == configuration.clusterName else {
+                throw SyncError(.authenticationFailed, "peer belongs to cluster '\(theirs.clusterName)', not '\(configuration.clusterName)'")
+            }
+            let key = configuration.clusterKey
+            try await channel.send(WireCodec.encode(.auth(.init(mac: key.proof(sender: id, receiver: theirs.nodeID, receiverNonce: theirs.nonce, senderNonce: myNonce)))))
+            guard let second = try await iterator.next() else { throw SyncError(.authenticationFailed, "peer closed before proving the cluster key (it may hold another key)") }
+            guard case .auth(let auth) = try WireCodec.decode(second),
+                  key.verify(auth.mac, sender: theirs.nodeID, receiver: id, receiverNonce: myNonce, senderNonce: theirs.nonce)
+            else { throw SyncError(.authenticationFailed, "peer does not hold this cluster's key") }
+            watchdog.cancel()
+            link = PeerLink(
+                id: theirs.nodeID, name: theirs.nodeName, address: channel.remoteDescription, channel: channel,
+                initiatedLocally: initiated, indexID: store.indexID, requestBudget: configuration.requestBudgetPerPeer)
+            guard await register(link, peerIndexID: theirs.indexID, endpoint: endpoint) else {
+                await channel.close()
+                return
+            }
+        } catch {
+            watchdog.cancel()
+            logger.warning("peer refused at handshake", metadata: ["peer.address": "\(channel.remoteDescription)", "error": "\(error)"])
+            await peerRejected(channel.remoteDescription, "\(error)")
+            try? await channel.send(WireCodec.encode(.close(reason: "handshake failed")))
+            await channel.close()
+            return
+        }
+
+        var reason = "connection closed"
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                var serving = 0
+                while let frame = try await iterator.next() {
+                    link.noteReceived(frame)
+                    let message: WireMessage
+                    do { message = try WireCodec.decode(frame) } catch {
+                        throw SyncError(.protocolViolation, "undecodable message", underlying: error)
+                    }
+                    switch message {
+                    case .indexUpdate(let update):
+                        await receivedIndex(update, from: link)
+                    case .indexRequest(let request):
+                        await receivedIndexRequest(request, from: link)
+                    case .blockRequest(let request):
+                        // At most 32 requests served at once per peer; beyond that, stop reading
+                        // so transport backpressure slows the requester down.
+                        if serving >= 32 {
+                            try await group.next()
+                            serving -= 1
+                        }
+                        serving += 1
+                        group.addTask { await self.serve(request, to: link) }
+                    case .blockResponse(let response):
+                        link.deliver(response)
+                    case .ping:
+                        break
+                    case .close(let why):
+                        reason = "peer said goodbye: \(why)"
+                        group.cancelAll()
+                        return
+                    case .hello, .auth:
+                        throw SyncError(.protocolViolation, "handshake message after the handshake")
+                    }
+                }
+            }
+        } catch {
+            reason = "\(error)"
+            logger.warning("dropping peer", metadata: ["peer.id": "\(link.id.short)", "error": "\(error)"])
+        }
+        await link.shutdown()
+        await unregister(link, reason: reason)
+    }
+
+    func markSelf(_ endpoint: PeerEndpoint) {
+        selfEndpoints.insert(endpoint)
+        keepers.removeValue(forKey: endpoint)?.cancel()
+    }
+
+    func peerRejected(_ address: String, _ reason: String) {
+        emit(.peerRejected(address: address, reason: reason))
+        noteError("peer \(address) refused: \(reason)")
+    }
+
+    /// Adds an authenticated link. With two links to one peer (both dialed at once) the one
+    /// dialed by the node with the lower ID is kept, which both sides compute alike.
+    func register(_ link: PeerLink, peerIndexID: UInt64, endpoint: PeerEndpoint?) -> Bool {
+        guard !stopping else { return false }
+        if let endpoint { endpointPeers[endpoint] = link.id }
+        if let existing = links[link.id] {
+            let preferNew = link.initiatedLocally == (id < link.id)
+            guard preferNew else { return false }
+            Task { await existing.shutdown() }
+        }
+        links[link.id] = link
+        indexRequested.remove(link.id)
+        engine.peerConnected(link.id, indexID: peerIndexID)
+        inSync = false
+        logger.info("peer connected", metadata: ["peer.id": "\(link.id.short)", "peer.name": "\(link.name)", "peer.address": "\(link.address)"])
+        emit(.peerConnected(link.id, name: link.name))
+        let request = engine.indexRequest(for: link.id)
+        Task { try? await link.send(.indexRequest(request)) }
+        return true
+    }
+
+    func unregister(_ link: PeerLink, reason: String) {
+        guard links[link.id] === link else { return }
+        links[link.id] = nil
+        indexRequested.remove(link.id)
+        engine.peerDisconnected(link.id)
+        logger.info("peer disconnected", metadata: ["peer.id": "\(link.id.short)", "reason": "\(reason)"])
+        emit(.peerDisconnected(link.id, reason: reason))
+        checkInSync()
+    }
+
+    func receivedIndexRequest(_ request: WireMessage.IndexRequest, from link: PeerLink) {
+        guard links[link.id] === link else { return }
+        let records = engine.records(after: request, ourIndexID: store.indexID)
+        indexRequested.insert(link.id)
+        link.enqueueIndex(records, caughtUp: true)
+    }
+
+    func receivedIndex(_ update: WireMessage.IndexUpdate, from link: PeerLink) {
+        guard links[link.id] === link else { return }
+        var accepted = [FileRecord]()
+        accepted.reserveCapacity(update.records.count)
+        for r in update.records {
+            if let problem = PathSafety.problem(with: r.path) {
+                logger.warning("refused a record from a peer", metadata: ["peer.id": "\(link.id.short)", "sync.path": "\(r.path.debugDescription)", "reason": "\(problem)"])
+                emit(.refused(path: r.path, peer: link.id, reason: problem))
+                continue
+            }
+            if scanner.ignore.isIgnored(r.path, isDirectory: r.kind == .directory) { continue }
+            accepted.append(r)
+        }
+        let hadFailures = !engine.failed.isEmpty
+        apply(engine.peerIndex(link.id, records: accepted, caughtUp: update.caughtUp))
+        if hadFailures && update.caughtUp { retryFailed() }
+        if update.caughtUp { checkInSync() }
+    }
+
+    /// Links to ask for a block, least busy first.
+    func linksFor(_ sources: [NodeID]) -> [PeerLink] {
+        sources.compactMap { links[$0] }.sorted { $0.outstandingBytes < $1.outstandingBytes }
+    }
+
+    /// Fetches a block from the least busy peer that has it, trying the others on failure.
+    nonisolated func fetchBlock(_ block: BlockRef, path: String, offset: UInt64, sources: [NodeID]) async -> ByteBuffer? {
+        for link in await linksFor(sources) {
+            guard !Task.isCancelled else { return nil }
+            if let data = try? await link.requestBlock(block, path: path, offset: offset),
+               data.readableBytes == Int(block.size),
+               data.withUnsafeReadableBytes({ Chunker.hash($0) }) == block.hash {
+                return data
+            }
+        }
+        return nil
+    }
+
+    /// Where a requested block can be read here: the hinted place if our record agrees, else
+    /// any local file that has it.
+    func locate(_ request: WireMessage.BlockRequest) -> BlockMap.Location? {
+        if let r = engine.local[request.path], !r.deleted, r.kind == .file {
+            var offset: UInt64 = 0
+            for b in r.blocks {
+                if offset == request.offset && b.hash == request.hash { return .init(path: r.path, offset: offset, size: b.size) }
+                if offset > request.offset { break }
+                offset += UInt64(b.size)
+            }
+        }
+        return blockMap.locations(of: request.hash).first
+    }
+
+    nonisolated func serve(_ request: WireMessage.BlockRequest, to link: PeerLink) async {
+        var response = WireMessage.BlockResponse(id: request.id, status: .notFound, data: ByteBuffer())
+        if let location = await locate(request), location.size == request.size,
+           let bytes = Puller.readLocal(root: configuration.folder, location) {
+            response.status = .ok
+            response.data = ByteBuffer(bytes: bytes)
+        }
+        try? await link.send(.blockResponse(response))
+    }
+}
+
+/// A snapshot of a node's state, for `syncctl status` (Codable for `--json`).
+public struct NodeStatus: Sendable, Codable {
+    public struct Peer: Sendable, Codable {
+        public var nodeID: String
+        public var name: String
+        public var address: String
+        public var bytesSent: Int
+        public var bytesReceived: Int
+        public var caughtUp: Bool
+    }
+    public var nodeID: String
+    public var name: String
+    public var folder: String
+    public var port: Int
+    public var peers: [Peer]
+    public var files: Int
+    public var bytes: UInt64
+    public var pulling: [String]
+    public var failed: [String: String]
+    public var inSync: Bool
+    public var filesPulled: Int
+    public var bytesFromNetwork: Int
+    public var bytesReused: Int
+    public var conflicts: Int
+    public var conflictCopies: [String]
+    public var recentErrors: [String]
+
+    init(nodeID: String, name: String, folder: String, port: Int, peers: [Peer], files: Int, bytes: UInt64, pulling: [String], failed: [String: String], inSync: Bool, counters: SyncNode.Counters, recentErrors: [String]) {
+        self.nodeID = nodeID
+        self.name = name
+        self.folder = folder
+        self.port = port
+        self.peers = peers
+        self.files = files
+        self.bytes = bytes
+        self.pulling = pulling
+        self.failed = failed
+        self.inSync = inSync
+        filesPulled = counters.filesPulled
+        bytesFromNetwork = counters.bytesFromNetwork
+        bytesReused = counters.bytesReused
+        conflicts = counters.conflicts
+        conflictCopies = counters.lastConflictCopies
+        self.recentErrors = recentErrors
+    }
+}
+
+/// Runs `body`, giving up after `timeout`.
+func withTimeout<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            throw SyncError(.transport, "timed out")
+        }
+        let result = try await group.next()!
+        group.cancelAll()
+        return result
+    }
+}
