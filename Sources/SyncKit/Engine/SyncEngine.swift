@@ -9,12 +9,13 @@ import HeapModule
 /// sockets, and whole clusters can be simulated from a seed (the shape of swift-cluster-
 /// membership's `SWIM.Instance`).
 ///
-/// Deciding a path (`evaluate`): the local record and every peer's record for the path are
+/// Deciding a path (`target(for:)`): the local record and every peer's record for the path are
 /// folded into one target. A version that descends from the other replaces it; concurrent
-/// versions with the same content merge (never a conflict); an edit beats a concurrent delete;
-/// other concurrent versions go to the `ConflictPolicy`. A reconciled version is the merge of
-/// both vectors, so it descends from both on every node, and because the fold is deterministic
-/// every node reaches the same record whatever order versions arrived in.
+/// versions with the same content merge their vectors (never a conflict); an edit beats a
+/// concurrent delete; other concurrent versions go to the `ConflictPolicy`, whose choice is a
+/// deterministic function of the two records, so every node picks the same winner whatever
+/// order the versions arrived in. Holders of the losing content adopt the winner's version
+/// (keeping their content under a conflict name), after which all nodes hold one version.
 public struct SyncEngine: Sendable {
     public let me: NodeID
     public var policy: any ConflictPolicy
@@ -202,23 +203,26 @@ public struct SyncEngine: Sendable {
             case .newer:
                 best = r
             case .concurrent:
-                let merged = b.version.merged(with: r.version)
-                var winner: FileRecord
                 if b.hasSameContent(as: r) {
-                    winner = NewestOrder.aWins(b, over: r) ? b : r
+                    // Same content made independently: not a conflict. The merged version
+                    // descends from both, so every holder adopts it without a transfer.
+                    var winner = NewestOrder.aWins(b, over: r) ? b : r
+                    winner.version = b.version.merged(with: r.version)
+                    best = winner
                 } else if b.deleted != r.deleted {
-                    winner = b.deleted ? r : b  // the edit wins over a concurrent delete
+                    best = b.deleted ? r : b  // the edit wins over a concurrent delete
                 } else {
+                    // A true conflict. The winner keeps its own version (no merge): a merged
+                    // version would look like a plain update to the loser's holders, who would
+                    // then overwrite their content without keeping the copy.
                     let resolution = policy.resolve(Conflict(path: path, local: b, remote: r))
-                    winner = resolution.winner == .local ? b : r
                     let loser = resolution.winner == .local ? r : b
+                    best = resolution.winner == .local ? b : r
                     if resolution.keepLoserCopy, let current, !current.deleted, current.kind == .file,
                        loser.hasSameContent(as: current) {
                         localLost = true
                     }
                 }
-                winner.version = merged
-                best = winner
             }
         }
         guard let best else { return nil }

@@ -1,0 +1,219 @@
+import Testing
+@testable import SyncKit
+import SyncKitTesting
+
+/// A deterministic cluster of engines with simulated disks: jobs succeed at once, conflict
+/// copies appear as local files, and index exchange is explicit. No I/O.
+struct SimCluster {
+    struct Node {
+        var engine: SyncEngine
+        var disk: [String: FileRecord] = [:]
+        var sentTo: [NodeID: UInt64] = [:]
+    }
+    var nodes: [Node]
+    var ids: [NodeID]
+
+    init(count: Int, policy: any ConflictPolicy) {
+        ids = (1...count).map { TestIDs.node(UInt8($0)) }
+        nodes = ids.map { Node(engine: SyncEngine(me: $0, policy: policy)) }
+        for i in nodes.indices {
+            for j in ids.indices where j != i { nodes[i].engine.peerConnected(ids[j], indexID: 1) }
+        }
+    }
+
+    /// A local write (or, with nil content, a deletion) on node `i`.
+    mutating func write(_ i: Int, _ path: String, _ content: [UInt8]?, mtime: Int64 = 1_000) {
+        if let content {
+            var r = fileRecord(path, content, by: ids[i], mtime: mtime)
+            r.version = VersionVector()
+            nodes[i].disk[path] = r
+        } else {
+            nodes[i].disk[path] = nil
+        }
+        _ = nodes[i].engine.localScan([.init(path: path, record: nodes[i].disk[path])])
+        runJobs(i)
+    }
+
+    /// Sends node `from`'s new records to node `to` and lets `to` act on them.
+    mutating func send(from: Int, to: Int) {
+        let since = nodes[from].sentTo[ids[to]] ?? 0
+        let records = nodes[from].engine.records(after: .init(indexID: 1, since: since), ourIndexID: 1)
+        nodes[from].sentTo[ids[to]] = nodes[from].engine.sequence
+        _ = nodes[to].engine.peerIndex(ids[from], records: records, caughtUp: true)
+        runJobs(to)
+    }
+
+    mutating func runJobs(_ i: Int) {
+        while true {
+            let jobs = nodes[i].engine.nextJobs()
+            if jobs.isEmpty { return }
+            for job in jobs {
+                if let copy = job.conflictCopyPath, var loser = nodes[i].disk[job.path] {
+                    loser.path = copy
+                    nodes[i].disk[copy] = loser
+                }
+                if job.operation == .delete { nodes[i].disk[job.path] = nil } else { nodes[i].disk[job.path] = job.target }
+                _ = nodes[i].engine.jobFinished(job, outcome: .applied(job.target))
+                if let copy = job.conflictCopyPath {
+                    _ = nodes[i].engine.localScan([.init(path: copy, record: nodes[i].disk[copy])])
+                }
+            }
+        }
+    }
+
+    /// Full-mesh exchange until nothing changes.
+    mutating func settle(order: [Int]? = nil) {
+        for _ in 0..<10 {
+            let before = nodes.map(\.engine.sequence)
+            for from in order ?? Array(nodes.indices) {
+                for to in nodes.indices where to != from { send(from: from, to: to) }
+            }
+            if nodes.map(\.engine.sequence) == before { return }
+        }
+    }
+
+    /// What each node holds: path -> first block hash (or "dir").
+    var contents: [[String: String]] {
+        nodes.map { n in n.disk.mapValues { $0.blocks.map(\.hash.description).joined() } }
+    }
+}
+
+@Suite struct EngineTests {
+    let a = [UInt8]("from A".utf8), b = [UInt8]("from B, longer".utf8)
+
+    @Test func anEditPropagates() {
+        var sim = SimCluster(count: 3, policy: NewestWinsPolicy())
+        sim.write(0, "x", a)
+        sim.settle()
+        #expect(sim.contents.allSatisfy { $0 == ["x": sim.contents[0]["x"]!] })
+        sim.write(1, "x", b)
+        sim.settle()
+        for n in sim.nodes { #expect(n.disk["x"]?.size == UInt64(b.count)) }
+    }
+
+    @Test func newestKeepsTheLaterEditAndTheLoserAsACopyOnEveryNode() {
+        var sim = SimCluster(count: 3, policy: NewestWinsPolicy())
+        sim.write(0, "doc.txt", a, mtime: 1_000)
+        sim.write(1, "doc.txt", b, mtime: 2_000)
+        sim.settle()
+        let c = sim.contents
+        #expect(c.allSatisfy { $0 == c[0] })
+        #expect(sim.nodes[2].disk["doc.txt"]?.size == UInt64(b.count))
+        let copies = sim.nodes[2].disk.keys.filter { ConflictNaming.isConflictCopy($0) }
+        #expect(copies.count == 1)
+        #expect(copies.first.map { sim.nodes[2].disk[$0]?.size } == UInt64(a.count))
+        #expect(copies.first?.contains(TestIDs.a.short) == true)
+    }
+
+    @Test func newestWithoutCopiesDropsTheLoser() {
+        var sim = SimCluster(count: 2, policy: NewestWinsPolicy(keepLoserCopies: false))
+        sim.write(0, "doc.txt", a, mtime: 3_000)
+        sim.write(1, "doc.txt", b, mtime: 2_000)
+        sim.settle()
+        #expect(sim.contents[0] == sim.contents[1])
+        #expect(sim.nodes[1].disk.count == 1)
+        #expect(sim.nodes[1].disk["doc.txt"]?.size == UInt64(a.count))
+    }
+
+    @Test func keepBothKeepsBothUnderTheNewestNaming() {
+        var sim = SimCluster(count: 2, policy: KeepBothPolicy())
+        sim.write(0, "doc.txt", a, mtime: 5_000)
+        sim.write(1, "doc.txt", b, mtime: 2_000)
+        sim.settle()
+        #expect(sim.contents[0] == sim.contents[1])
+        #expect(sim.nodes[0].disk.count == 2)
+        #expect(sim.nodes[0].disk["doc.txt"]?.size == UInt64(a.count))
+    }
+
+    @Test func identicalContentIsNeverAConflict() {
+        var sim = SimCluster(count: 2, policy: NewestWinsPolicy())
+        sim.write(0, "same", a, mtime: 1_000)
+        sim.write(1, "same", a, mtime: 1_000)
+        sim.settle()
+        #expect(sim.nodes.allSatisfy { $0.disk.count == 1 })
+        let v0 = sim.nodes[0].engine.local["same"]!.version, v1 = sim.nodes[1].engine.local["same"]!.version
+        #expect(v0 == v1)
+        #expect(v0 == VersionVector([TestIDs.a: 1, TestIDs.b: 1]))
+    }
+
+    @Test func anEditWinsOverAConcurrentDelete() {
+        var sim = SimCluster(count: 3, policy: NewestWinsPolicy())
+        sim.write(0, "f", a)
+        sim.settle()
+        sim.write(0, "f", nil)  // A deletes
+        sim.write(1, "f", b)  // B edits, concurrently
+        sim.settle()
+        for n in sim.nodes { #expect(n.disk["f"]?.size == UInt64(b.count)) }
+    }
+
+    @Test func aDeletePropagatesAndStaysDeleted() {
+        var sim = SimCluster(count: 3, policy: NewestWinsPolicy())
+        sim.write(0, "f", a)
+        sim.settle()
+        sim.write(2, "f", nil)
+        sim.settle()
+        for n in sim.nodes {
+            #expect(n.disk["f"] == nil)
+            #expect(n.engine.local["f"]?.deleted == true)
+        }
+    }
+
+    /// Whatever order indexes travel in, every node ends with the same files.
+    @Test(arguments: 0..<20) func convergesInAnyOrder(seed: Int) {
+        var rng = SplitMix(seed: UInt64(seed))
+        var sim = SimCluster(count: 4, policy: NewestWinsPolicy())
+        for step in 0..<12 {
+            let node = Int(rng.next() % 4)
+            let path = ["p", "q", "r"][Int(rng.next() % 3)]
+            let content = rng.next() % 5 == 0 ? nil : [UInt8]("v\(rng.next() % 3)".utf8)
+            sim.write(node, path, content, mtime: Int64(rng.next() % 4))
+            if step % 3 == 0 { sim.send(from: Int(rng.next() % 4), to: Int(rng.next() % 4) == node ? (node + 1) % 4 : Int(rng.next() % 4)) }
+        }
+        let order = (0..<4).shuffled(using: &rng)
+        sim.settle(order: order)
+        let c = sim.contents
+        #expect(c.allSatisfy { $0 == c[0] }, "seed \(seed): \(c)")
+        // And the agreed versions are the same everywhere.
+        for path in sim.nodes[0].engine.local.keys {
+            let versions = Set(sim.nodes.map { $0.engine.local[path]?.version.description ?? "-" })
+            #expect(versions.count == 1, "seed \(seed) path \(path): \(versions)")
+        }
+    }
+
+    @Test func pullOrderIsSmallestFirstWithDirectoriesFirstAndDeletesLast() {
+        var engine = SyncEngine(me: TestIDs.a, policy: NewestWinsPolicy(), maxConcurrentJobs: 100)
+        engine.peerConnected(TestIDs.b, indexID: 1)
+        _ = engine.localScan([.init(path: "old", record: { var r = fileRecord("old", [1], by: TestIDs.a); r.version = .init(); return r }())])
+        var gone = engine.local["old"]!
+        gone.deleted = true
+        gone.blocks = []
+        gone.size = 0
+        gone.version = gone.version.bumped(by: TestIDs.b)
+        let records = [
+            fileRecord("big", [UInt8](repeating: 1, count: 5000), by: TestIDs.b),
+            fileRecord("small", [1, 2], by: TestIDs.b),
+            FileRecord(path: "dir", kind: .directory, mode: 0o755, version: .init([TestIDs.b: 1]), modifiedBy: TestIDs.b),
+            gone,
+        ]
+        _ = engine.peerIndex(TestIDs.b, records: records, caughtUp: true)
+        let jobs = engine.nextJobs()
+        #expect(jobs.map(\.path) == ["dir", "small", "big"], "the delete waits for the others")
+        for j in jobs { _ = engine.jobFinished(j, outcome: .applied(j.target)) }
+        #expect(engine.nextJobs().map(\.path) == ["old"])
+    }
+}
+
+@Suite struct ConflictPolicyTests {
+    @Test(arguments: [NewestWinsPolicy() as any ConflictPolicy, NewestWinsPolicy(keepLoserCopies: false), KeepBothPolicy(), PreferNodePolicy(preferred: TestIDs.c)])
+    func passesTheConformanceKit(_ policy: any ConflictPolicy) throws {
+        try ConflictPolicyConformance(policy: policy).run()
+    }
+
+    @Test func newestPrefersTheLaterMtimeThenTheHigherNode() {
+        let early = fileRecord("f", [1], by: TestIDs.d, mtime: 1)
+        let late = fileRecord("f", [2], by: TestIDs.a, mtime: 2)
+        #expect(NewestWinsPolicy().resolve(Conflict(path: "f", local: early, remote: late)).winner == .remote)
+        let tieA = fileRecord("f", [1], by: TestIDs.a, mtime: 5), tieB = fileRecord("f", [2], by: TestIDs.b, mtime: 5)
+        #expect(NewestWinsPolicy().resolve(Conflict(path: "f", local: tieA, remote: tieB)).winner == .remote)
+    }
+}

@@ -1,0 +1,107 @@
+import Foundation
+import Testing
+@testable import SyncKit
+
+@Suite struct VersionVectorTests {
+    /// Random vectors over four nodes, from a seed.
+    static func vectors(_ count: Int, seed: UInt64) -> [VersionVector] {
+        let bytes = randomBytes(count * 32, seed: seed)
+        let ids = [TestIDs.a, TestIDs.b, TestIDs.c, TestIDs.d]
+        return (0..<count).map { i in
+            VersionVector(Dictionary(uniqueKeysWithValues: ids.enumerated().map { ($1, UInt64(bytes[i * 4 + $0] % 4)) }))
+        }
+    }
+
+    @Test func comparisonLaws() {
+        let vs = Self.vectors(200, seed: 11)
+        for a in vs {
+            #expect(a.compare(to: a) == .equal)
+            #expect(a.bumped(by: TestIDs.a).compare(to: a) == .newer)
+            for b in vs.prefix(40) {
+                let ab = a.compare(to: b), ba = b.compare(to: a)
+                switch ab {
+                case .equal: #expect(ba == .equal && a == b)
+                case .newer: #expect(ba == .older)
+                case .older: #expect(ba == .newer)
+                case .concurrent: #expect(ba == .concurrent)
+                }
+                let m = a.merged(with: b)
+                #expect([.newer, .equal].contains(m.compare(to: a)))
+                #expect([.newer, .equal].contains(m.compare(to: b)))
+                #expect(m == b.merged(with: a))
+            }
+        }
+    }
+
+    @Test func concurrentEditsAreConcurrent() {
+        let base = VersionVector([TestIDs.a: 1])
+        #expect(base.bumped(by: TestIDs.a).compare(to: base.bumped(by: TestIDs.b)) == .concurrent)
+    }
+}
+
+@Suite struct NodeIDTests {
+    @Test func textFormRoundTrips() {
+        let id = NodeID(publicKey: Data("key".utf8))
+        #expect(id.description.count == 52)
+        #expect(NodeID(id.description) == id)
+        #expect(id.short.count == 7)
+        #expect(NodeID("not base32!") == nil)
+    }
+
+    @Test func identityPersistsAcrossLoads() throws {
+        let dir = makeTempDirectory()
+        let url = URL(fileURLWithPath: dir + "/state/identity.key")
+        let first = try NodeIdentity.loadOrCreate(at: url)
+        let second = try NodeIdentity.loadOrCreate(at: url)
+        #expect(first.id == second.id)
+        let attrs = try FileManager.default.attributesOfItem(atPath: url.path)
+        #expect((attrs[.posixPermissions] as? Int) == 0o600)
+    }
+}
+
+@Suite struct PathSafetyTests {
+    @Test(arguments: ["/etc/passwd", "../x", "a/../../x", "a/./b", "", "a//b", "a/\u{0}b", ".synckit/index.db", ".synckit", "a/.f.synckit-tmp", String(repeating: "n", count: 256)])
+    func refuses(_ path: String) {
+        #expect(!PathSafety.isSafe(path))
+    }
+
+    @Test(arguments: ["a", "a/b/c.txt", ".hidden", "dir/.synckit", "é/ü.txt", "x..y"])
+    func accepts(_ path: String) {
+        #expect(PathSafety.isSafe(path))
+    }
+}
+
+@Suite struct IgnoreRulesTests {
+    let rules = IgnoreRules(text: """
+        # comment
+        *.tmp
+        /build/
+        logs/**/*.log
+        !keep.tmp
+        node_modules
+        cache?
+        [Tt]humbs.db
+        """)
+
+    @Test(arguments: [
+        ("a.tmp", false, true), ("dir/b.tmp", false, true), ("keep.tmp", false, false),
+        ("build", true, true), ("build/x.o", false, true), ("src/build", true, false),
+        ("logs/a/b/c.log", false, true), ("logs/c.log", false, true), ("other/c.log", false, false),
+        ("x/node_modules/y.js", false, true), ("cache1", false, true), ("cache12", false, false),
+        ("Thumbs.db", false, true), ("thumbs.db", false, true), ("readme.md", false, false),
+        (".synckit/index.db", false, true), ("d/.f.synckit-tmp", false, true),
+    ])
+    func matches(_ path: String, _ isDirectory: Bool, _ ignored: Bool) {
+        #expect(rules.isIgnored(path, isDirectory: isDirectory) == ignored, "\(path)")
+    }
+}
+
+@Suite struct ConflictNamingTests {
+    @Test func namesCarryTheLosersTimeAndNode() {
+        var loser = fileRecord("docs/report.txt", [1], by: TestIDs.b)
+        loser.mtimeNs = 1_764_000_000 * 1_000_000_000  // 2025-11-24 16:00:00 UTC
+        #expect(ConflictNaming.copyPath(for: "docs/report.txt", loser: loser) == "docs/report.sync-conflict-20251124-160000-\(TestIDs.b.short).txt")
+        #expect(ConflictNaming.copyPath(for: "Makefile", loser: loser) == "Makefile.sync-conflict-20251124-160000-\(TestIDs.b.short)")
+        #expect(ConflictNaming.copyPath(for: ".bashrc", loser: loser) == ".bashrc.sync-conflict-20251124-160000-\(TestIDs.b.short)")
+    }
+}

@@ -1,0 +1,111 @@
+import Foundation
+import Logging
+import Testing
+@testable import SyncKit
+
+@Suite struct IndexStoreTests {
+    @Test func recordsAndIndexIDSurviveAReopen() throws {
+        let dir = makeTempDirectory()
+        var r = fileRecord("a/b.txt", randomBytes(100_000, seed: 1), by: TestIDs.a, version: .init([TestIDs.a: 2, TestIDs.b: 5]), sequence: 9)
+        r.inode = 1234
+        let tomb = FileRecord(path: "gone", kind: .file, deleted: true, version: .init([TestIDs.c: 1]), modifiedBy: TestIDs.c, sequence: 10)
+        let id: UInt64
+        do {
+            let store = try IndexStore(path: dir + "/index.db")
+            try store.save([r, tomb])
+            id = store.indexID
+            try store.close()
+        }
+        let reopened = try IndexStore(path: dir + "/index.db")
+        #expect(reopened.indexID == id)
+        let loaded = try reopened.loadAll().sorted { $0.path < $1.path }
+        #expect(loaded == [r, tomb])
+        #expect(loaded[0].inode == 1234)
+    }
+}
+
+@Suite struct ScannerTests {
+    let logger = Logger(label: "test")
+
+    func write(_ root: String, _ path: String, _ bytes: [UInt8]) {
+        let full = root + "/" + path
+        try? FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: full, contents: Data(bytes))
+    }
+
+    @Test func seesFilesDirectoriesAndSymlinksButNotStateOrIgnored() throws {
+        let root = makeTempDirectory()
+        write(root, "a.txt", [1, 2, 3])
+        write(root, "sub/b.bin", randomBytes(300_000, seed: 2))
+        write(root, ".synckit/index.db", [9])
+        write(root, "skip.tmp", [1])
+        write(root, "sub/.x.synckit-tmp", [1])
+        symlink("a.txt", root + "/link")
+        let scanner = Scanner(root: root, me: TestIDs.a, ignore: IgnoreRules(text: "*.tmp"), logger: logger)
+        let obs = Dictionary(uniqueKeysWithValues: scanner.fullScan(known: [:]).map { ($0.path, $0.record) })
+        #expect(Set(obs.keys) == ["a.txt", "sub", "sub/b.bin", "link"])
+        #expect(obs["link"]??.kind == .symlink)
+        #expect(obs["link"]??.symlinkTarget == "a.txt")
+        #expect(obs["sub"]??.kind == .directory)
+        #expect(obs["sub/b.bin"]??.size == 300_000)
+        #expect(obs["sub/b.bin"]??.blocks == Chunker.standard.blocks(of: randomBytes(300_000, seed: 2)))
+    }
+
+    /// The quick check: a file whose size, mtime and inode are unchanged is not read again. The
+    /// test proves it by changing the bytes behind the scanner's back (same size, mtime restored):
+    /// the stored blocks are reused, so the change is not seen until the mtime moves.
+    @Test func unchangedFilesAreNotRehashed() throws {
+        let root = makeTempDirectory()
+        write(root, "f", [UInt8](repeating: 1, count: 1000))
+        let scanner = Scanner(root: root, me: TestIDs.a, logger: logger)
+        let first = try #require(scanner.fullScan(known: [:]).first?.record)
+        let st = try #require(try FileOps.lstat(root + "/f"))
+        let fd = open(root + "/f", O_WRONLY)
+        _ = [UInt8](repeating: 2, count: 1000).withUnsafeBytes { pwrite(fd, $0.baseAddress, 1000, 0) }
+        close(fd)
+        try FileOps.setMetadata(root + "/f", mode: nil, mtimeNs: st.mtimeNs)
+        let second = try #require(scanner.fullScan(known: ["f": first]).first?.record)
+        #expect(second.blocks == first.blocks, "reused without reading")
+        try FileOps.setMetadata(root + "/f", mode: nil, mtimeNs: st.mtimeNs + 1_000_000)
+        let third = try #require(scanner.fullScan(known: ["f": first]).first?.record)
+        #expect(third.blocks != first.blocks, "rehashed once the mtime changed")
+    }
+
+    @Test func aKnownFileThatIsGoneIsReportedDeleted() {
+        let root = makeTempDirectory()
+        let scanner = Scanner(root: root, me: TestIDs.a, logger: logger)
+        let known = ["old": fileRecord("old", [1], by: TestIDs.a), "dir/x": fileRecord("dir/x", [2], by: TestIDs.a)]
+        let obs = scanner.fullScan(known: known)
+        #expect(Set(obs.map(\.path)) == ["old", "dir/x"])
+        #expect(obs.allSatisfy { $0.record == nil })
+        let targeted = scanner.scan(paths: ["dir"], known: known)
+        #expect(targeted.map(\.path) == ["dir/x"])
+    }
+}
+
+@Suite struct WatcherTests {
+    /// Waits for the watcher to report `path` (or a parent) within two seconds.
+    func expectEvent(_ stream: inout AsyncStream<InotifyWatcher.Event>.Iterator, containing path: String) async -> Bool {
+        let deadline = ContinuousClock.now + .seconds(2)
+        while ContinuousClock.now < deadline {
+            guard let event = await stream.next() else { return false }
+            if case .changed(let paths) = event, paths.contains(path) { return true }
+        }
+        return false
+    }
+
+    @Test func reportsChangesInDirectoriesCreatedAfterStart() async throws {
+        let root = makeTempDirectory()
+        let watcher = InotifyWatcher(root: root, ignore: IgnoreRules(), logger: Logger(label: "test"))
+        var events = try watcher.start().makeAsyncIterator()
+        defer { watcher.stop() }
+        FileManager.default.createFile(atPath: root + "/top.txt", contents: Data([1]))
+        #expect(await expectEvent(&events, containing: "top.txt"))
+        try FileManager.default.createDirectory(atPath: root + "/new/deeper", withIntermediateDirectories: true)
+        #expect(await expectEvent(&events, containing: "new"))
+        try await Task.sleep(for: .milliseconds(100))
+        FileManager.default.createFile(atPath: root + "/new/deeper/inner.txt", contents: Data([2]))
+        #expect(await expectEvent(&events, containing: "new/deeper/inner.txt"))
+        #expect(watcher.watchCount == 3)
+    }
+}
