@@ -229,7 +229,8 @@ struct Puller: Sendable {
         fdOpen = false
 
         guard try localMatches(job.expectedLocal, at: job.path) else {
-            // Keep the temp file: after the rescan the same content is likely needed again.
+            // The decision is taken again after a rescan; this assembled copy may not be wanted.
+            unlink(absolute(temp))
             return .localChanged
         }
         try renameIntoPlace(temp, job)

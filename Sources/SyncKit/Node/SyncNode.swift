@@ -42,6 +42,8 @@ public actor SyncNode: Service {
     var watcher: InotifyWatcher?
     var inSync = false
     var tempsCleaned = false
+    /// Paths whose pull stopped half-way (their temp file is kept for a resume).
+    var interruptedPulls: Set<String> = []
     var stopping = false
     var counters = Counters()
     var recentErrors: [String] = []
@@ -344,6 +346,9 @@ public actor SyncNode: Service {
             logger.warning("pull failed", metadata: ["sync.path": "\(job.path)", "error": "\(why)"])
             noteError("\(job.path): \(why)")
         }
+        if job.operation == .writeFile {
+            if case .applied = outcome { interruptedPulls.remove(job.path) } else { interruptedPulls.insert(job.path) }
+        }
         let out = engine.jobFinished(job, outcome: outcome)
         if outcome == .localChanged { pendingScan.insert(job.path) }
         if let copy = job.conflictCopyPath, case .applied = outcome { pendingScan.insert(copy) }
@@ -355,11 +360,16 @@ public actor SyncNode: Service {
         let now = engine.isIdle && pendingScan.isEmpty && scanTask == nil && !fullScanRunning
             && links.keys.allSatisfy { engine.peers[$0]?.caughtUp == true }
         if now && !inSync {
-            emit(.inSync)
             if !tempsCleaned {
                 tempsCleaned = true
                 cleanStaleTemps()
             }
+            // Temp files of pulls that failed and were then settled otherwise.
+            for path in interruptedPulls where engine.running[path] == nil {
+                unlink(configuration.folder + "/" + Puller.tempName(for: path))
+            }
+            interruptedPulls.removeAll()
+            emit(.inSync)
         }
         inSync = now
     }
