@@ -156,7 +156,7 @@ final class TestCluster: @unchecked Sendable {
             case .symlink: out[rel] = "link:" + ((try? FileManager.default.destinationOfSymbolicLink(atPath: full)) ?? "?")
             case .file:
                 let data = FileManager.default.contents(atPath: full) ?? Data()
-                out[rel] = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined() + " \(st.mode & 0o777)"
+                out[rel] = hex(SHA256.hash(data: data)) + " \(String(st.mode & 0o777, radix: 8))"
             case nil: continue
             }
         }
@@ -181,6 +181,15 @@ final class TestCluster: @unchecked Sendable {
         let start = ContinuousClock.now
         var last = [[String: String]]()
         while ContinuousClock.now - start < timeout {
+            // Cheap check first: hashing every folder is only worth it once all nodes say so.
+            var allSay = true
+            for i in nodes where runningIndices.contains(i) {
+                if await !node(i).isInSync { allSay = false }
+            }
+            if !allSay {
+                try await Task.sleep(for: .milliseconds(10))
+                continue
+            }
             last = nodes.map { snapshot($0) }
             if last.allSatisfy({ $0 == last[0] }) && (extra?(last[0]) ?? true) {
                 var allInSync = true
@@ -191,6 +200,7 @@ final class TestCluster: @unchecked Sendable {
             }
             try await Task.sleep(for: .milliseconds(20))
         }
+        last = nodes.map { snapshot($0) }
         var report = "folders of nodes \(nodes) did not converge within \(timeout)\n"
         let allPaths = Set(last.flatMap(\.keys)).sorted()
         for p in allPaths {
@@ -228,4 +238,15 @@ func withTestCluster(
         throw error
     }
     await cluster.cleanUp()
+}
+
+/// Lower-case hex of a digest.
+func hex<D: Sequence>(_ bytes: D) -> String where D.Element == UInt8 {
+    let digits = Array("0123456789abcdef".utf8)
+    var out = [UInt8]()
+    for b in bytes {
+        out.append(digits[Int(b >> 4)])
+        out.append(digits[Int(b & 15)])
+    }
+    return String(decoding: out, as: UTF8.self)
 }

@@ -174,14 +174,21 @@ public struct SyncEngine: Sendable {
     /// Takes records a peer sent (already checked by `PathSafety`) and decides each path again.
     public mutating func peerIndex(_ peer: NodeID, records: [FileRecord], caughtUp: Bool) -> Output {
         var out = Output()
-        var p = peers[peer] ?? PeerIndex()
+        // Mutated in place: copying the peer's index out and back would copy the whole
+        // dictionary on every update.
+        if peers[peer] == nil { peers[peer] = PeerIndex() }
+        var accepted = [String]()
+        accepted.reserveCapacity(records.count)
         for r in records {
-            p.records[r.path] = r
-            p.maxSequence = max(p.maxSequence, r.sequence)
+            // Sequence numbers only grow on the sender; an older record that arrives late
+            // (reordered batches) must not replace a newer one.
+            if let old = peers[peer]!.records[r.path], old.sequence > r.sequence { continue }
+            peers[peer]!.records[r.path] = r
+            peers[peer]!.maxSequence = max(peers[peer]!.maxSequence, r.sequence)
+            accepted.append(r.path)
         }
-        if caughtUp { p.caughtUp = true }
-        peers[peer] = p
-        for r in records { reevaluate(r.path, into: &out) }
+        if caughtUp { peers[peer]!.caughtUp = true }
+        for path in accepted { reevaluate(path, into: &out) }
         return out
     }
 

@@ -20,6 +20,10 @@ public final class IndexStore: Sendable {
         do {
             var config = Configuration()
             config.label = "synckit.index"
+            // WAL with synchronous=NORMAL: a commit costs no fsync (the WAL is synced at
+            // checkpoints). A power cut can lose the last commits but never corrupts the
+            // database, and lost records are rebuilt by the next scan: the files are the truth.
+            config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
             pool = try DatabasePool(path: path, configuration: config)
             try pool.write { db in
                 try db.execute(sql: """
