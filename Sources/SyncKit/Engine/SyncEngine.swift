@@ -89,9 +89,12 @@ public struct SyncEngine: Sendable {
     public struct Observation: Sendable {
         public var path: String
         public var record: FileRecord?
-        public init(path: String, record: FileRecord?) {
+        /// The scanner read and hashed the file (the quick check did not hold).
+        public var hashed: Bool
+        public init(path: String, record: FileRecord?, hashed: Bool = false) {
             self.path = path
             self.record = record
+            self.hashed = hashed
         }
     }
 

@@ -57,6 +57,8 @@ public actor SyncNode: Service {
         public var bytesFromNetwork = 0
         public var bytesReused = 0
         public var conflicts = 0
+        /// Files the scanner had to read and hash (the quick check failed or they were new).
+        public var filesHashed = 0
         public var lastConflictCopies: [String] = []
     }
 
@@ -352,7 +354,7 @@ public actor SyncNode: Service {
             let puller = self.puller
             jobTasks[job.path] = Task {
                 let (outcome, stats) = await puller.perform(job, locals: locals) { block, path, offset, sources in
-                    await self.fetchBlock(block, path: path, offset: offset, sources: sources)
+                    await self.fetchBlock(block, path: path, offset: offset, target: job.target, sources: sources)
                 }
                 await self.finished(job, outcome: outcome, stats: stats)
             }
@@ -485,6 +487,7 @@ public actor SyncNode: Service {
 
     /// Hands observations to the engine, dropping those a job overtook while the scan ran.
     func ingest(_ observations: [SyncEngine.Observation], snapshot: [String: FileRecord]) {
+        counters.filesHashed += observations.reduce(0) { $0 + ($1.hashed ? 1 : 0) }
         let fresh = observations.filter { o in
             engine.running[o.path] == nil && engine.local[o.path]?.sequence == snapshot[o.path]?.sequence
         }
@@ -706,14 +709,20 @@ public actor SyncNode: Service {
         if update.caughtUp { checkInSync() }
     }
 
-    /// Links to ask for a block, least busy first.
-    func linksFor(_ sources: [NodeID]) -> [PeerLink] {
-        sources.compactMap { links[$0] }.sorted { $0.outstandingBytes < $1.outstandingBytes }
+    /// Links to ask for a block of `target`, least busy first: every connected peer whose
+    /// record of the path holds the target content now (peers that connected or sent their
+    /// index after the job started count too), else the job's original sources.
+    func linksFor(_ target: FileRecord, fallback: [NodeID]) -> [PeerLink] {
+        var chosen = links.values.filter { link in
+            engine.peers[link.id]?.records[target.path]?.hasSameContent(as: target) == true
+        }
+        if chosen.isEmpty { chosen = fallback.compactMap { links[$0] } }
+        return chosen.sorted { $0.outstandingBytes < $1.outstandingBytes }
     }
 
     /// Fetches a block from the least busy peer that has it, trying the others on failure.
-    nonisolated func fetchBlock(_ block: BlockRef, path: String, offset: UInt64, sources: [NodeID]) async -> ByteBuffer? {
-        for link in await linksFor(sources) {
+    nonisolated func fetchBlock(_ block: BlockRef, path: String, offset: UInt64, target: FileRecord, sources: [NodeID]) async -> ByteBuffer? {
+        for link in await linksFor(target, fallback: sources) {
             guard !Task.isCancelled else { return nil }
             if let data = try? await link.requestBlock(block, path: path, offset: offset),
                data.readableBytes == Int(block.size),

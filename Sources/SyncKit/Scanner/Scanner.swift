@@ -61,7 +61,7 @@ public struct Scanner: Sendable {
             }
             if ignore.isIgnored(path, isDirectory: kind == .directory) { continue }
             seen.insert(path)
-            if let record = observe(path, st, known: known[path]) { out.append(.init(path: path, record: record)) }
+            if let (record, hashed) = observe(path, st, known: known[path]) { out.append(.init(path: path, record: record, hashed: hashed)) }
             if kind == .directory {
                 var found = Set<String>()
                 walk(path, known: known, into: &out, seen: &found)
@@ -101,14 +101,15 @@ public struct Scanner: Sendable {
             guard let st = try? FileOps.lstat(root + "/" + path), let kind = st.kind else { continue }
             if ignore.isIgnored(path, isDirectory: kind == .directory) { continue }
             seen.insert(path)
-            if let record = observe(path, st, known: known[path]) { out.append(.init(path: path, record: record)) }
+            if let (record, hashed) = observe(path, st, known: known[path]) { out.append(.init(path: path, record: record, hashed: hashed)) }
             if kind == .directory { walk(path, known: known, into: &out, seen: &seen) }
         }
     }
 
     /// The record for one path as it is now, hashing only when the quick check fails.
-    /// Nil when the file is unstable (being written) or unreadable.
-    func observe(_ path: String, _ st: FileOps.Stat, known: FileRecord?) -> FileRecord? {
+    /// Nil when the file is unstable (being written) or unreadable; `hashed` tells whether the
+    /// file was read.
+    func observe(_ path: String, _ st: FileOps.Stat, known: FileRecord?) -> (FileRecord, hashed: Bool)? {
         guard let kind = st.kind else { return nil }
         var r = FileRecord(path: path, kind: kind, mode: st.mode, modifiedBy: me, inode: st.inode)
         switch kind {
@@ -126,7 +127,7 @@ public struct Scanner: Sendable {
             r.mtimeNs = st.mtimeNs
             if let known, !known.deleted, known.kind == .file, known.size == st.size, known.mtimeNs == st.mtimeNs, known.inode == st.inode {
                 r.blocks = known.blocks
-                return r
+                return (r, false)
             }
             do {
                 let fd = try FileOps.openForReading(root + "/" + path)
@@ -138,11 +139,12 @@ public struct Scanner: Sendable {
                     return nil
                 }
                 r.blocks = blocks
+                return (r, true)
             } catch {
                 logger.warning("cannot read file", metadata: ["sync.path": "\(path)", "error": "\(error)"])
                 return nil
             }
         }
-        return r
+        return (r, false)
     }
 }
