@@ -23,6 +23,7 @@ let package = Package(
         .library(name: "TransportTCP", targets: ["TransportTCP"]),
         .library(name: "DiscoveryStatic", targets: ["DiscoveryStatic"]),
         .library(name: "DiscoveryMDNSLite", targets: ["DiscoveryMDNSLite"]),
+        .library(name: "JournaldLogging", targets: ["JournaldLogging"]),
         .executable(name: "syncctl", targets: ["syncctl"]),
     ],
     dependencies: [
@@ -80,10 +81,19 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .systemLibrary(
+            name: "CSystemd", path: "Sources/CSystemd", pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]
+        ),
+        .target(
+            name: "JournaldLogging",
+            dependencies: ["CSystemd", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "syncctl",
             dependencies: [
-                "SyncKit", "TransportTCP", "DiscoveryStatic", "DiscoveryMDNSLite",
+                "SyncKit", "TransportTCP", "DiscoveryStatic", "DiscoveryMDNSLite", "JournaldLogging",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -97,6 +107,7 @@ let package = Package(
         .testTarget(
             name: "DiscoveryStaticTests", dependencies: ["DiscoveryStatic", "SyncKit", "SyncKitTesting"],
             swiftSettings: strict),
+        .testTarget(name: "JournaldLoggingTests", dependencies: ["JournaldLogging"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["SyncKit", "SyncKitTesting", "TransportTCP", "DiscoveryStatic"],

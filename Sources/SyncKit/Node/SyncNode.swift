@@ -101,6 +101,7 @@ public actor SyncNode: Service {
         self.transport = transport
         var logger = logger
         logger[metadataKey: "node"] = "\(name)"
+        logger[metadataKey: "node.id"] = "\(identity.id)"
         self.logger = logger
         let ignoreText = (try? String(contentsOfFile: config.folder + "/.syncignore", encoding: .utf8)) ?? ""
         scanner = Scanner(root: config.folder, me: identity.id, ignore: IgnoreRules(text: ignoreText), logger: logger)

@@ -1,0 +1,2 @@
+// The part of libsystemd SyncKit uses: sending structured entries to the journal.
+#include <systemd/sd-journal.h>
