@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import SyncKit
 import SyncKitTesting
+import TransportTCP
 import Testing
 
 /// A peer that holds the cluster key but sends poisoned records: it must not be able to make
@@ -96,6 +97,6 @@ final class HostilePeer: Sendable {
 extension TestCluster {
     /// A transport that is not one of the nodes (for hand-made peers).
     func rawTransport() -> any SyncTransport {
-        network.transport(name: "outsider")  // TCPSWAP-RAW
+        transportKind == .tcp ? TCPTransport(configuration: .init(bindHost: "127.0.0.1")) : network.transport(name: "outsider")
     }
 }

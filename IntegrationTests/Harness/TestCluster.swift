@@ -3,7 +3,7 @@ import Foundation
 import Logging
 import SyncKit
 import SyncKitTesting
-// import TransportTCP
+import TransportTCP
 
 /// Which transport a test cluster runs on.
 enum TestTransport: Sendable, CustomStringConvertible {
@@ -82,7 +82,7 @@ final class TestCluster: @unchecked Sendable {
         config.retryInterval = .milliseconds(500)
         config.maxRedialDelay = .seconds(1)
         configure(&config)
-        let inner: any SyncTransport = network.transport(name: name(i))  // TCPSWAP
+        let inner: any SyncTransport = transportKind == .tcp ? TCPTransport(configuration: .init(bindHost: "127.0.0.1")) : network.transport(name: name(i))
         let transport = FaultyTransport(inner: inner, name: name(i), injector: injector)
         let discovery: any PeerDiscovery = HostMappedDiscovery(inner: bus.discovery(), host: transportKind == .tcp ? "127.0.0.1" : "memory")
         let node = try SyncNode(configuration: config, discovery: discovery, transport: transport, policy: policy, logger: logs.logger(label: name(i)))

@@ -37,7 +37,10 @@ final class PeerLink: @unchecked Sendable {
 
     enum IndexItem { case record(FileRecord), caughtUp }
 
-    init(id: NodeID, name: String, address: String, channel: any PeerChannel, initiatedLocally: Bool, indexID: UInt64, requestBudget: Int) {
+    let metrics: NodeMetrics
+
+    init(id: NodeID, name: String, address: String, channel: any PeerChannel, initiatedLocally: Bool, indexID: UInt64, requestBudget: Int, metrics: NodeMetrics) {
+        self.metrics = metrics
         self.id = id
         self.name = name
         self.address = address
@@ -57,6 +60,7 @@ final class PeerLink: @unchecked Sendable {
             _lastReceived = .now
             _bytesReceived += frame.wireSize
         }
+        metrics.bytesReceived.increment(by: frame.wireSize)
     }
 
     /// Sends one message; concurrent callers are served one at a time, in arrival order.
@@ -67,6 +71,7 @@ final class PeerLink: @unchecked Sendable {
         if lock.withLock({ closed }) { throw SyncError(.transport, "connection to \(name) is closed") }
         try await channel.send(frame)
         lock.withLock { _bytesSent += frame.wireSize }
+        metrics.bytesSent.increment(by: frame.wireSize)
     }
 
     private func acquireSend() async {

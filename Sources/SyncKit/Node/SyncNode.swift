@@ -26,6 +26,7 @@ public actor SyncNode: Service {
     var scanner: Scanner
     var engine: SyncEngine
     var blockMap = BlockMap()
+    let metrics: NodeMetrics
 
     var links: [NodeID: PeerLink] = [:]
     var indexRequested: Set<NodeID> = []
@@ -96,6 +97,7 @@ public actor SyncNode: Service {
         }
         id = identity.id
         name = config.name ?? identity.id.short
+        metrics = NodeMetrics(node: name)
         self.configuration = config
         self.discovery = discovery
         self.transport = transport
@@ -304,6 +306,7 @@ public actor SyncNode: Service {
         for e in out.events {
             if case .conflict(let path, let copy) = e {
                 counters.conflicts += 1
+                metrics.conflicts.increment()
                 counters.lastConflictCopies = Array((counters.lastConflictCopies + [copy]).suffix(20))
                 logger.notice("conflict resolved; the other version is kept", metadata: ["sync.path": "\(path)", "sync.copy": "\(copy)"])
             }
@@ -367,7 +370,10 @@ public actor SyncNode: Service {
         jobTasks[job.path] = nil
         counters.bytesFromNetwork += stats.bytesFromNetwork
         counters.bytesReused += stats.bytesReused
-        if case .applied = outcome, job.operation == .writeFile { counters.filesPulled += 1 }
+        if case .applied = outcome, job.operation == .writeFile {
+            counters.filesPulled += 1
+            metrics.filesPulled.increment()
+        }
         switch outcome {
         case .applied:
             logger.debug("pulled", metadata: ["sync.path": "\(job.path)", "sync.op": "\(job.operation)", "bytes.network": "\(stats.bytesFromNetwork)", "bytes.local": "\(stats.bytesReused)"])
@@ -482,13 +488,17 @@ public actor SyncNode: Service {
         let observations = await Task.detached { scanner.fullScan(known: known) }.value
         ingest(observations, snapshot: known)
         fullScanRunning = false
+        let elapsed = ContinuousClock.now - started
+        metrics.scanDuration.recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
         logger.debug("full scan done", metadata: ["paths": "\(known.count)", "duration": "\(ContinuousClock.now - started)"])
         checkInSync()
     }
 
     /// Hands observations to the engine, dropping those a job overtook while the scan ran.
     func ingest(_ observations: [SyncEngine.Observation], snapshot: [String: FileRecord]) {
-        counters.filesHashed += observations.reduce(0) { $0 + ($1.hashed ? 1 : 0) }
+        let hashed = observations.reduce(0) { $0 + ($1.hashed ? 1 : 0) }
+        counters.filesHashed += hashed
+        metrics.filesHashed.increment(by: hashed)
         let fresh = observations.filter { o in
             engine.running[o.path] == nil && engine.local[o.path]?.sequence == snapshot[o.path]?.sequence
         }
@@ -584,7 +594,7 @@ public actor SyncNode: Service {
             watchdog.cancel()
             link = PeerLink(
                 id: theirs.nodeID, name: theirs.nodeName, address: channel.remoteDescription, channel: channel,
-                initiatedLocally: initiated, indexID: store.indexID, requestBudget: configuration.requestBudgetPerPeer)
+                initiatedLocally: initiated, indexID: store.indexID, requestBudget: configuration.requestBudgetPerPeer, metrics: metrics)
             guard await register(link, peerIndexID: theirs.indexID, endpoint: endpoint) else {
                 await channel.close()
                 return
@@ -664,6 +674,7 @@ public actor SyncNode: Service {
             Task { await existing.shutdown() }
         }
         links[link.id] = link
+        metrics.peersConnected.record(links.count)
         indexRequested.remove(link.id)
         engine.peerConnected(link.id, indexID: peerIndexID)
         inSync = false
@@ -677,6 +688,7 @@ public actor SyncNode: Service {
     func unregister(_ link: PeerLink, reason: String) {
         guard links[link.id] === link else { return }
         links[link.id] = nil
+        metrics.peersConnected.record(links.count)
         indexRequested.remove(link.id)
         engine.peerDisconnected(link.id)
         logger.info("peer disconnected", metadata: ["peer.id": "\(link.id.short)", "reason": "\(reason)"])
