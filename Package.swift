@@ -117,6 +117,7 @@ let package = Package(
         .testTarget(
             name: "DiscoveryStaticTests", dependencies: ["DiscoveryStatic", "SyncKit", "SyncKitTesting"],
             swiftSettings: strict),
+        .testTarget(name: "DiscoveryMDNSLiteTests", dependencies: ["DiscoveryMDNSLite"], swiftSettings: strict),
         .testTarget(name: "JournaldLoggingTests", dependencies: ["JournaldLogging"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
