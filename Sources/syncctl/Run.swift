@@ -1,0 +1,192 @@
+import ArgumentParser
+import DiscoveryStatic
+import Foundation
+import Logging
+import ServiceLifecycle
+import SyncKit
+import TransportTCP
+
+/// How nodes find each other (`--discovery`).
+enum DiscoveryKind: String, ExpressibleByArgument, CaseIterable {
+    case `static`, multicast
+}
+
+/// Which conflict policy decides concurrent edits (`--policy`).
+enum PolicyKind: String, ExpressibleByArgument, CaseIterable {
+    case newest
+    case keepBoth = "keep-both"
+}
+
+/// Where logs go (`--log`).
+enum LogTarget: String, ExpressibleByArgument, CaseIterable {
+    case auto, journald, stderr
+}
+
+extension PullOrder: ExpressibleByArgument {}
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// Options that shape a node, shared by `run` and `demo`.
+struct NodeOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Conflict policy for files edited on two nodes at once: 'newest' (later modification time wins; the other version is kept as name.sync-conflict-DATE-NODE.ext) or 'keep-both' (both always kept).", valueName: "policy"))
+    var policy: PolicyKind = .newest
+
+    @Flag(help: "With --policy newest: drop the losing version instead of keeping a conflict copy.")
+    var noConflictCopies = false
+
+    @Option(help: ArgumentHelp("Order in which missing files are pulled: \(PullOrder.allCases.map(\.rawValue).joined(separator: ", ")).", valueName: "order"))
+    var pullOrder: PullOrder = .smallestFirst
+
+    @Option(help: ArgumentHelp("Cluster name: nodes sync only with nodes of the same cluster.", valueName: "name"))
+    var cluster: String = "default"
+
+    @Option(help: ArgumentHelp("File holding the cluster's shared secret (or set SYNCKIT_CLUSTER_KEY). Without one, any node on the LAN naming the same cluster may join.", valueName: "path"))
+    var clusterKeyFile: String?
+
+    @Option(help: ArgumentHelp("Where logs go: 'auto' (journald when its socket exists, else stderr), 'journald' or 'stderr'.", valueName: "target"))
+    var log: LogTarget = .auto
+
+    @Option(help: ArgumentHelp("Least severe log level shown: trace, debug, info, notice, warning, error, critical.", valueName: "level"))
+    var logLevel: Logger.Level = .info
+
+    func policyValue() -> any ConflictPolicy {
+        switch policy {
+        case .newest: NewestWinsPolicy(keepLoserCopies: !noConflictCopies)
+        case .keepBoth: KeepBothPolicy()
+        }
+    }
+
+    func clusterKey() throws -> ClusterKey {
+        if let clusterKeyFile {
+            guard let text = try? String(contentsOfFile: clusterKeyFile, encoding: .utf8), !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+                throw ValidationError("Cannot read a cluster key from \(clusterKeyFile): the file is missing, unreadable or empty.")
+            }
+            return ClusterKey(secret: text)
+        }
+        if let env = ProcessInfo.processInfo.environment["SYNCKIT_CLUSTER_KEY"], !env.isEmpty {
+            return ClusterKey(secret: env)
+        }
+        return .open
+    }
+
+    func validateCommon() throws {
+        if noConflictCopies && policy != .newest {
+            throw ValidationError("--no-conflict-copies only applies to --policy newest.")
+        }
+        _ = try clusterKey()
+    }
+}
+
+/// `syncctl run`: syncs one folder until stopped.
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Sync a folder with the other nodes of the cluster until stopped.",
+        discussion: """
+            Examples:
+              syncctl run --dir /srv/share --discovery static --peer 10.0.0.2:22000 --peer 10.0.0.3:22000
+              syncctl run --dir ~/Shared --discovery multicast --policy keep-both
+              SYNCKIT_CLUSTER_KEY=s3cret syncctl run --dir /data --peers-file /etc/synckit/peers
+
+            Every node needs the same --cluster name and cluster key. Stop with Ctrl-C or \
+            SIGTERM: transfers in flight are parked and resumed at the next start; a second \
+            signal exits at once.
+            """
+    )
+
+    @OptionGroup var folder: FolderOptions
+    @OptionGroup var node: NodeOptions
+
+    @Option(help: ArgumentHelp("A YAML or JSON file with the same keys as these flags (e.g. `port: 22000`, `peer: [a:22000, b:22000]`); flags typed here win.", valueName: "path"))
+    var config: String?
+
+    @Option(help: ArgumentHelp("TCP port to accept peers on (0 picks a free one).", valueName: "port"))
+    var port: Int = 22000
+
+    @Option(help: ArgumentHelp("Address to listen on.", valueName: "address"))
+    var bind: String = "0.0.0.0"
+
+    @Option(help: ArgumentHelp("A name for this node in logs and on peers (default: the short node ID).", valueName: "name"))
+    var name: String?
+
+    @Option(help: ArgumentHelp("How to find peers: 'static' (the --peer list) or 'multicast' (mDNS on the LAN).", valueName: "kind"))
+    var discovery: DiscoveryKind = .static
+
+    @Option(name: .customLong("peer"), help: ArgumentHelp("A peer to connect to, as host:port (repeatable). Host names are resolved again and again, so Compose service names work.", valueName: "host:port"))
+    var peers: [String] = []
+
+    @Option(help: ArgumentHelp("A file listing peers, one host:port per line ('#' starts a comment).", valueName: "path"))
+    var peersFile: String?
+
+    @Option(help: ArgumentHelp("Seconds between full rescans (the safety net behind the file watcher).", valueName: "seconds"))
+    var rescanInterval: Int = 60
+
+    @Flag(help: "Do not watch the folder with inotify; find changes by periodic rescans only.")
+    var noWatch = false
+
+    @Option(help: ArgumentHelp("Serve Prometheus metrics at http://ADDRESS/metrics, e.g. 127.0.0.1:9464 (off by default).", valueName: "host:port"))
+    var metricsAddress: String?
+
+    func validate() throws {
+        try folder.validateFolder()
+        try node.validateCommon()
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, not \(port).") }
+        for p in peers where PeerEndpoint(parsing: p) == nil {
+            throw ValidationError("'\(p)' is not a peer address: write host:port, for example 192.168.1.20:22000 or [fe80::1]:22000.")
+        }
+        if let peersFile { _ = try readPeers(peersFile) }
+        if discovery == .static && peers.isEmpty && peersFile == nil {
+            throw ValidationError("--discovery static needs at least one --peer host:port or a --peers-file (or use --discovery multicast).")
+        }
+        guard rescanInterval > 0 else { throw ValidationError("--rescan-interval must be positive.") }
+        if let metricsAddress, PeerEndpoint(parsing: metricsAddress) == nil {
+            throw ValidationError("--metrics-address takes host:port, for example 127.0.0.1:9464, not '\(metricsAddress)'.")
+        }
+    }
+
+    func readPeers(_ path: String) throws -> [PeerEndpoint] {
+        do { return try StaticDiscovery.readPeersFile(atPath: path) } catch let error as SyncError {
+            throw ValidationError(error.message)
+        }
+    }
+
+    func run() async throws {
+        let logger = try Logging.bootstrap(target: node.log, level: node.logLevel)
+        let registry = metricsAddress == nil ? nil : MetricsServer.bootstrap()
+        var config = SyncConfiguration(folder: folder.absoluteDir)
+        config.stateDirectory = folder.stateDir
+        config.name = name
+        config.clusterName = node.cluster
+        config.clusterKey = try node.clusterKey()
+        config.port = port
+        config.pullOrder = node.pullOrder
+        config.watch = !noWatch
+        config.rescanInterval = .seconds(rescanInterval)
+
+        let transport = TCPTransport(configuration: .init(bindHost: bind))
+        let discoveryPlugin: any PeerDiscovery
+        switch discovery {
+        case .static:
+            var endpoints = peers.compactMap { PeerEndpoint(parsing: $0) }
+            if let peersFile { endpoints += try readPeers(peersFile) }
+            discoveryPlugin = StaticDiscovery(peers: endpoints, logger: logger)
+        case .multicast:
+            throw ValidationError("--discovery multicast is not in this build yet (DiscoveryMDNSLite is in progress); use --discovery static with --peer.")
+        }
+        do {
+            let syncNode = try SyncNode(configuration: config, discovery: discoveryPlugin, transport: transport, policy: node.policyValue(), logger: logger)
+            let control = ControlServer(path: (folder.stateDir ?? folder.absoluteDir + "/.synckit") + "/control.sock", node: syncNode, logger: logger)
+            var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: syncNode), .init(service: control), .init(service: SecondSignalExits())]
+            if let registry, let metricsAddress, let endpoint = PeerEndpoint(parsing: metricsAddress) {
+                services.append(.init(service: MetricsServer(host: endpoint.host, port: endpoint.port, registry: registry, logger: logger)))
+            }
+            var groupConfig = ServiceGroupConfiguration(
+                services: services,
+                gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger)
+            groupConfig.maximumGracefulShutdownDuration = .seconds(8)
+            let group = ServiceGroup(configuration: groupConfig)
+            try await group.run()
+        } catch let error as SyncError {
+            FileHandle.standardError.write(Data("syncctl: \(error.message)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
