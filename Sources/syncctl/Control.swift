@@ -120,7 +120,7 @@ struct Status: ParsableCommand {
         }
         print("node      \(status.name)  \(status.nodeID)")
         print("folder    \(status.folder)")
-        print("listening port \(status.port)")
+        print("port      \(status.port)")
         print("state     \(status.inSync ? "in sync" : "syncing")")
         print("files     \(status.files) files, \(formatBytes(status.bytes))")
         print("peers     \(status.peers.count) connected")
@@ -181,20 +181,27 @@ func formatBytes(_ n: UInt64) -> String {
 
 /// Makes a second SIGINT or SIGTERM exit at once: the first starts a graceful shutdown (finish
 /// or park writes, say goodbye), and an operator who insists should not have to wait for it.
+///
+/// Once the graceful shutdown has begun it installs a plain signal handler that calls
+/// `_exit(130)` (async-signal-safe), replacing the "ignore" disposition swift-service-lifecycle
+/// leaves behind after it consumed the first signal. The service then returns, so it never
+/// holds the group open.
 struct SecondSignalExits: Service {
     func run() async throws {
         try? await gracefulShutdown()
-        let sources = [SIGINT, SIGTERM].map { sig -> any DispatchSourceSignal in
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler {
-                FileHandle.standardError.write(Data("syncctl: second signal, exiting now\n".utf8))
-                exit(130)
-            }
-            source.resume()
-            return source
-        }
-        // Stay alive (holding the sources) until the group ends.
-        while !Task.isCancelled { try? await Task.sleep(for: .seconds(60)) }
-        _ = sources
+        guard !Task.isCancelled else { return }
+        let handler: @convention(c) (Int32) -> Void = { _ in _exit(130) }
+        signal(SIGINT, handler)
+        signal(SIGTERM, handler)
+    }
+}
+
+/// Test hook: with `SYNCKIT_TEST_SHUTDOWN_DELAY_MS` set, a graceful shutdown takes that long,
+/// so the lifecycle test can check that a second signal does not wait for it.
+struct ShutdownDelayForTests: Service {
+    let delay: Duration
+    func run() async throws {
+        try? await gracefulShutdown()
+        try? await Task.sleep(for: delay)
     }
 }

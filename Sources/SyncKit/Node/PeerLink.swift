@@ -174,7 +174,28 @@ final class PeerLink: @unchecked Sendable {
             }
             if ready { c.resume() }
         }
-        return try await withCheckedThrowingContinuation { (c: CheckedContinuation<ByteBuffer?, any Error>) in
+        // Cancellation (a shutdown) fails the request at once instead of waiting for a peer
+        // that may never answer.
+        let slot = RequestSlot()
+        return try await withTaskCancellationHandler {
+            try await send(block, path: path, offset: offset, size: size, slot: slot)
+        } onCancel: {
+            if let id = slot.id { self.complete(id, with: .failure(CancellationError())) }
+        }
+    }
+
+    /// Remembers the ID of a request for its cancellation handler.
+    final class RequestSlot: @unchecked Sendable {
+        private let lock = NSLock()
+        private var _id: UInt32?
+        var id: UInt32? {
+            get { lock.withLock { _id } }
+            set { lock.withLock { _id = newValue } }
+        }
+    }
+
+    private func send(_ block: BlockRef, path: String, offset: UInt64, size: Int, slot: RequestSlot) async throws -> ByteBuffer? {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<ByteBuffer?, any Error>) in
             let id = lock.withLock { () -> UInt32? in
                 if closed { return nil }
                 let id = nextRequestID
@@ -186,6 +207,11 @@ final class PeerLink: @unchecked Sendable {
             guard let id else {
                 releaseBudget(size)
                 c.resume(throwing: SyncError(.transport, "connection to \(name) is closed"))
+                return
+            }
+            slot.id = id
+            if Task.isCancelled {
+                complete(id, with: .failure(CancellationError()))
                 return
             }
             Task {

@@ -268,12 +268,14 @@ public actor SyncNode: Service {
         await listener?.close()
         scanTask?.cancel()
         for t in keepers.values { t.cancel() }
+        // Pulls in flight stop where they are; their temp files are resumed at the next start.
         for t in jobTasks.values { t.cancel() }
-        for t in jobTasks.values { await t.value }
         for link in links.values {
             try? await withTimeout(.seconds(1)) { try await link.send(.close(reason: "shutting down")) }
+            // Fails what still waits on the peer, so no job can hang the shutdown.
             await link.shutdown()
         }
+        for t in jobTasks.values { await t.value }
         for t in connectionTasks.values { t.cancel() }
         links.removeAll()
         for c in subscribers.values { c.finish() }
