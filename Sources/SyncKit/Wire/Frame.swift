@@ -49,7 +49,21 @@ public struct FrameDecoder: Sendable {
     public var bufferedBytes: Int { buffer.readableBytes }
 
     /// Adds bytes received from the stream.
+    ///
+    /// Frames handed out are slices of this buffer, and a caller may keep them; appending to a
+    /// buffer that is still shared would copy all of it, consumed bytes included. So an empty
+    /// buffer is replaced by the new bytes (no copy at all), and otherwise only the unread tail
+    /// moves into a fresh buffer before the new bytes are added.
     public mutating func append(_ bytes: ByteBuffer) {
+        if buffer.readableBytes == 0 {
+            buffer = bytes
+            return
+        }
+        if buffer.readerIndex > 0 {
+            var fresh = ByteBufferAllocator().buffer(capacity: buffer.readableBytes + bytes.readableBytes)
+            fresh.writeBuffer(&buffer)
+            buffer = fresh
+        }
         var bytes = bytes
         buffer.writeBuffer(&bytes)
     }
@@ -76,7 +90,6 @@ public struct FrameDecoder: Sendable {
         buffer.moveReaderIndex(forwardBy: 4)
         let type: UInt8 = buffer.readInteger()!
         let payload = buffer.readSlice(length: Int(length) - 1)!
-        if buffer.readableBytes == 0 { buffer.clear() } else if buffer.readerIndex > 1 << 20 { buffer.discardReadBytes() }
         return Frame(type: type, payload: payload)
     }
 }
