@@ -190,4 +190,67 @@ import Testing
         #expect(code != 0)
         #expect(message.contains("No syncctl daemon is running"))
     }
+
+    /// `--metrics-address` serves Prometheus text, and `--config` fills flags (typed flags win).
+    @Test func metricsEndpointAndConfigFile() async throws {
+        let dir = try Self.makeFolder("metrics")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let ports = try freePorts(3)
+        let config = dir + "/.synckit-test-config.yaml"
+        try """
+            port: \(ports[0])
+            bind: 127.0.0.1
+            peer: ["127.0.0.1:\(ports[1])"]
+            name: from-file
+            log: stderr
+            metrics-address: 127.0.0.1:\(ports[2])
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: MultiProcessTests.syncctl)
+        p.arguments = ["run", "--config", config, "--dir", dir, "--name", "from-flag"]
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        defer {
+            kill(p.processIdentifier, SIGTERM)
+            p.waitUntilExit()
+        }
+        var body = ""
+        for _ in 0..<100 {
+            body = (try? httpGet(port: ports[2], path: "/metrics")) ?? ""
+            if body.contains("synckit_files_hashed_total") { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(body.contains("synckit_peers_connected"))
+        #expect(body.contains("synckit_files_hashed_total{node=\"from-flag\"}"), "the name typed on the command line wins")
+        let (_, text) = try Self.run(MultiProcessTests.syncctl, ["status", "--dir", dir, "--json"])
+        let status = try JSONDecoder().decode(NodeStatus.self, from: Data(text.utf8))
+        #expect(status.port == ports[0], "the port comes from the file")
+        #expect(status.name == "from-flag")
+        let (code, message) = try Self.run(MultiProcessTests.syncctl, ["run", "--config", dir + "/missing.yaml", "--dir", dir])
+        #expect(code != 0 && message.contains("cannot read the config file"))
+    }
+}
+
+/// A minimal HTTP/1.0 GET on 127.0.0.1, returning the whole response.
+func httpGet(port: Int, path: String) throws -> String {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = UInt16(port).bigEndian
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let ok = withUnsafePointer(to: &addr) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+    }
+    guard ok else { throw SyncError(.transport, "connection refused") }
+    let request = Array("GET \(path) HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".utf8)
+    _ = write(fd, request, request.count)
+    var out = [UInt8]()
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = read(fd, &buffer, buffer.count)
+        if n <= 0 { break }
+        out += buffer[..<n]
+    }
+    return String(decoding: out, as: UTF8.self)
 }

@@ -1,6 +1,7 @@
 import Foundation
 import SyncKit
 import Testing
+import TransportTCP
 
 /// Real `syncctl run` processes talking TCP on 127.0.0.1: what a user runs, including a node
 /// killed with SIGKILL in the middle of receiving a large file.
@@ -135,23 +136,5 @@ import Testing
     }
 }
 
-/// Free TCP ports on 127.0.0.1 (bound to port 0, then released).
-func freePorts(_ count: Int) throws -> [Int] {
-    var ports = [Int]()
-    var sockets = [Int32]()
-    defer { for s in sockets { close(s) } }
-    for _ in 0..<count {
-        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, len) == 0 && getsockname(s, $0, &len) == 0 }
-        }
-        guard ok else { throw SyncError(.transport, "no free port") }
-        sockets.append(s)
-        ports.append(Int(UInt16(bigEndian: addr.sin_port)))
-    }
-    return ports
-}
+/// Free TCP ports on 127.0.0.1, for processes the tests start.
+func freePorts(_ count: Int) throws -> [Int] { try TCPTransport.freeLoopbackPorts(count) }

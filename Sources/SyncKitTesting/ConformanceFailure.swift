@@ -1,3 +1,5 @@
+import SyncKit
+
 /// A requirement of a SyncKit plugin protocol that an implementation did not meet, as found by
 /// `TransportConformance` or `DiscoveryConformance`.
 ///

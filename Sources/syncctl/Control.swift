@@ -27,29 +27,17 @@ struct ControlServer: Service {
             }
         chmod(path, 0o600)
         defer { unlink(path) }
-        try await withGracefulShutdownHandler {
-            try await withThrowingDiscardingTaskGroup { group in
-                try await server.executeThenClose { clients in
-                    for try await client in clients {
-                        group.addTask { await self.serve(client) }
-                    }
-                }
-            }
-        } onGracefulShutdown: {
-            server.channel.close(promise: nil)
-        }
+        try await serveUntilShutdown(server) { await self.serve($0) }
     }
 
     func serve(_ client: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async {
         try? await client.executeThenClose { inbound, outbound in
             for try await line in inbound {
                 let command = String(buffer: line).trimmingCharacters(in: .whitespacesAndNewlines)
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
                 let body: Data
                 switch command {
                 case "status", "peers":
-                    body = try encoder.encode(await node.status())
+                    body = Data(try prettyJSON(await node.status()).utf8)
                 default:
                     body = Data("{\"error\": \"unknown command\"}".utf8)
                 }
@@ -113,9 +101,7 @@ struct Status: ParsableCommand {
     func run() throws {
         let status = try fetchStatus(folder)
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(status), as: UTF8.self))
+            print(try prettyJSON(status))
             return
         }
         print("node      \(status.name)  \(status.nodeID)")
@@ -148,9 +134,7 @@ struct Peers: ParsableCommand {
     func run() throws {
         let status = try fetchStatus(folder)
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(status.peers), as: UTF8.self))
+            print(try prettyJSON(status.peers))
             return
         }
         if status.peers.isEmpty { print("no peers connected") }
@@ -203,5 +187,32 @@ struct ShutdownDelayForTests: Service {
     func run() async throws {
         try? await gracefulShutdown()
         try? await Task.sleep(for: delay)
+    }
+}
+
+/// Indented JSON with sorted keys, as `--json` prints it.
+func prettyJSON(_ value: some Encodable) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
+}
+
+/// Accepts connections on `server` and serves each in its own child task until a graceful
+/// shutdown closes the listening channel (the loop then ends and the task group waits for the
+/// connections still being served).
+func serveUntilShutdown<Inbound: Sendable, Outbound: Sendable>(
+    _ server: NIOAsyncChannel<NIOAsyncChannel<Inbound, Outbound>, Never>,
+    _ handle: @escaping @Sendable (NIOAsyncChannel<Inbound, Outbound>) async -> Void
+) async throws {
+    try await withGracefulShutdownHandler {
+        try await withThrowingDiscardingTaskGroup { group in
+            try await server.executeThenClose { clients in
+                for try await client in clients {
+                    group.addTask { await handle(client) }
+                }
+            }
+        }
+    } onGracefulShutdown: {
+        server.channel.close(promise: nil)
     }
 }

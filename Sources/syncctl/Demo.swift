@@ -49,7 +49,7 @@ struct Demo: AsyncParsableCommand {
             try FileManager.default.createDirectory(atPath: f, withIntermediateDirectories: true)
             if (try FileManager.default.contentsOfDirectory(atPath: f)).filter({ $0 != ".synckit" }).isEmpty { seed(f, node: i + 1) }
         }
-        let ports = try freePorts(nodes)
+        let ports = try TCPTransport.freeLoopbackPorts(nodes)
         print("SyncKit demo: \(nodes) nodes on 127.0.0.1, ports \(ports.map(String.init).joined(separator: ", "))")
         print("Folders under \(base)")
 
@@ -100,28 +100,6 @@ struct Demo: AsyncParsableCommand {
             // The same name with different contents on two nodes: the conflict policy decides.
             put("shared/readme.txt", Data("This readme was written on node \(n).\n".utf8))
         }
-    }
-
-    /// Asks the kernel for free ports by binding to port 0 (closed again before the nodes bind).
-    func freePorts(_ count: Int) throws -> [Int] {
-        var ports = [Int]()
-        var sockets = [Int32]()
-        defer { for s in sockets { close(s) } }
-        for _ in 0..<count {
-            let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var addr = sockaddr_in()
-            addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            addr.sin_port = 0
-            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let ok = withUnsafeMutablePointer(to: &addr) { p in
-                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, len) == 0 && getsockname(s, $0, &len) == 0 }
-            }
-            guard ok else { throw SyncError(.transport, "cannot find a free port on 127.0.0.1") }
-            sockets.append(s)
-            ports.append(Int(UInt16(bigEndian: addr.sin_port)))
-        }
-        return ports
     }
 }
 

@@ -35,17 +35,7 @@ struct MetricsServer: Service {
                 }
             }
         logger.info("serving metrics", metadata: ["address": "\(host):\(port)"])
-        try await withGracefulShutdownHandler {
-            try await withThrowingDiscardingTaskGroup { group in
-                try await server.executeThenClose { clients in
-                    for try await client in clients {
-                        group.addTask { await self.serve(client) }
-                    }
-                }
-            }
-        } onGracefulShutdown: {
-            server.channel.close(promise: nil)
-        }
+        try await serveUntilShutdown(server) { await self.serve($0) }
     }
 
     func serve(_ client: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {

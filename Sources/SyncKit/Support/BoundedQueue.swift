@@ -1,6 +1,9 @@
 /// A single-consumer FIFO with a bound on how many elements and how many bytes it holds; `push`
-/// suspends while it is full. It is one direction of an in-memory link, and what makes that link
-/// apply backpressure the way a TCP socket does.
+/// suspends while it is full. TransportTCP uses it to hand frames from a connection's reader task
+/// to the consumer of `inbound` (while it is full the reader stops pulling from NIO, NIO stops
+/// reading the socket, and the peer's TCP window closes, which suspends the peer's `send`), and
+/// SyncKitTesting for each direction of an in-memory link. It is `package`: shared by the
+/// modules of this package, not part of SyncKit's public API.
 ///
 /// - An element is admitted when the queue is empty (so a single element larger than the byte
 ///   bound still gets through) or when it fits both bounds and no earlier sender is waiting
@@ -9,7 +12,7 @@
 ///   the consumer sees the end (or `endError`). `terminate` drops them and ends at once.
 /// - Waiting senders fail with the `sendError` given to whichever of the two came first; later
 ///   pushes throw it too. Both are idempotent: the first call decides the errors.
-final class BoundedQueue<Element: Sendable>: Sendable {
+package final class BoundedQueue<Element: Sendable>: Sendable {
     private struct Waiter {
         var id: UInt64
         var element: Element
@@ -83,7 +86,7 @@ final class BoundedQueue<Element: Sendable>: Sendable {
     private let maxCount: Int
     private let maxCost: Int
 
-    init(maxCount: Int, maxCost: Int) {
+    package init(maxCount: Int, maxCost: Int) {
         precondition(maxCount >= 1 && maxCost >= 1)
         self.maxCount = maxCount
         self.maxCost = maxCost
@@ -95,7 +98,7 @@ final class BoundedQueue<Element: Sendable>: Sendable {
     /// Adds `element`, suspending while the queue is full. Throws the queue's send error once it
     /// has ended, or `CancellationError` if the task is cancelled while waiting (the element is
     /// then not queued).
-    func push(_ element: Element, cost: Int) async throws {
+    package func push(_ element: Element, cost: Int) async throws {
         let id = state.withLock { state -> UInt64 in
             state.nextID += 1
             return state.nextID
@@ -139,7 +142,7 @@ final class BoundedQueue<Element: Sendable>: Sendable {
 
     /// The next element; nil at the end (or when the consuming task is cancelled). Throws the
     /// end error once, if the queue ended with one.
-    func pop() async throws -> Element? {
+    package func pop() async throws -> Element? {
         let id = state.withLock { state -> UInt64 in
             state.nextID += 1
             return state.nextID
@@ -183,12 +186,12 @@ final class BoundedQueue<Element: Sendable>: Sendable {
     }
 
     /// Ends the queue after the elements already admitted.
-    func finish(endError: (any Error)? = nil, sendError: any Error) {
+    package func finish(endError: (any Error)? = nil, sendError: any Error) {
         end(dropBuffered: false, endError: endError, sendError: sendError)
     }
 
     /// Ends the queue now, dropping what it holds.
-    func terminate(endError: (any Error)? = nil, sendError: any Error) {
+    package func terminate(endError: (any Error)? = nil, sendError: any Error) {
         end(dropBuffered: true, endError: endError, sendError: sendError)
     }
 
