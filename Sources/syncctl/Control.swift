@@ -163,20 +163,36 @@ func formatBytes(_ n: UInt64) -> String {
     return unit == 0 ? "\(n) B" : String(format: "%.1f %@", value, units[unit])
 }
 
-/// Makes a second SIGINT or SIGTERM exit at once: the first starts a graceful shutdown (finish
-/// or park writes, say goodbye), and an operator who insists should not have to wait for it.
+/// SIGINT and SIGTERM: the first starts a graceful shutdown of the service group (finish or
+/// park writes, say goodbye, close peers); a second exits at once with status 130, because an
+/// operator who insists should not have to wait.
 ///
-/// Once the graceful shutdown has begun it installs a plain signal handler that calls
-/// `_exit(130)` (async-signal-safe), replacing the "ignore" disposition swift-service-lifecycle
-/// leaves behind after it consumed the first signal. The service then returns, so it never
-/// holds the group open.
-struct SecondSignalExits: Service {
-    func run() async throws {
-        try? await gracefulShutdown()
-        guard !Task.isCancelled else { return }
-        let handler: @convention(c) (Int32) -> Void = { _ in _exit(130) }
-        signal(SIGINT, handler)
-        signal(SIGTERM, handler)
+/// The handling is ours rather than swift-service-lifecycle's: the library stops listening
+/// after the first signal, and the disposition it leaves behind would swallow the second one.
+/// Both signals are ignored at the process level and observed through dispatch sources that
+/// live as long as the process.
+enum SignalHandling {
+    nonisolated(unsafe) private static var sources: [any DispatchSourceSignal] = []
+
+    static func install(group: ServiceGroup) {
+        let seen = Locked(false)
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                let again = seen.withLock { seen in
+                    defer { seen = true }
+                    return seen
+                }
+                if again {
+                    FileHandle.standardError.write(Data("syncctl: second signal, exiting now\n".utf8))
+                    _exit(130)
+                }
+                Task { await group.triggerGracefulShutdown() }
+            }
+            source.resume()
+            sources.append(source)
+        }
     }
 }
 

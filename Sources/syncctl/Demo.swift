@@ -77,7 +77,8 @@ struct Demo: AsyncParsableCommand {
         }
         let exitAfter = self.exitAfter
         services.append(.init(service: ProgressReporter(nodes: syncNodes, folders: folders, exitAfter: exitAfter), successTerminationBehavior: .gracefullyShutdownGroup))
-        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let group = ServiceGroup(configuration: .init(services: services, logger: logger))
+        SignalHandling.install(group: group)
         do { try await group.run() } catch let error as SyncError {
             FileHandle.standardError.write(Data("syncctl: \(error.message)\n".utf8))
             throw ExitCode(1)

@@ -174,8 +174,8 @@ struct Run: AsyncParsableCommand {
         do {
             let syncNode = try SyncNode(configuration: config, discovery: discoveryPlugin, transport: transport, policy: node.policyValue(), logger: logger)
             let control = ControlServer(path: (folder.stateDir ?? folder.absoluteDir + "/.synckit") + "/control.sock", node: syncNode, logger: logger)
-            // The group stops services in reverse order: the second-signal guard (last) arms
-            // first, then any drain, then the control socket, and the node last.
+            // The group stops services in reverse order: any drain first, then the control
+            // socket, and the node last.
             var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: syncNode), .init(service: control)]
             if let ms = ProcessInfo.processInfo.environment["SYNCKIT_TEST_SHUTDOWN_DELAY_MS"].flatMap(Int.init) {
                 services.append(.init(service: ShutdownDelayForTests(delay: .milliseconds(ms)), successTerminationBehavior: .ignore))
@@ -183,12 +183,12 @@ struct Run: AsyncParsableCommand {
             if let registry, let metricsAddress, let endpoint = PeerEndpoint(parsing: metricsAddress) {
                 services.append(.init(service: MetricsServer(host: endpoint.host, port: endpoint.port, registry: registry, logger: logger)))
             }
-            services.append(.init(service: SecondSignalExits(), successTerminationBehavior: .ignore))
             var groupConfig = ServiceGroupConfiguration(
                 services: services,
-                gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger)
+                gracefulShutdownSignals: [], cancellationSignals: [], logger: logger)
             groupConfig.maximumGracefulShutdownDuration = .seconds(8)
             let group = ServiceGroup(configuration: groupConfig)
+            SignalHandling.install(group: group)
             try await group.run()
         } catch let error as SyncError {
             FileHandle.standardError.write(Data("syncctl: \(error.message)\n".utf8))

@@ -177,19 +177,24 @@ public actor SyncNode: Service {
         if configuration.clusterKey.isOpen {
             logger.warning("no cluster key: running in open mode, any SyncKit node on the network that names cluster '\(configuration.clusterName)' can join. Set SYNCKIT_CLUSTER_KEY or --cluster-key-file.")
         }
+        // Bind first: a port in use must fail at once, not after scanning a large folder.
+        // Connections wait in the backlog until the scan is done and the accept loop runs.
+        let listener = try await transport.listen(port: configuration.port)
+        self.listener = listener
         await fullScan()
 
         if configuration.watch {
             let w = InotifyWatcher(root: configuration.folder, ignore: scanner.ignore, logger: logger)
             watcher = w
         }
-        let listener = try await transport.listen(port: configuration.port)
-        self.listener = listener
         emit(.started(node: id, port: listener.port))
         logger.info("listening", metadata: ["port": "\(listener.port)"])
 
         defer { watcher?.stop() }
-        let watchStream = try watcher?.start()
+        var watchStream: AsyncStream<InotifyWatcher.Event>?
+        do { watchStream = try watcher?.start() } catch {
+            logger.error("cannot watch the folder; changes will be found by the periodic rescan only", metadata: ["error": "\(error)"])
+        }
         let announcement = LocalAnnouncement(nodeID: id, name: name, clusterTag: configuration.clusterName, port: listener.port)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
