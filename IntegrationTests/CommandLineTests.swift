@@ -3,59 +3,77 @@ import SyncKit
 import Testing
 import TransportTCP
 
-/// Bad input to `syncctl` gets one clear sentence and a non-zero exit status.
-@Suite struct CommandLineTests {
-    static func syncctl(_ args: [String]) throws -> (Int32, String) {
-        try DaemonTests.run(MultiProcessTests.syncctl, args)
-    }
+extension Integration {
+    /// Bad input to `syncctl` gets one clear sentence and a non-zero exit status.
+    @Suite struct CommandLineTests {
+        static func syncctl(_ args: [String]) throws -> (Int32, String) {
+            try DaemonTests.run(MultiProcessTests.syncctl, args)
+        }
 
-    @Test(arguments: [
-        (["run", "--dir", "/nonexistent/folder", "--peer", "a:1"], "does not exist"),
-        (["run", "--dir", "/tmp"], "--discovery static needs at least one --peer"),
-        (["run", "--dir", "/tmp", "--peer", "nocolon"], "is not a peer address"),
-        (["run", "--dir", "/tmp", "--peer", "host:99999"], "is not a peer address"),
-        (["run", "--dir", "/tmp", "--peer", "a:1", "--policy", "random"], "random"),
-        (["run", "--dir", "/tmp", "--peer", "a:1", "--port", "70000"], "--port must be between"),
-        (["run", "--dir", "/tmp", "--peer", "a:1", "--cluster-key-file", "/nonexistent/key"], "Cannot read a cluster key"),
-        (["demo", "--nodes", "1"], "--nodes must be between"),
-    ])
-    func refusesBadInput(_ args: [String], _ expected: String) throws {
-        let (status, out) = try Self.syncctl(args)
-        #expect(status != 0)
-        #expect(out.contains(expected), "\(out)")
-    }
+        @Test(arguments: [
+            (["run", "--dir", "/nonexistent/folder", "--peer", "a:1"], "does not exist"),
+            (["run", "--dir", "/tmp"], "--discovery static needs at least one --peer"),
+            (["run", "--dir", "/tmp", "--peer", "nocolon"], "is not a peer address"),
+            (["run", "--dir", "/tmp", "--peer", "host:99999"], "is not a peer address"),
+            (["run", "--dir", "/tmp", "--peer", "a:1", "--policy", "random"], "random"),
+            (["run", "--dir", "/tmp", "--peer", "a:1", "--port", "70000"], "--port must be between"),
+            (["run", "--dir", "/tmp", "--peer", "a:1", "--cluster-key-file", "/nonexistent/key"], "Cannot read a cluster key"),
+            (["demo", "--nodes", "1"], "--nodes must be between"),
+        ])
+        func refusesBadInput(_ args: [String], _ expected: String) throws {
+            let (status, out) = try Self.syncctl(args)
+            #expect(status != 0)
+            #expect(out.contains(expected), "\(out)")
+        }
 
-    @Test func anUnwritableFolderIsRefused() throws {
-        guard getuid() != 0 else { return }  // root can write anywhere
-        let (status, out) = try Self.syncctl(["run", "--dir", "/proc", "--peer", "a:1"])
-        #expect(status != 0 && out.contains("not writable"))
-    }
+        @Test func anUnwritableFolderIsRefused() throws {
+            let dir = try DaemonTests.makeFolder("readonly")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            chmod(dir, 0o555)
+            // Root may write anywhere, so as root the check runs as `nobody`, with a copy of the
+            // binary that `nobody` can surely reach.
+            var status: Int32
+            var out: String
+            if getuid() == 0 {
+                let copy = dir + "-syncctl"
+                try? FileManager.default.removeItem(atPath: copy)
+                try FileManager.default.copyItem(atPath: MultiProcessTests.syncctl, toPath: copy)
+                defer { try? FileManager.default.removeItem(atPath: copy) }
+                chmod(copy, 0o755)
+                (status, out) = try DaemonTests.run("/usr/sbin/runuser", ["-u", "nobody", "--", copy, "run", "--dir", dir, "--peer", "a:1"])
+            } else {
+                (status, out) = try Self.syncctl(["run", "--dir", dir, "--peer", "a:1"])
+            }
+            #expect(status != 0)
+            #expect(out.contains("is not writable by this user"), "\(out)")
+        }
 
-    @Test func aPortInUseIsOneSentence() throws {
-        let dir = try DaemonTests.makeFolder("portinuse")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        // Hold a port on 127.0.0.1.
-        let port = try TCPTransport.freeLoopbackPorts(1)[0]
-        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(s) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = UInt16(port).bigEndian
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        _ = withUnsafePointer(to: &addr) { p in p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        listen(s, 1)
-        let (status, out) = try Self.syncctl(["run", "--dir", dir, "--bind", "127.0.0.1", "--port", "\(port)", "--peer", "127.0.0.1:9", "--log", "stderr"])
-        #expect(status == 1)
-        #expect(out.contains("port \(port) is already in use"), "\(out)")
-    }
+        @Test func aPortInUseIsOneSentence() throws {
+            let dir = try DaemonTests.makeFolder("portinuse")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            // Hold a port on 127.0.0.1.
+            let port = try TCPTransport.freeLoopbackPorts(1)[0]
+            let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(s) }
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = UInt16(port).bigEndian
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            _ = withUnsafePointer(to: &addr) { p in p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            listen(s, 1)
+            let (status, out) = try Self.syncctl(["run", "--dir", dir, "--bind", "127.0.0.1", "--port", "\(port)", "--peer", "127.0.0.1:9", "--log", "stderr"])
+            #expect(status == 1)
+            #expect(out.contains("port \(port) is already in use"), "\(out)")
+        }
 
-    @Test func idIsStable() throws {
-        let dir = try DaemonTests.makeFolder("id")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let (s1, first) = try Self.syncctl(["id", "--dir", dir])
-        let (_, second) = try Self.syncctl(["id", "--dir", dir])
-        #expect(s1 == 0)
-        #expect(first == second)
-        #expect(NodeID(first.trimmingCharacters(in: .whitespacesAndNewlines)) != nil)
+        @Test func idIsStable() throws {
+            let dir = try DaemonTests.makeFolder("id")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let (s1, first) = try Self.syncctl(["id", "--dir", dir])
+            let (_, second) = try Self.syncctl(["id", "--dir", dir])
+            #expect(s1 == 0)
+            #expect(first == second)
+            #expect(NodeID(first.trimmingCharacters(in: .whitespacesAndNewlines)) != nil)
+        }
     }
 }
