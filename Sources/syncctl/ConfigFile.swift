@@ -23,7 +23,7 @@ enum ConfigFile {
         "dir": false, "state-dir": false, "port": false, "bind": false, "name": false, "discovery": false,
         "peer": false, "peers-file": false, "policy": false, "no-conflict-copies": true, "pull-order": false,
         "cluster": false, "cluster-key-file": false, "log": false, "log-level": false, "rescan-interval": false,
-        "no-watch": true, "metrics-address": false,
+        "no-watch": true, "metrics-address": false, "interface": false,
     ]
 
     static func expand(_ arguments: [String]) throws -> [String] {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import DiscoveryMDNSLite
 import DiscoveryStatic
 import Foundation
 import Logging
@@ -116,6 +117,12 @@ struct Run: AsyncParsableCommand {
     @Option(help: ArgumentHelp("A file listing peers, one host:port per line ('#' starts a comment).", valueName: "path"))
     var peersFile: String?
 
+    @Option(name: .customLong("interface"), help: ArgumentHelp("With --discovery multicast: a network interface to announce and browse on (repeatable; default: every multicast-capable one).", valueName: "name"))
+    var interfaces: [String] = []
+
+    @Option(help: ArgumentHelp("Seconds the mDNS host records (SRV, A) live (tests shorten it).", valueName: "seconds", visibility: .hidden))
+    var mdnsHostTTL: Int?
+
     @Option(help: ArgumentHelp("Seconds between full rescans (the safety net behind the file watcher).", valueName: "seconds"))
     var rescanInterval: Int = 60
 
@@ -137,6 +144,16 @@ struct Run: AsyncParsableCommand {
             throw ValidationError("--discovery static needs at least one --peer host:port or a --peers-file (or use --discovery multicast).")
         }
         guard rescanInterval > 0 else { throw ValidationError("--rescan-interval must be positive.") }
+        if discovery == .multicast {
+            do {
+                let names = try MulticastDiscovery(configuration: .init(interfaces: interfaces), logger: Logger(label: "validate")).selectedInterfaces()
+                if names.isEmpty { throw ValidationError("--discovery multicast: no multicast-capable network interface here; name one with --interface or use --discovery static.") }
+            } catch let error as SyncError {
+                throw ValidationError("--interface: \(error.message).")
+            }
+        } else if !interfaces.isEmpty {
+            throw ValidationError("--interface only applies to --discovery multicast.")
+        }
         if let metricsAddress, PeerEndpoint(parsing: metricsAddress) == nil {
             throw ValidationError("--metrics-address takes host:port, for example 127.0.0.1:9464, not '\(metricsAddress)'.")
         }
@@ -169,7 +186,9 @@ struct Run: AsyncParsableCommand {
             if let peersFile { endpoints += try readPeers(peersFile) }
             discoveryPlugin = StaticDiscovery(peers: endpoints, logger: logger)
         case .multicast:
-            throw ValidationError("--discovery multicast is not in this build yet (DiscoveryMDNSLite is in progress); use --discovery static with --peer.")
+            var mdns = MulticastDiscovery.Configuration(interfaces: interfaces)
+            if let mdnsHostTTL { mdns.hostTTL = UInt32(mdnsHostTTL) }
+            discoveryPlugin = MulticastDiscovery(configuration: mdns, logger: logger)
         }
         do {
             let syncNode = try SyncNode(configuration: config, discovery: discoveryPlugin, transport: transport, policy: node.policyValue(), logger: logger)
