@@ -126,23 +126,33 @@ if command -v avahi-daemon >/dev/null && command -v avahi-browse >/dev/null && c
     host 5
     # avahi talks to its clients over D-Bus: give host 5 its own /run with its own system bus.
     # It runs in the foreground of that shell and is stopped by PID when the shell is done.
-    ip netns exec sk-h5 unshare -m sh -c '
+    mkdir -p "$WORK/n5/from-node5" && echo "node 5, beside avahi" > "$WORK/n5/from-node5/hello.txt"
+    ip netns exec sk-h5 env SYNCCTL="$SYNCCTL" WORK="$WORK" SYNCKIT_CLUSTER_KEY=netns-test unshare -m sh -c '
         mount -t tmpfs tmpfs /run && mkdir -p /run/dbus /run/avahi-daemon
         dbus-daemon --system --fork --nopidfile --print-pid=3 3>/run/dbus.pid
         avahi-daemon --no-drop-root --no-chroot --no-rlimits >/dev/null 2>&1 &
         AVAHI=$!
         sleep 2
+        # A SyncKit node on the same host as avahi: both share UDP 5353.
+        "$SYNCCTL" run --dir "$WORK/n5" --discovery multicast --name node5 --port 22000 --log stderr >"$WORK/n5.log" 2>&1 &
+        NODE=$!
         avahi-publish -s "avahi test service" _synckit._tcp 22000 "txtvers=1" "id=AVAHI" "cluster=other" >/dev/null 2>&1 &
         PUBLISH=$!
-        timeout 8 avahi-browse -rpt _synckit._tcp
         sleep 3
+        timeout 8 avahi-browse -rpt _synckit._tcp
         kill $PUBLISH $AVAHI $(cat /run/dbus.pid) 2>/dev/null
-        wait $PUBLISH $AVAHI 2>/dev/null
+        kill -TERM $NODE
+        wait $PUBLISH $AVAHI $NODE 2>/dev/null
     ' >"$WORK/avahi.txt" 2>&1 || true
-    if grep -q "node1" "$WORK/avahi.txt" && grep -q "node2" "$WORK/avahi.txt"; then
+    if grep -q "node1" "$WORK/avahi.txt" && grep -q "node2" "$WORK/avahi.txt" && grep -q "node5" "$WORK/avahi.txt"; then
         log "avahi-browse on host 5 lists: $(grep '^=' "$WORK/avahi.txt" | cut -d';' -f4 | sort -u | tr '\n' ' ')"
     else
         log "avahi-browse did not list our nodes:"; cat "$WORK/avahi.txt"; exit 1
+    fi
+    if grep "mDNS peer found" "$WORK/n5.log" | grep -q "10.77.0.1:22000" && [[ -f $WORK/n5/from-node1/hello.txt ]]; then
+        log "node5, sharing UDP 5353 with avahi-daemon on host 5, found node1 and pulled its files"
+    else
+        log "node5 beside avahi did not sync"; tail -20 "$WORK/n5.log"; exit 1
     fi
     if grep -q "mDNS service seen, not a peer.*avahi test service\|avahi test service.*mDNS service seen, not a peer" "$WORK/n1.log"; then
         log "syncctl on host 1 saw the service avahi-publish announced (and ignored it: other cluster)"
