@@ -83,7 +83,8 @@ cp "$(swift build -c release --static-swift-stdlib --scratch-path .build-release
 # ---- helpers ----
 # Content digest of a node's folder: one line per file (path and SHA-256), state dir excluded.
 digest() {
-    (cd "$DATA/$1" && find . -path ./.synckit -prune -o -type f -print0 | sort -z | xargs -0 -r sha256sum)
+    # A temp file renamed away between listing and hashing is not an error.
+    (cd "$DATA/$1" && find . -path ./.synckit -prune -o -type f -print0 | sort -z | xargs -0 -r sha256sum 2>/dev/null) || true
 }
 # Waits until all four folders are identical and `check` holds on node1's; reports the time
 # since `start` (when the change was made).

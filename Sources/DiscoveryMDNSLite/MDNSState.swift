@@ -8,7 +8,8 @@ import SyncKit
 /// - our records (section 6 of RFC 6763): `PTR _synckit._tcp.local -> <name>._synckit._tcp.local`,
 ///   `SRV` (port, host), `TXT` (`txtvers`, node `id`, `cluster` tag, protocol `proto`) and `A`;
 ///   host records (SRV, A) live 120 s, the others 4,500 s (RFC 6762 section 10); the unique
-///   ones carry the cache-flush bit (section 10.2);
+///   ones carry the cache-flush bit (section 10.2); `AAAA` records for the interface's IPv6
+///   addresses, and queries and answers on ff02::fb as well as 224.0.0.251 when it has IPv6;
 /// - probing (8.1): three queries for our instance name, 250 ms apart; a response that claims
 ///   the name with other data is a conflict and the name gets a " (2)" suffix (9);
 /// - announcing (8.3): our records, twice, one second apart;
@@ -49,10 +50,13 @@ struct MDNSState {
     let settings: Settings
     let address: [UInt8]
     let netmask: [UInt8]
+    /// The interface's IPv6 addresses and masks (16 bytes each), announced as AAAA records.
+    let ipv6: [(address: [UInt8], netmask: [UInt8])]
     private(set) var instanceName: DNSName
     let hostName: DNSName
     private(set) var instances: [DNSName: Instance] = [:]
     private(set) var hosts: [DNSName: (address: [UInt8], expiry: ContinuousClock.Instant)] = [:]
+    private(set) var hosts6: [DNSName: (address: [UInt8], expiry: ContinuousClock.Instant)] = [:]
     private(set) var reported: [DNSName: PeerEndpoint] = [:]
     /// Complete instances of the service that are not peers (another cluster, this node, or a
     /// TXT without a valid ID), with why; reported once each for logs.
@@ -62,11 +66,12 @@ struct MDNSState {
     private var conflicts = 0
     var randomDelay: () -> Int = { Int.random(in: 20...120) }
 
-    init(me: LocalAnnouncement, address: [UInt8], netmask: [UInt8], settings: Settings = Settings()) {
+    init(me: LocalAnnouncement, address: [UInt8], netmask: [UInt8], ipv6: [(address: [UInt8], netmask: [UInt8])] = [], settings: Settings = Settings()) {
         self.me = me
         self.settings = settings
         self.address = address
         self.netmask = netmask
+        self.ipv6 = ipv6
         instanceName = DNSName(instance: me.name, service: settings.serviceType)
         hostName = DNSName("synckit-\(me.nodeID.short.lowercased()).local")
     }
@@ -85,7 +90,7 @@ struct MDNSState {
             DNSRecord(name: instanceName, ttl: ttl(settings.hostTTL), cacheFlush: true, data: .srv(priority: 0, weight: 0, port: UInt16(me.port), target: hostName)),
             DNSRecord(name: instanceName, ttl: ttl(settings.otherTTL), cacheFlush: true, data: .txt(txtFields())),
             DNSRecord(name: hostName, ttl: ttl(settings.hostTTL), cacheFlush: true, data: .a(address)),
-        ]
+        ] + ipv6.map { DNSRecord(name: hostName, ttl: ttl(settings.hostTTL), cacheFlush: true, data: .aaaa($0.address)) }
         return (ptr, unique)
     }
 
@@ -126,6 +131,11 @@ struct MDNSState {
     // MARK: receiving
 
     func onLink(_ source: [UInt8]) -> Bool {
+        if source.count == 16 {
+            // IPv6: link-local senders are on the link by definition; others must share a prefix.
+            if source[0] == 0xfe && source[1] & 0xc0 == 0x80 { return true }
+            return ipv6.contains { mine in (0..<16).allSatisfy { source[$0] & mine.netmask[$0] == mine.address[$0] & mine.netmask[$0] } }
+        }
         guard source.count == 4, address.count == 4, netmask.count == 4 else { return false }
         return (0..<4).allSatisfy { source[$0] & netmask[$0] == address[$0] & netmask[$0] }
     }
@@ -168,8 +178,8 @@ struct MDNSState {
             } else if q.name == instanceName {
                 answers += r.unique.filter { $0.name == instanceName && (q.type == .any || q.type == $0.type) }
                 additionals += r.unique.filter { $0.name == hostName }
-            } else if q.name == hostName && (q.type == .a || q.type == .any) {
-                answers += r.unique.filter { $0.name == hostName }
+            } else if q.name == hostName && (q.type == .a || q.type == .aaaa || q.type == .any) {
+                answers += r.unique.filter { $0.name == hostName && (q.type == .any || $0.type == q.type) }
             }
         }
         // Known-answer suppression: drop what the asker already holds with >= half our TTL.
@@ -219,6 +229,12 @@ struct MDNSState {
                 guard hosts[r.name] != nil || hosts.count < settings.maximumCachedInstances else { continue }
                 hosts[r.name] = (bytes, r.ttl == 0 ? now : expiry(r.ttl))
                 for (name, i) in instances where i.srv?.target == r.name { touched.insert(name) }
+            case .aaaa(let bytes):
+                // Only routable IPv6 addresses can be dialed without knowing the interface.
+                guard !(bytes[0] == 0xfe && bytes[1] & 0xc0 == 0x80) else { continue }
+                guard hosts6[r.name] != nil || hosts6.count < settings.maximumCachedInstances else { continue }
+                hosts6[r.name] = (bytes, r.ttl == 0 ? now : expiry(r.ttl))
+                for (name, i) in instances where i.srv?.target == r.name { touched.insert(name) }
             default:
                 continue
             }
@@ -256,17 +272,28 @@ struct MDNSState {
     /// The endpoint of a complete, live, foreign instance of our cluster, if `name` is one.
     func resolved(_ name: DNSName, now: ContinuousClock.Instant) -> PeerEndpoint? {
         guard let i = instances[name], let srv = i.srv, srv.expiry > now, let txt = i.txt, txt.expiry > now,
-              let host = hosts[srv.target], host.expiry > now, host.address.count == 4,
+              let host = address(of: srv.target, now: now),
               txt.fields["cluster"] == me.clusterTag, let idText = txt.fields["id"], let id = NodeID(idText), id != me.nodeID
         else { return nil }
         if let ptr = i.ptrExpiry, ptr <= now { return nil }
-        return PeerEndpoint(host: host.address.map(String.init).joined(separator: "."), port: srv.port, nodeID: id)
+        return PeerEndpoint(host: host, port: srv.port, nodeID: id)
+    }
+
+    /// A host's address as text: its IPv4 address when known, else a routable IPv6 one.
+    func address(of host: DNSName, now: ContinuousClock.Instant) -> String? {
+        if let v4 = hosts[host], v4.expiry > now, v4.address.count == 4 {
+            return v4.address.map(String.init).joined(separator: ".")
+        }
+        if let v6 = hosts6[host], v6.expiry > now, v6.address.count == 16 {
+            return stride(from: 0, to: 16, by: 2).map { String(UInt16(v6.address[$0]) << 8 | UInt16(v6.address[$0 + 1]), radix: 16) }.joined(separator: ":")
+        }
+        return nil
     }
 
     /// Why a complete, live instance is not a peer (nil if it is incomplete or a peer).
     func whyIgnored(_ name: DNSName, now: ContinuousClock.Instant) -> String? {
         guard let i = instances[name], let srv = i.srv, srv.expiry > now, let txt = i.txt, txt.expiry > now,
-              let host = hosts[srv.target], host.expiry > now
+              let host = address(of: srv.target, now: now)
         else { return nil }
         if txt.fields["cluster"] != me.clusterTag { return "cluster '\(txt.fields["cluster"] ?? "")' is not ours" }
         guard let idText = txt.fields["id"], let id = NodeID(idText) else { return "no valid node id in its TXT record" }
@@ -297,6 +324,7 @@ struct MDNSState {
             if let e = reported.removeValue(forKey: name) { events.append(.lost(e)) }
         }
         for (h, v) in hosts where v.expiry <= now { hosts[h] = nil }
+        for (h, v) in hosts6 where v.expiry <= now { hosts6[h] = nil }
         let out: [Outgoing] = questions.isEmpty ? [] : [.multicast(DNSMessage(isResponse: false, questions: questions), delayMilliseconds: 0)]
         return (out, events)
     }

@@ -10,8 +10,9 @@ import SyncKit
 ///
 /// One UDP socket per interface, bound to port 5353 with SO_REUSEADDR and SO_REUSEPORT (so an
 /// avahi daemon on the same host keeps working), joined to 224.0.0.251 on that interface, with
-/// the interface as the multicast source and an IP TTL of 255 (RFC 6762 section 11). IPv4 only
-/// for now: IPv6 (ff02::fb) is not implemented yet.
+/// the interface as the multicast source and an IP TTL of 255 (RFC 6762 section 11); when the
+/// interface has IPv6, a second socket does the same on ff02::fb and AAAA records are announced.
+/// IPv4 is required; peers are dialed on their IPv4 address, or a routable IPv6 one.
 public struct MulticastDiscovery: PeerDiscovery {
     public struct Configuration: Sendable {
         /// Interfaces to use by name; empty: every multicast-capable, non-loopback IPv4 one.
@@ -52,6 +53,10 @@ public struct MulticastDiscovery: PeerDiscovery {
         var netmask: [UInt8]
         var socketAddress: SocketAddress
         var device: NIONetworkDevice
+        /// IPv6 addresses of the interface (16 bytes) with their masks, and a device entry
+        /// for joining ff02::fb; empty when the interface has no IPv6.
+        var ipv6: [(address: [UInt8], netmask: [UInt8])] = []
+        var ipv6Device: NIONetworkDevice?
     }
 
     static func devices(for configuration: Configuration) throws -> [Device] {
@@ -68,6 +73,15 @@ public struct MulticastDiscovery: PeerDiscovery {
             }
             if out.contains(where: { $0.name == d.name }) { continue }
             out.append(Device(name: d.name, address: address, netmask: netmask, socketAddress: d.address!, device: d))
+        }
+        // IPv6 addresses of the chosen interfaces (an interface is listed once per address).
+        for d in all {
+            guard case .v6(let v6)? = d.address, let i = out.firstIndex(where: { $0.name == d.name }) else { continue }
+            let address = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
+            var mask = [UInt8](repeating: 0xff, count: 16)
+            if case .v6(let m)? = d.netmask { mask = withUnsafeBytes(of: m.address.sin6_addr) { Array($0) } }
+            out[i].ipv6.append((address, mask))
+            if out[i].ipv6Device == nil { out[i].ipv6Device = d }
         }
         if !configuration.interfaces.isEmpty {
             for name in configuration.interfaces where !out.contains(where: { $0.name == name }) {
@@ -113,8 +127,10 @@ public struct MulticastDiscovery: PeerDiscovery {
     }
 }
 
-/// mDNS on one interface: the socket, the timers, and the `MDNSState` they drive.
+/// mDNS on one interface: its sockets (IPv4, and IPv6 when the interface has it), the timers,
+/// and the `MDNSState` they drive.
 actor MDNSInterfaceSession {
+    typealias Datagrams = NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>
     let device: MulticastDiscovery.Device
     let configuration: MulticastDiscovery.Configuration
     let logger: Logger
@@ -122,8 +138,10 @@ actor MDNSInterfaceSession {
     let goodbye: GoodbyeSender
     var state: MDNSState
     var probing = true
-    var outbound: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>?
-    let group: SocketAddress
+    var outbound4: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>?
+    var outbound6: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>?
+    let group4: SocketAddress
+    let group6: SocketAddress
 
     init(device: MulticastDiscovery.Device, me: LocalAnnouncement, configuration: MulticastDiscovery.Configuration, logger: Logger, events: AsyncStream<DiscoveryEvent>.Continuation, goodbye: GoodbyeSender) {
         self.device = device
@@ -137,36 +155,63 @@ actor MDNSInterfaceSession {
         settings.serviceType = DNSName(configuration.serviceType)
         settings.hostTTL = configuration.hostTTL
         settings.otherTTL = configuration.otherTTL
-        state = MDNSState(me: me, address: device.address, netmask: device.netmask, settings: settings)
-        group = try! SocketAddress(ipAddress: "224.0.0.251", port: configuration.port)
+        state = MDNSState(me: me, address: device.address, netmask: device.netmask, ipv6: device.ipv6, settings: settings)
+        group4 = try! SocketAddress(ipAddress: "224.0.0.251", port: configuration.port)
+        group6 = try! SocketAddress(ipAddress: "ff02::fb", port: configuration.port)
+    }
+
+    /// A UDP socket on the mDNS port, shared with other responders (SO_REUSEADDR/PORT).
+    func bind(host: String) async throws -> Datagrams {
+        try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(ChannelOptions.Types.SocketOption(level: NIOBSDSocket.OptionLevel(rawValue: SOL_SOCKET), name: NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
+            .channelInitializer { channel in
+                // An IPv6 socket must not also take the IPv4 traffic of the other socket.
+                host == "::" ? channel.setOption(ChannelOptions.Types.SocketOption(level: NIOBSDSocket.OptionLevel(rawValue: Int32(IPPROTO_IPV6)), name: NIOBSDSocket.Option(rawValue: IPV6_V6ONLY)), value: 1) : channel.eventLoop.makeSucceededVoidFuture()
+            }
+            .bind(host: host, port: configuration.port) { channel in
+                channel.eventLoop.makeCompletedFuture { try Datagrams(wrappingChannelSynchronously: channel) }
+            }
     }
 
     func run() async throws {
-        let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .channelOption(.socketOption(.so_reuseaddr), value: 1)
-            .channelOption(ChannelOptions.Types.SocketOption(level: NIOBSDSocket.OptionLevel(rawValue: SOL_SOCKET), name: NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
-            .bind(host: "0.0.0.0", port: configuration.port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>(wrappingChannelSynchronously: channel)
-                }
-            }
-        channelRef = channel.channel
-        if let multicast = channel.channel as? any MulticastChannel {
-            try await multicast.joinGroup(group, device: device.device).get()
-        }
-        if let options = channel.channel as? any SocketOptionProvider {
+        let v4 = try await bind(host: "0.0.0.0")
+        try await (v4.channel as? any MulticastChannel)?.joinGroup(group4, device: device.device).get()
+        if let options = v4.channel as? any SocketOptionProvider {
             var addr = in_addr()
             withUnsafeMutableBytes(of: &addr.s_addr) { raw in for i in 0..<4 { raw[i] = device.address[i] } }
             try await options.setIPMulticastIF(addr).get()
             try await options.setIPMulticastTTL(255).get()
             try await options.setIPMulticastLoop(1).get()
         }
-        logger.info("mDNS listening", metadata: ["address": "\(device.address.map(String.init).joined(separator: "."))"])
-        try await channel.executeThenClose { inbound, outbound in
-            self.setOutbound(outbound)
+        var v6: Datagrams?
+        if let d6 = device.ipv6Device {
+            do {
+                let channel = try await bind(host: "::")
+                try await (channel.channel as? any MulticastChannel)?.joinGroup(group6, device: d6).get()
+                if let options = channel.channel as? any SocketOptionProvider {
+                    try await options.setIPv6MulticastIF(CUnsignedInt(d6.interfaceIndex)).get()
+                    try await options.setIPv6MulticastHops(255).get()
+                    try await options.setIPv6MulticastLoop(1).get()
+                }
+                v6 = channel
+            } catch {
+                logger.notice("mDNS over IPv6 unavailable on this interface; IPv4 only", metadata: ["error": "\(error)"])
+            }
+        }
+        channels = [v4.channel] + (v6.map { [$0.channel] } ?? [])
+        logger.info("mDNS listening", metadata: ["address": "\(device.address.map(String.init).joined(separator: "."))", "ipv6": "\(v6 != nil)"])
+        try await v4.executeThenClose { inbound4, outbound4 in
+            self.outbound4 = outbound4
             try await withThrowingTaskGroup(of: Void.self) { tasks in
-                tasks.addTask {
-                    for try await envelope in inbound { await self.received(envelope) }
+                tasks.addTask { for try await envelope in inbound4 { await self.received(envelope) } }
+                if let v6 {
+                    tasks.addTask {
+                        try await v6.executeThenClose { inbound6, outbound6 in
+                            await self.setOutbound6(outbound6)
+                            for try await envelope in inbound6 { await self.received(envelope) }
+                        }
+                    }
                 }
                 tasks.addTask { try await self.startUp() }
                 tasks.addTask { try await self.browse() }
@@ -181,17 +226,30 @@ actor MDNSInterfaceSession {
         goodbye.disarm()
     }
 
-    func setOutbound(_ writer: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>) { outbound = writer }
+    var channels: [any Channel] = []
+
+    func setOutbound6(_ writer: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>) { outbound6 = writer }
 
     func send(_ out: MDNSState.Outgoing) async throws {
-        guard let outbound else { return }
         switch out {
         case .multicast(let m, let delay):
             if delay > 0 { try await Task.sleep(for: .milliseconds(delay)) }
-            try await outbound.write(AddressedEnvelope(remoteAddress: group, data: ByteBuffer(bytes: DNSCodec.encode(m))))
+            let bytes = DNSCodec.encode(m)
+            try await outbound4?.write(AddressedEnvelope(remoteAddress: group4, data: ByteBuffer(bytes: bytes)))
+            try? await outbound6?.write(AddressedEnvelope(remoteAddress: group6, data: ByteBuffer(bytes: bytes)))
         case .unicast(let m, let address, let port):
-            let to = try SocketAddress(ipAddress: address.map(String.init).joined(separator: "."), port: port)
-            try await outbound.write(AddressedEnvelope(remoteAddress: to, data: ByteBuffer(bytes: DNSCodec.encode(m))))
+            let bytes = ByteBuffer(bytes: DNSCodec.encode(m))
+            if address.count == 16 {
+                var storage = sockaddr_in6()
+                storage.sin6_family = sa_family_t(AF_INET6)
+                storage.sin6_port = UInt16(port).bigEndian
+                withUnsafeMutableBytes(of: &storage.sin6_addr) { raw in for i in 0..<16 { raw[i] = address[i] } }
+                storage.sin6_scope_id = UInt32(device.ipv6Device?.interfaceIndex ?? 0)
+                try await outbound6?.write(AddressedEnvelope(remoteAddress: SocketAddress(storage, host: ""), data: bytes))
+            } else {
+                let to = try SocketAddress(ipAddress: address.map(String.init).joined(separator: "."), port: port)
+                try await outbound4?.write(AddressedEnvelope(remoteAddress: to, data: bytes))
+            }
         }
     }
 
@@ -212,7 +270,7 @@ actor MDNSInterfaceSession {
             }
         }
         probing = false
-        goodbye.arm(channel: channelRef!, packet: DNSCodec.encode(state.goodbye()), to: group)
+        goodbye.arm(channels: zip(channels, [group4, group6]).map { ($0, $1) }, packet: DNSCodec.encode(state.goodbye()))
         for i in 0..<2 {
             try await send(.multicast(state.announcement(), delayMilliseconds: 0))
             if i == 0 { try await Task.sleep(for: .seconds(1)) }
@@ -220,7 +278,6 @@ actor MDNSInterfaceSession {
     }
 
     var conflictSeen = false
-    var channelRef: (any Channel)?
 
     /// PTR queries at 20-120 ms, then 1 s, doubling up to an hour (RFC 6762 section 5.2).
     func browse() async throws {
@@ -245,10 +302,14 @@ actor MDNSInterfaceSession {
 
     func received(_ envelope: AddressedEnvelope<ByteBuffer>) async {
         guard envelope.data.readableBytes <= DNSMessage.maximumPacketSize,
-              case .v4(let v4) = envelope.remoteAddress,
               let message = try? DNSCodec.decode(Array(envelope.data.readableBytesView))
         else { return }
-        let source = withUnsafeBytes(of: v4.address.sin_addr.s_addr) { Array($0) }
+        let source: [UInt8]
+        switch envelope.remoteAddress {
+        case .v4(let v4): source = withUnsafeBytes(of: v4.address.sin_addr.s_addr) { Array($0) }
+        case .v6(let v6): source = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
+        default: return
+        }
         let port = envelope.remoteAddress.port ?? 0
         if probing {
             if state.isConflict(message) { conflictSeen = true }
@@ -279,25 +340,24 @@ actor MDNSInterfaceSession {
 /// the name is ours (after probing); fired synchronously from the stream's termination handler.
 final class GoodbyeSender: @unchecked Sendable {
     private let lock = NSLock()
-    private var channel: (any Channel)?
+    private var targets: [(channel: any Channel, group: SocketAddress)] = []
     private var packet: [UInt8] = []
-    private var group: SocketAddress?
 
-    func arm(channel: any Channel, packet: [UInt8], to group: SocketAddress) {
+    func arm(channels: [(any Channel, SocketAddress)], packet: [UInt8]) {
         lock.withLock {
-            self.channel = channel
+            targets = channels.map { (channel: $0.0, group: $0.1) }
             self.packet = packet
-            self.group = group
         }
     }
 
-    func disarm() { lock.withLock { channel = nil } }
+    func disarm() { lock.withLock { targets = [] } }
 
     func send() {
-        let (channel, packet, group) = lock.withLock { (self.channel, self.packet, self.group) }
-        guard let channel, let group else { return }
-        // Wait (briefly) for the datagram to leave: the process may be about to exit.
-        _ = try? channel.writeAndFlush(AddressedEnvelope(remoteAddress: group, data: ByteBuffer(bytes: packet))).wait()
+        let (targets, packet) = lock.withLock { (self.targets, self.packet) }
+        for t in targets {
+            // Wait (briefly) for the datagram to leave: the process may be about to exit.
+            _ = try? t.channel.writeAndFlush(AddressedEnvelope(remoteAddress: t.group, data: ByteBuffer(bytes: packet))).wait()
+        }
         disarm()
     }
 }

@@ -130,4 +130,17 @@ import Testing
         #expect(found <= 64, "found \(found)")
         #expect(b.instances.count <= 256)
     }
+
+    @Test func ipv6AddressesAreAnnouncedAndUsedWhenThereIsNoIPv4() throws {
+        let v6: [UInt8] = [0x20, 0x01, 0x0d, 0xb8] + [UInt8](repeating: 0, count: 11) + [5]
+        let me = LocalAnnouncement(nodeID: NodeID(bytes: [5] + [UInt8](repeating: 0, count: 31)), name: "six", clusterTag: "lab", port: 22000)
+        let a = MDNSState(me: me, address: [10, 0, 0, 5], netmask: [255, 255, 255, 0], ipv6: [(v6, [UInt8](repeating: 0xff, count: 8) + [UInt8](repeating: 0, count: 8))])
+        #expect(a.announcement().answers.contains { $0.type == .aaaa && $0.data == .aaaa(v6) })
+        // A receiver that only gets the AAAA (the A record stripped) dials the IPv6 address.
+        var stripped = a.announcement()
+        stripped.answers.removeAll { $0.type == .a }
+        var b = Self.node(2, name: "beta")
+        let events = b.receive(try DNSCodec.decode(DNSCodec.encode(stripped)), from: [0xfe, 0x80] + [UInt8](repeating: 0, count: 13) + [5], port: 5353, now: .now).events
+        #expect(events == [.found(PeerEndpoint(host: "2001:db8:0:0:0:0:0:5", port: 22000, nodeID: me.nodeID))])
+    }
 }

@@ -65,6 +65,13 @@ host() {  # host <index>: a namespace with eth0 = 10.77.0.<index>/24 on the brid
     ip -n "$ns" link set lo up
 }
 for i in 1 2 3 4; do host "$i"; done
+# Let IPv6 link-local addresses finish duplicate address detection, so the nodes use both stacks.
+for _ in $(seq 1 50); do
+    ready=1
+    for i in 1 2 3 4; do ip -n "sk-h$i" -6 addr show dev eth0 scope link | grep -q tentative && ready=0; done
+    (( ready )) && break
+    sleep 0.1
+done
 
 # ---- four nodes, no peers configured ----
 for i in 1 2 3 4; do
@@ -79,7 +86,8 @@ for i in 1 2 3 4; do
     PIDS+=($!)
 done
 
-digest() { (cd "$WORK/n$1" && find . -path ./.synckit -prune -o -type f -print0 | sort -z | xargs -0 -r sha256sum); }
+# Content digest of a folder; a temp file renamed away mid-listing is not an error.
+digest() { (cd "$WORK/n$1" && find . -path ./.synckit -prune -o -type f -print0 | sort -z | xargs -0 -r sha256sum 2>/dev/null) || true; }
 wait_converged() {  # wait_converged <what> <nodes...>
     local what=$1; shift
     local deadline=$(( $(date +%s) + 60 ))
@@ -96,7 +104,11 @@ wait_converged() {  # wait_converged <what> <nodes...>
     log "$what: no convergence"; return 1
 }
 wait_converged "discovery and convergence of 4 hosts" 1 2 3 4
-grep -h "mDNS peer found" "$WORK"/n1.log | head -3
+if ip -n sk-h1 maddr show dev eth0 | grep -q "ff02::fb"; then
+    log "host 1 listens on 224.0.0.251 and ff02::fb"
+else
+    ip -n sk-h1 maddr show dev eth0 | grep -q "224.0.0.251" && log "host 1 listens on 224.0.0.251 (no IPv6 here)"
+fi
 
 # wait_lost <node index that leaves> <seconds allowed> <what>: the other nodes log it lost.
 id_of() { "$SYNCCTL" id --dir "$WORK/n$1" | cut -c1-7; }
@@ -149,6 +161,7 @@ if command -v avahi-daemon >/dev/null && command -v avahi-browse >/dev/null && c
     else
         log "avahi-browse did not list our nodes:"; cat "$WORK/avahi.txt"; exit 1
     fi
+    grep -q "IPv6;node1" "$WORK/avahi.txt" && log "avahi also sees node1 over IPv6 (ff02::fb)"
     if grep "mDNS peer found" "$WORK/n5.log" | grep -q "10.77.0.1:22000" && [[ -f $WORK/n5/from-node1/hello.txt ]]; then
         log "node5, sharing UDP 5353 with avahi-daemon on host 5, found node1 and pulled its files"
     else
