@@ -33,8 +33,9 @@ struct Puller: Sendable {
         let slash = path.lastIndex(of: "/")
         let dir = slash.map { String(path[...$0]) } ?? ""
         let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
-        // Names near the 255-byte limit are shortened; the hash keeps them unique.
-        let short = name.utf8.count > 200 ? String(name.prefix(100)) + "-" + String(UInt32(truncatingIfNeeded: name.hashValue), radix: 16) : name
+        // Names near the 255-byte limit are shortened; a stable hash (the same in every run, so
+        // a restart finds the temp file to resume) keeps them unique.
+        let short = name.utf8.count > 200 ? String(name.prefix(100)) + "-" + String(Chunker.hash(Array(name.utf8)).description.prefix(16)) : name
         return dir + "." + short + PathSafety.tempSuffix
     }
 
