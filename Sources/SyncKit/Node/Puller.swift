@@ -35,7 +35,7 @@ struct Puller: Sendable {
         let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
         // Names near the 255-byte limit are shortened; a stable hash (the same in every run, so
         // a restart finds the temp file to resume) keeps them unique.
-        let short = name.utf8.count > 200 ? String(name.prefix(100)) + "-" + String(Chunker.hash(Array(name.utf8)).description.prefix(16)) : name
+        let short = name.utf8.count > 200 ? String(decoding: name.utf8.prefix(100), as: UTF8.self) + "-" + String(Chunker.hash(Array(name.utf8)).description.prefix(16)) : name
         return dir + "." + short + PathSafety.tempSuffix
     }
 
