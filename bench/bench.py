@@ -1,0 +1,364 @@
+#!/usr/bin/env python3
+"""SyncKit against Syncthing, same workloads, same machine, same run.
+
+Usage (as root; see bench/run.sh, which also builds syncctl and installs Syncthing):
+    python3 bench/bench.py --syncctl PATH [--runs 3] [--quick] [--workloads 1,2,3,4,5]
+                           [--tools synckit,syncthing,syncthing-1s] [--markdown OUT]
+
+Everything runs inside a fresh network namespace that has only `lo` (the script re-executes
+itself under `unshare -n`), so no packet leaves the machine, and Syncthing's discovery, relays,
+NAT, usage reporting, crash reporting and upgrades are all off in its config before it starts.
+Each tool runs a 4-node full mesh on 127.0.0.1; a workload is timed until every node's folder is
+byte-identical (SHA-256 of every file), polling the file system. Per workload and tool we record
+wall time, CPU time of the node processes, peak RSS per node (VmHWM) and bytes on `lo`.
+The quick mode (CI) runs each workload once at small size and checks convergence, not time.
+"""
+import argparse, hashlib, json, os, random, shutil, signal, statistics, subprocess, sys, tempfile, time
+import xml.etree.ElementTree as ET
+
+NODES = 4
+
+# ---------------------------------------------------------------- helpers
+
+def lo_bytes():
+    with open("/proc/net/dev") as f:
+        for line in f:
+            if line.strip().startswith("lo:"):
+                fields = line.split(":")[1].split()
+                return int(fields[8])  # transmitted bytes (each byte crosses lo once)
+    return 0
+
+def proc_cpu(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0.0
+
+def proc_hwm_mib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+IGNORED_PREFIXES = (".synckit", ".stfolder", ".stversions", ".syncthing.", "~syncthing~")
+
+class Digest:
+    """Content digests of folders, hashing a file again only when its size or mtime changed."""
+    def __init__(self):
+        self.cache = {}
+
+    def folder(self, root):
+        out = {}
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(IGNORED_PREFIXES)]
+            for name in filenames:
+                if name.startswith(IGNORED_PREFIXES) or name.endswith(".synckit-tmp"):
+                    return None  # a transfer in progress: not converged
+                path = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    return None
+                key = (path, st.st_size, st.st_mtime_ns)
+                digest = self.cache.get(key)
+                if digest is None:
+                    h = hashlib.sha256()
+                    with open(path, "rb") as f:
+                        while chunk := f.read(1 << 20):
+                            h.update(chunk)
+                    digest = self.cache[key] = h.hexdigest()
+                out[os.path.relpath(path, root)] = digest
+        return out
+
+    def converged(self, roots, expect_files=None):
+        # Cheap first: the same names and sizes everywhere.
+        listings = []
+        for r in roots:
+            names = {}
+            for dirpath, dirnames, filenames in os.walk(r):
+                dirnames[:] = [d for d in dirnames if not d.startswith(IGNORED_PREFIXES)]
+                for n in filenames:
+                    p = os.path.join(dirpath, n)
+                    try:
+                        names[os.path.relpath(p, r)] = os.stat(p).st_size
+                    except OSError:
+                        return False
+            listings.append(names)
+        if any(l != listings[0] for l in listings):
+            return False
+        if expect_files is not None and len(listings[0]) != expect_files:
+            return False
+        digests = [self.folder(r) for r in roots]
+        return all(d is not None and d == digests[0] for d in digests)
+
+def write_file(path, size, seed):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    rnd = random.Random(seed)
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            n = min(left, 1 << 20)
+            f.write(rnd.randbytes(n))
+            left -= n
+
+# ---------------------------------------------------------------- the tools
+
+class Cluster:
+    """A running 4-node cluster of one tool."""
+    def __init__(self, tool, root, args):
+        self.tool, self.root, self.args = tool, root, args
+        self.dirs = [os.path.join(root, f"n{i}") for i in range(NODES)]
+        self.procs = []
+
+    def prepare(self):
+        for d in self.dirs:
+            os.makedirs(d, exist_ok=True)
+        if self.tool.startswith("syncthing"):
+            self.prepare_syncthing()
+
+    def start(self):
+        if self.tool == "synckit":
+            ports = [22201 + i for i in range(NODES)]
+            for i, d in enumerate(self.dirs):
+                cmd = [self.args.syncctl, "run", "--dir", d, "--port", str(ports[i]), "--bind", "127.0.0.1",
+                       "--name", f"n{i}", "--log", "stderr", "--log-level", "warning"]
+                for j in range(NODES):
+                    if j != i:
+                        cmd += ["--peer", f"127.0.0.1:{ports[j]}"]
+                log = open(os.path.join(self.root, f"n{i}.log"), "ab")
+                env = dict(os.environ, SYNCKIT_CLUSTER_KEY="bench-key")
+                self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=log, env=env))
+        else:
+            for i in range(NODES):
+                home = os.path.join(self.root, f"st{i}")
+                log = open(os.path.join(self.root, f"st{i}.log"), "ab")
+                # STMONITORED: run the worker directly, without Syncthing's restart monitor, so the
+                # process measured is the one doing the work.
+                self.procs.append(subprocess.Popen(
+                    ["syncthing", "serve", f"--home={home}", "--no-browser", "--no-restart", "--no-upgrade"],
+                    stdout=log, stderr=log, env=dict(os.environ, STNOUPGRADE="1", STNODEFAULTFOLDER="1", STMONITORED="1")))
+
+    def stop(self):
+        for p in self.procs:
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs = []
+
+    def cpu(self):
+        return sum(proc_cpu(p.pid) for p in self.procs)
+
+    def peak_rss(self):
+        return max(proc_hwm_mib(p.pid) for p in self.procs)
+
+    def prepare_syncthing(self):
+        ids = []
+        for i in range(NODES):
+            home = os.path.join(self.root, f"st{i}")
+            subprocess.run(["syncthing", "generate", f"--home={home}", "--no-default-folder"], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            out = subprocess.run(["syncthing", "serve", f"--home={home}", "--device-id"], check=True,
+                                 capture_output=True, text=True).stdout.strip()
+            ids.append(out)
+        delay = "1" if self.tool == "syncthing-1s" else "10"
+        for i in range(NODES):
+            home = os.path.join(self.root, f"st{i}")
+            path = os.path.join(home, "config.xml")
+            tree = ET.parse(path)
+            cfg = tree.getroot()
+            for el in cfg.findall("folder") + cfg.findall("device"):
+                cfg.remove(el)
+            folder = ET.SubElement(cfg, "folder", {
+                "id": "bench", "label": "bench", "path": self.dirs[i], "type": "sendreceive",
+                "rescanIntervalS": "3600", "fsWatcherEnabled": "true", "fsWatcherDelayS": delay,
+                "ignorePerms": "false", "autoNormalize": "true"})
+            for j in range(NODES):
+                ET.SubElement(folder, "device", {"id": ids[j], "introducedBy": ""})
+            for j in range(NODES):
+                dev = ET.SubElement(cfg, "device", {"id": ids[j], "name": f"n{j}", "compression": "metadata",
+                                                    "introducer": "false", "skipIntroductionRemovals": "false", "introducedBy": ""})
+                ET.SubElement(dev, "address").text = f"tcp://127.0.0.1:{22101 + j}"
+                ET.SubElement(dev, "autoAcceptFolders").text = "false"
+            gui = cfg.find("gui")
+            if gui is not None:
+                gui.set("enabled", "true")
+                gui.set("tls", "false")
+                addr = gui.find("address")
+                if addr is None:
+                    addr = ET.SubElement(gui, "address")
+                addr.text = f"127.0.0.1:{8385 + i}"
+            opts = cfg.find("options")
+            def setopt(name, value):
+                for el in opts.findall(name):
+                    opts.remove(el)
+                ET.SubElement(opts, name).text = value
+            setopt("listenAddress", f"tcp://127.0.0.1:{22101 + i}")
+            for name, value in [("globalAnnounceEnabled", "false"), ("localAnnounceEnabled", "false"),
+                                ("relaysEnabled", "false"), ("natEnabled", "false"), ("urAccepted", "-1"),
+                                ("urSeen", "3"), ("autoUpgradeIntervalH", "0"), ("crashReportingEnabled", "false"),
+                                ("startBrowser", "false"), ("announceLANAddresses", "false")]:
+                setopt(name, value)
+            tree.write(path)
+            os.makedirs(os.path.join(self.dirs[i], ".stfolder"), exist_ok=True)
+
+# ---------------------------------------------------------------- workloads
+
+def wait(cluster, digest, expect, deadline_s):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < deadline_s:
+        if digest.converged(cluster.dirs, expect):
+            return True
+        time.sleep(0.01)
+    return False
+
+def run_workload(n, tool, args, scale):
+    root = tempfile.mkdtemp(prefix=f"bench-{tool}-w{n}-", dir=args.workdir)
+    c = Cluster(tool, root, args)
+    c.prepare()
+    digest = Digest()
+    result = {"workload": n, "tool": tool}
+    try:
+        if n == 1:
+            per, size = scale["w1_files"], 16 << 10
+            for i, d in enumerate(c.dirs):
+                for k in range(per):
+                    write_file(os.path.join(d, f"n{i}", f"f{k}.bin"), size, i * 100000 + k)
+            expect = per * NODES
+        elif n in (2, 4):
+            write_file(os.path.join(c.dirs[0], "big.bin"), scale["w2_bytes"], 2)
+            expect = 1
+        elif n == 3:
+            expect = 0
+        elif n == 5:
+            for k in range(scale["w5_files"]):
+                write_file(os.path.join(c.dirs[0], f"d{k % 100}", f"f{k}.txt"), 1024, k)
+            expect = scale["w5_files"]
+        lo0, t0 = lo_bytes(), time.monotonic()
+        c.start()
+        if n in (1, 2, 5):
+            ok = wait(c, digest, expect, args.deadline)
+            result.update(ok=ok, seconds=time.monotonic() - t0)
+        else:
+            # Converge first, then measure the change.
+            ok = wait(c, digest, expect, args.deadline)
+            if not ok:
+                result.update(ok=False, seconds=None)
+            elif n == 3:
+                time.sleep(1.5)  # idle
+                lat = []
+                for k in range(scale["w3_repeats"]):
+                    lo0, t = lo_bytes(), time.monotonic()
+                    write_file(os.path.join(c.dirs[0], f"new-{k}.bin"), 4096, 300 + k)
+                    ok = wait(c, digest, k + 1, args.deadline)
+                    if not ok:
+                        break
+                    lat.append(time.monotonic() - t)
+                    time.sleep(0.3)
+                result.update(ok=ok, seconds=statistics.median(lat) if lat else None, samples=lat)
+            elif n == 4:
+                time.sleep(1.5)
+                lo0, t = lo_bytes(), time.monotonic()
+                with open(os.path.join(c.dirs[0], "big.bin"), "r+b") as f:
+                    f.seek(scale["w2_bytes"] // 2)
+                    f.write(random.Random(4).randbytes(1 << 20))
+                digest.cache.clear()
+                ok = wait(c, digest, 1, args.deadline)
+                result.update(ok=ok, seconds=time.monotonic() - t)
+        result.update(cpu=c.cpu(), rss_mib=c.peak_rss(), lo_bytes=lo_bytes() - lo0)
+    finally:
+        c.stop()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    return result
+
+# ---------------------------------------------------------------- report
+
+NAMES = {1: "1: 4 x 250 x 16 KiB, time to union", 2: "2: 512 MiB to 3 peers", 3: "3: one new 4 KiB file (latency)",
+         4: "4: 1 MiB edit in 512 MiB", 5: "5: 20,000 x 1 KiB to 3 peers"}
+
+def write_table(results, path):
+    """Medians per workload and tool, with the ratio Syncthing / SyncKit, between the markers
+    `<!-- bench:start -->` and `<!-- bench:end -->` of `path`."""
+    def med(rows, key):
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        return statistics.median(vals) if vals else None
+    import platform
+    lines = [f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({platform.machine()}), "
+             f"{subprocess.run(['syncthing', '--version'], capture_output=True, text=True).stdout.split('(')[0].strip()}; "
+             f"medians of {max(r['run'] for r in results) + 1} runs; ratio = Syncthing time / SyncKit time.", "",
+             "| workload | tool | time (s) | ratio | CPU (s) | peak RSS per node (MiB) | bytes on lo |",
+             "|---|---|---|---|---|---|---|"]
+    for n in sorted({r["workload"] for r in results}):
+        base = med([r for r in results if r["workload"] == n and r["tool"] == "synckit"], "seconds")
+        for tool in ["synckit", "syncthing", "syncthing-1s"]:
+            rows = [r for r in results if r["workload"] == n and r["tool"] == tool]
+            if not rows:
+                continue
+            t = med(rows, "seconds")
+            ratio = f"{t / base:.1f}x" if t and base and tool != "synckit" else ""
+            label = {"synckit": "syncctl", "syncthing": "Syncthing (default)", "syncthing-1s": "Syncthing (watcher delay 1 s)"}[tool]
+            lines.append(f"| {NAMES[n]} | {label} | {t:.3f} | {ratio} | {med(rows, 'cpu'):.2f} | {med(rows, 'rss_mib'):.0f} | {med(rows, 'lo_bytes'):,.0f} |")
+    text = open(path).read()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if start in text and end in text:
+        text = text[:text.index(start) + len(start)] + "\n" + "\n".join(lines) + "\n" + text[text.index(end):]
+        open(path, "w").write(text)
+
+# ---------------------------------------------------------------- main
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--syncctl", required=True)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--workloads", default="1,2,3,4,5")
+    ap.add_argument("--tools", default="synckit,syncthing,syncthing-1s")
+    ap.add_argument("--deadline", type=float, default=600)
+    ap.add_argument("--workdir", default="/tmp")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--markdown", default=None, help="write the table of medians into this file, between the bench markers")
+    ap.add_argument("--in-netns", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if not args.in_netns:
+        # A namespace with only lo: nothing can leave the machine.
+        cmd = ["unshare", "-n", "--", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable] + sys.argv + ["--in-netns"]
+        sys.exit(subprocess.call(cmd))
+
+    scale = ({"w1_files": 10, "w2_bytes": 8 << 20, "w3_repeats": 2, "w5_files": 200} if args.quick else
+             {"w1_files": 250, "w2_bytes": 512 << 20, "w3_repeats": 5, "w5_files": 20000})
+    if args.quick:
+        args.runs = 1
+        args.deadline = min(args.deadline, 120)
+    results = []
+    for n in [int(x) for x in args.workloads.split(",")]:
+        for tool in args.tools.split(","):
+            for r in range(args.runs):
+                res = run_workload(n, tool, args, scale)
+                res["run"] = r
+                print(json.dumps(res), flush=True)
+                results.append(res)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    if args.markdown and not args.quick:
+        write_table(results, args.markdown)
+    failed = [r for r in results if not r.get("ok")]
+    if failed:
+        print(f"bench: {len(failed)} of {len(results)} runs did not converge", file=sys.stderr)
+        sys.exit(1)
+    print(f"bench: {len(results)} passed, 0 failed")
+
+if __name__ == "__main__":
+    main()
