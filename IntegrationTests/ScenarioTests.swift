@@ -202,6 +202,20 @@ extension Integration {
             }
         }
 
+        @Test func aFileReplacedByADirectoryAndBackPropagates() async throws {
+            try await withTestCluster(nodes: 3, transport: Self.transport, seed: { $0.write(0, "thing", "a file") }) { c in
+                try await c.waitUntilConverged()
+                c.remove(1, "thing")
+                c.write(1, "thing/inside.txt", "now a directory")
+                let toDir = try await c.waitUntilConverged(where: { $0["thing"] == "dir" && $0["thing/inside.txt"] != nil })
+                c.remove(2, "thing")
+                c.write(2, "thing", "a file again")
+                let toFile = try await c.waitUntilConverged(timeout: .seconds(30), where: { $0["thing"]?.hasPrefix("dir") == false })
+                for i in 0..<3 { #expect(c.read(i, "thing") == Array("a file again".utf8)) }
+                report("type changes", "file to directory in \(toDir), directory to file in \(toFile)")
+            }
+        }
+
         @Test func aLinkCutAndHealedCatchesUp() async throws {
             try await withTestCluster(nodes: 2, transport: Self.transport) { c in
                 await c.cut(0, 1)

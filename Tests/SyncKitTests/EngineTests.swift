@@ -15,7 +15,11 @@ struct SimCluster {
 
     init(count: Int, policy: any ConflictPolicy) {
         ids = (1...count).map { TestIDs.node(UInt8($0)) }
-        nodes = ids.map { Node(engine: SyncEngine(me: $0, policy: policy)) }
+        nodes = ids.map { id in
+            var engine = SyncEngine(me: id, policy: policy)
+            engine.versionClock = { 0 }  // small counters, easy to read in assertions
+            return Node(engine: engine)
+        }
         for i in nodes.indices {
             for j in ids.indices where j != i { nodes[i].engine.peerConnected(ids[j], indexID: 1) }
         }
@@ -180,8 +184,21 @@ struct SimCluster {
         }
     }
 
+    @Test func localCountersNeverGoBelowTheVersionClock() {
+        var engine = SyncEngine(me: TestIDs.a, policy: NewestWinsPolicy())
+        engine.versionClock = { 1_800_000_000 }
+        var r = fileRecord("f", [1], by: TestIDs.a)
+        r.version = VersionVector()
+        _ = engine.localScan([.init(path: "f", record: r)])
+        #expect(engine.local["f"]?.version[TestIDs.a] == 1_800_000_000)
+        r.blocks = Chunker.standard.blocks(of: [2])
+        _ = engine.localScan([.init(path: "f", record: r)])
+        #expect(engine.local["f"]?.version[TestIDs.a] == 1_800_000_001, "always more than before")
+    }
+
     @Test func pullOrderIsSmallestFirstWithDirectoriesFirstAndDeletesLast() {
         var engine = SyncEngine(me: TestIDs.a, policy: NewestWinsPolicy(), maxConcurrentJobs: 100)
+        engine.versionClock = { 0 }
         engine.peerConnected(TestIDs.b, indexID: 1)
         _ = engine.localScan([.init(path: "old", record: { var r = fileRecord("old", [1], by: TestIDs.a); r.version = .init(); return r }())])
         var gone = engine.local["old"]!

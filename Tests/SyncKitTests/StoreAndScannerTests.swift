@@ -24,6 +24,19 @@ import Testing
     }
 }
 
+extension IndexStoreTests {
+    /// Without a clean close (a crash), the next open gets a new index ID, so peers ask for
+    /// everything again instead of trusting sequence numbers that may be handed out twice.
+    @Test func anUncleanStopChangesTheIndexID() throws {
+        let dir = makeTempDirectory()
+        let first = try IndexStore(path: dir + "/index.db").indexID  // never closed
+        let second = try IndexStore(path: dir + "/index.db")
+        #expect(second.indexID != first)
+        try second.close()
+        #expect(try IndexStore(path: dir + "/index.db").indexID == second.indexID)
+    }
+}
+
 @Suite struct ScannerTests {
     let logger = Logger(label: "test")
 

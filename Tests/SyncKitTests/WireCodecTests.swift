@@ -94,6 +94,19 @@ import Testing
         #expect(throws: WireError.self) { try WireCodec.decode(frame) }
     }
 
+    @Test func blocksOverTheMaximumChunkSizeAreRejected() {
+        var r = Self.record
+        r.blocks = [BlockRef(hash: r.blocks[0].hash, size: UInt32(Chunker.standard.maxSize) + 1)]
+        r.size = UInt64(r.blocks[0].size)
+        #expect(throws: WireError.self) { try WireCodec.decode(WireCodec.encode(.indexUpdate(.init(indexID: 1, records: [r], caughtUp: false)))) }
+    }
+
+    @Test func directoriesAndDeletionsCarryNoSize() {
+        var dir = FileRecord(path: "d", kind: .directory, mode: 0o755, modifiedBy: TestIDs.a)
+        dir.size = UInt64.max
+        #expect(throws: WireError.self) { try WireCodec.decode(WireCodec.encode(.indexUpdate(.init(indexID: 1, records: [dir], caughtUp: false)))) }
+    }
+
     @Test func invalidUTF8IsRejected() {
         var b = ByteBuffer()
         b.writeInteger(UInt16(2))

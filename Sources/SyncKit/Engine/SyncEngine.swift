@@ -1,3 +1,4 @@
+import Foundation
 import HeapModule
 
 /// The sync logic as a pure state machine: events in, decisions out, no I/O.
@@ -22,6 +23,9 @@ public struct SyncEngine: Sendable {
     public var order: PullOrder
     /// Jobs that may run at once (blocks within a job are pipelined separately).
     public var maxConcurrentJobs: Int
+    /// The floor for this node's version counters: wall-clock seconds by default (see
+    /// `VersionVector.bumped(by:atLeast:)`); tests use a constant to keep counters small.
+    public var versionClock: @Sendable () -> UInt64 = { UInt64(max(0, Date().timeIntervalSince1970)) }
 
     /// This node's index by path.
     public private(set) var local: [String: FileRecord] = [:]
@@ -113,7 +117,7 @@ public struct SyncEngine: Sendable {
                     continue
                 }
                 var r = seen
-                r.version = (old?.version ?? VersionVector()).bumped(by: me)
+                r.version = (old?.version ?? VersionVector()).bumped(by: me, atLeast: versionClock())
                 r.modifiedBy = me
                 commit(r, into: &out)
                 out.events.append(.localChange(path: o.path, deleted: false))
@@ -124,7 +128,7 @@ public struct SyncEngine: Sendable {
                 r.size = 0
                 r.symlinkTarget = ""
                 r.inode = 0
-                r.version = old.version.bumped(by: me)
+                r.version = old.version.bumped(by: me, atLeast: versionClock())
                 r.modifiedBy = me
                 commit(r, into: &out)
                 out.events.append(.localChange(path: o.path, deleted: true))
@@ -201,41 +205,48 @@ public struct SyncEngine: Sendable {
     /// lost a conflict whose loser is to be kept.
     public func target(for path: String) -> (record: FileRecord, localLostAndKept: Bool)? {
         let current = local[path]
-        var best = current
-        var localLost = false
-        // Peers in ID order, so the fold is the same on every node.
+        var candidates = [FileRecord]()
+        if let current { candidates.append(current) }
         for peer in peers.keys.sorted() {
-            guard let r = peers[peer]?.records[path] else { continue }
-            guard let b = best else { best = r; continue }
-            switch r.version.compare(to: b.version) {
-            case .equal, .older:
-                continue
-            case .newer:
-                best = r
-            case .concurrent:
-                if b.hasSameContent(as: r) {
-                    // Same content made independently: not a conflict. The merged version
-                    // descends from both, so every holder adopts it without a transfer.
-                    var winner = NewestOrder.aWins(b, over: r) ? b : r
-                    winner.version = b.version.merged(with: r.version)
-                    best = winner
-                } else if b.deleted != r.deleted {
-                    best = b.deleted ? r : b  // the edit wins over a concurrent delete
-                } else {
-                    // A true conflict. The winner keeps its own version (no merge): a merged
-                    // version would look like a plain update to the loser's holders, who would
-                    // then overwrite their content without keeping the copy.
-                    let resolution = policy.resolve(Conflict(path: path, local: b, remote: r))
-                    let loser = resolution.winner == .local ? r : b
-                    best = resolution.winner == .local ? b : r
-                    if resolution.keepLoserCopy, let current, !current.deleted, current.kind == .file,
-                       loser.hasSameContent(as: current) {
-                        localLost = true
-                    }
+            if let r = peers[peer]?.records[path] { candidates.append(r) }
+        }
+        guard !candidates.isEmpty else { return nil }
+        // Only the maximal versions matter: drop every record another one descends from, and
+        // duplicates of the same version. The rest are pairwise concurrent.
+        var maximal = [FileRecord]()
+        for c in candidates {
+            if candidates.contains(where: { $0.version.compare(to: c.version) == .newer }) { continue }
+            if maximal.contains(where: { $0.version == c.version }) { continue }
+            maximal.append(c)
+        }
+        // A fixed order, the same on every node whatever it holds locally or heard first, so
+        // the fold below reaches the same record everywhere.
+        maximal.sort { ($0.version.description, $0.modifiedBy) < ($1.version.description, $1.modifiedBy) }
+        var best = maximal[0]
+        var localLost = false
+        for r in maximal.dropFirst() {
+            let b = best
+            if b.hasSameContent(as: r) {
+                // Same content made independently: not a conflict. The merged version
+                // descends from both, so every holder adopts it without a transfer.
+                var winner = NewestOrder.aWins(b, over: r) ? b : r
+                winner.version = b.version.merged(with: r.version)
+                best = winner
+            } else if b.deleted != r.deleted {
+                best = b.deleted ? r : b  // the edit wins over a concurrent delete
+            } else {
+                // A true conflict. The winner keeps its own version (no merge): a merged
+                // version would look like a plain update to the loser's holders, who would
+                // then overwrite their content without keeping the copy.
+                let resolution = policy.resolve(Conflict(path: path, local: b, remote: r))
+                let loser = resolution.winner == .local ? r : b
+                best = resolution.winner == .local ? b : r
+                if resolution.keepLoserCopy, let current, !current.deleted, current.kind == .file,
+                   loser.hasSameContent(as: current) {
+                    localLost = true
                 }
             }
         }
-        guard let best else { return nil }
         if let current, localLost, best.hasSameContent(as: current) { localLost = false }
         return (best, localLost)
     }
@@ -330,7 +341,7 @@ public struct SyncEngine: Sendable {
             case .smallestFirst: return SortKey(phase: 1, primary: Int64(clamping: job.target.size))
             case .largestFirst: return SortKey(phase: 1, primary: -Int64(clamping: job.target.size))
             case .oldestFirst: return SortKey(phase: 1, primary: job.target.mtimeNs)
-            case .newestFirst: return SortKey(phase: 1, primary: -job.target.mtimeNs)
+            case .newestFirst: return SortKey(phase: 1, primary: job.target.mtimeNs == .min ? .max : -job.target.mtimeNs)
             case .alphabetic: return SortKey(phase: 1, primary: 0)
             }
         }

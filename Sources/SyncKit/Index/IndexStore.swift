@@ -36,12 +36,18 @@ public final class IndexStore: Sendable {
                     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL);
                     """)
             }
+            // After an unclean stop (crash, kill -9, power cut) the last records and sequence
+            // numbers sent to peers may be missing here, and the numbers would be handed out
+            // again for other changes. A new index ID tells peers to forget our old sequence
+            // numbers and ask for everything again: a little traffic instead of lost updates.
             indexID = try pool.write { db -> UInt64 in
-                if let v = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'indexID'") {
+                let clean = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'cleanShutdown'") ?? 1
+                try db.execute(sql: "INSERT OR REPLACE INTO meta(key, value) VALUES ('cleanShutdown', 0)")
+                if clean == 1, let v = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'indexID'") {
                     return UInt64(bitPattern: v)
                 }
                 let id = UInt64.random(in: 1...UInt64(Int64.max))
-                try db.execute(sql: "INSERT INTO meta(key, value) VALUES ('indexID', ?)", arguments: [Int64(bitPattern: id)])
+                try db.execute(sql: "INSERT OR REPLACE INTO meta(key, value) VALUES ('indexID', ?)", arguments: [Int64(bitPattern: id)])
                 return id
             }
         } catch let error as SyncError {
@@ -97,8 +103,9 @@ public final class IndexStore: Sendable {
         return r
     }
 
-    /// Closes the database (the pool closes when released too).
+    /// Records a clean stop (everything sent to peers is stored) and closes the database.
     public func close() throws {
+        try pool.write { db in try db.execute(sql: "INSERT OR REPLACE INTO meta(key, value) VALUES ('cleanShutdown', 1)") }
         try pool.close()
     }
 }

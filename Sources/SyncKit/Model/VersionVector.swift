@@ -21,10 +21,16 @@ public struct VersionVector: Hashable, Sendable, CustomStringConvertible {
     /// The counter of `node` (zero when it never changed the file).
     public subscript(node: NodeID) -> UInt64 { counters[node] ?? 0 }
 
-    /// This version after one more change made by `node`.
-    public func bumped(by node: NodeID) -> VersionVector {
+    /// This version after one more change made by `node`: its counter becomes at least
+    /// `atLeast`, and always more than before.
+    ///
+    /// Passing the current time in seconds as `atLeast` (as Syncthing does) keeps a node's
+    /// counters growing even if it loses its index: a counter value is then never reused for
+    /// different content, which peers would take as "the same version" and ignore.
+    public func bumped(by node: NodeID, atLeast: UInt64 = 0) -> VersionVector {
         var copy = self
-        copy.counters[node, default: 0] += 1
+        let old = copy.counters[node] ?? 0
+        copy.counters[node] = max(old + 1, atLeast)
         return copy
     }
 

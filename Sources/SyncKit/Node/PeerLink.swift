@@ -32,6 +32,7 @@ final class PeerLink: @unchecked Sendable {
     private(set) var closed = false
     private var _lastReceived = ContinuousClock.now
     private var _bytesSent = 0
+    private var serving = 0
     private var _bytesReceived = 0
     let indexID: UInt64
 
@@ -54,6 +55,17 @@ final class PeerLink: @unchecked Sendable {
     var bytesSent: Int { lock.withLock { _bytesSent } }
     var bytesReceived: Int { lock.withLock { _bytesReceived } }
     var outstandingBytes: Int { lock.withLock { outstanding } }
+
+    /// Counts a block request being served; false when `limit` are already in flight.
+    func beginServe(limit: Int) -> Bool {
+        lock.withLock {
+            guard serving < limit else { return false }
+            serving += 1
+            return true
+        }
+    }
+
+    func endServe() { lock.withLock { serving -= 1 } }
 
     func noteReceived(_ frame: Frame) {
         lock.withLock {
@@ -152,6 +164,9 @@ final class PeerLink: @unchecked Sendable {
                     indexQueue.removeAll()
                     writerRunning = false
                 }
+                // Records were lost for this peer: drop the link, so that it reconnects and asks
+                // again from what it holds, instead of skipping them for good.
+                await shutdown()
                 return
             }
         }

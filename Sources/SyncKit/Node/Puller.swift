@@ -66,9 +66,15 @@ struct Puller: Sendable {
                 return (try await writeFile(job, locals: locals, fetch: fetch, stats: &stats), stats)
             case .makeDirectory:
                 try FileOps.prepareParents(root: root, relative: job.path)
+                if let st = try FileOps.lstat(absolute(job.path)), st.kind != .directory {
+                    // A file or link becomes a directory: replace it only if it is still the
+                    // version this node knew (else it is a local edit: decide again).
+                    guard try localMatches(job.expectedLocal, at: job.path) else { return (.localChanged, stats) }
+                    guard unlink(absolute(job.path)) == 0 else { throw SyncError(.io, "cannot replace \(job.path) by a directory: \(FileOps.errorText())") }
+                }
                 if let st = try FileOps.lstat(absolute(job.path)) {
                     guard st.kind == .directory else { return (.localChanged, stats) }
-                } else if mkdir(absolute(job.path), mode_t(job.target.mode & 0o7777)) != 0 && errno != EEXIST {
+                } else if mkdir(absolute(job.path), mode_t(job.target.mode & 0o777)) != 0 && errno != EEXIST {
                     throw SyncError(.io, "cannot create directory \(job.path): \(FileOps.errorText())")
                 }
                 try FileOps.setMetadata(absolute(job.path), mode: job.target.mode, mtimeNs: nil)
@@ -97,9 +103,11 @@ struct Puller: Sendable {
                 let rc = isDirectory ? rmdir(path) : unlink(path)
                 if rc != 0 {
                     if errno == ENOENT { return (.applied(job.target), stats) }
-                    // A directory that still holds files this node has and the deleter did not
-                    // (new, or ignored there): keep it; the rescan re-announces it.
-                    if errno == ENOTEMPTY || errno == EEXIST { return (.localChanged, stats) }
+                    // A directory that still holds entries that are not synced (ignored here, or
+                    // unreadable): keep it, and say why; the job is retried later, not spun.
+                    if errno == ENOTEMPTY || errno == EEXIST {
+                        return (.failed("the directory still holds files that are not synced (ignored or unreadable); keeping it"), stats)
+                    }
                     throw SyncError(.io, "cannot delete \(job.path): \(FileOps.errorText())")
                 }
                 var r = job.target
@@ -133,6 +141,13 @@ struct Puller: Sendable {
                 throw SyncError(.io, "cannot keep the conflict copy \(copy): \(FileOps.errorText())")
             }
         }
+        if job.target.kind != .directory, try FileOps.lstat(absolute(job.path))?.kind == .directory {
+            // A directory becomes a file or link (the caller checked it is the one we knew):
+            // only an empty one is replaced; one with unsynced content is kept.
+            guard rmdir(absolute(job.path)) == 0 else {
+                throw SyncError(.io, "cannot replace the directory \(job.path): \(FileOps.errorText())")
+            }
+        }
         guard rename(absolute(temp), absolute(job.path)) == 0 else {
             throw SyncError(.io, "cannot move \(job.path) into place: \(FileOps.errorText())")
         }
@@ -154,7 +169,9 @@ struct Puller: Sendable {
         let existing = try FileOps.fstat(fd).size
         var todo = [Int]()
         if existing > 0 {
-            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(Chunker.standard.maxSize), alignment: 16)
+            // Sized by this file's largest block, whatever the record claims.
+            let largest = Int(blocks.map(\.size).max() ?? 0)
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(largest, 1), alignment: 16)
             defer { buffer.deallocate() }
             for i in blocks.indices {
                 let end = offsets[i] + UInt64(blocks[i].size)
@@ -223,7 +240,8 @@ struct Puller: Sendable {
         if unavailable || Task.isCancelled { return .unavailable }
 
         guard fsync(fd) == 0 else { throw SyncError(.io, "fsync of \(temp) failed: \(FileOps.errorText())") }
-        guard fchmod(fd, mode_t(job.target.mode & 0o7777)) == 0 else { throw SyncError(.io, "cannot chmod \(temp)") }
+        // Permission bits only: a peer never plants setuid, setgid or sticky bits here.
+        guard fchmod(fd, mode_t(job.target.mode & 0o777)) == 0 else { throw SyncError(.io, "cannot chmod \(temp)") }
         var times = [timespec(tv_sec: 0, tv_nsec: (1 << 30) - 2 /* UTIME_OMIT */), timespec(job.target.mtimeNs)]
         guard futimens(fd, &times) == 0 else { throw SyncError(.io, "cannot set the time of \(temp)") }
         close(fd)

@@ -275,11 +275,21 @@ public actor SyncNode: Service {
         for t in keepers.values { t.cancel() }
         // Pulls in flight stop where they are; their temp files are resumed at the next start.
         for t in jobTasks.values { t.cancel() }
-        for link in links.values {
-            try? await withTimeout(.seconds(1)) { try await link.send(.close(reason: "shutting down")) }
-            // Fails what still waits on the peer, so no job can hang the shutdown.
-            await link.shutdown()
+        // Goodbyes go out in parallel, for at most half a second: a stalled peer must not hold
+        // up the shutdown. Then every link closes, which fails whatever still waits on a peer.
+        let said = Locked(0)
+        let goodbyes = links.values.map { link in
+            Task {
+                try? await link.send(.close(reason: "shutting down"))
+                said.withLock { $0 += 1 }
+            }
         }
+        let deadline = ContinuousClock.now + .milliseconds(500)
+        while said.withLock({ $0 }) < goodbyes.count && ContinuousClock.now < deadline {
+            // Detached: this task is cancelled, and its own sleeps would return at once.
+            await Task.detached { try? await Task.sleep(for: .milliseconds(10)) }.value
+        }
+        for link in links.values { await link.shutdown() }
         for t in jobTasks.values { await t.value }
         for t in connectionTasks.values { t.cancel() }
         links.removeAll()
@@ -617,8 +627,7 @@ public actor SyncNode: Service {
 
         var reason = "connection closed"
         do {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                var serving = 0
+            try await withThrowingDiscardingTaskGroup { group in
                 while let frame = try await iterator.next() {
                     link.noteReceived(frame)
                     let message: WireMessage
@@ -631,14 +640,17 @@ public actor SyncNode: Service {
                     case .indexRequest(let request):
                         await receivedIndexRequest(request, from: link)
                     case .blockRequest(let request):
-                        // At most 32 requests served at once per peer; beyond that, stop reading
-                        // so transport backpressure slows the requester down.
-                        if serving >= 32 {
-                            try await group.next()
-                            serving -= 1
+                        // Served concurrently, never by blocking this loop: two nodes pulling
+                        // from each other would otherwise stop reading each other's answers.
+                        // A well-behaved peer keeps at most a few hundred requests in flight
+                        // (its byte budget and per-file window); far more is an attack.
+                        guard link.beginServe(limit: 1024) else {
+                            throw SyncError(.protocolViolation, "more than 1024 block requests in flight")
                         }
-                        serving += 1
-                        group.addTask { await self.serve(request, to: link) }
+                        group.addTask {
+                            await self.serve(request, to: link)
+                            link.endServe()
+                        }
                     case .blockResponse(let response):
                         link.deliver(response)
                     case .ping:
@@ -744,7 +756,18 @@ public actor SyncNode: Service {
     nonisolated func fetchBlock(_ block: BlockRef, path: String, offset: UInt64, target: FileRecord, sources: [NodeID]) async -> ByteBuffer? {
         for link in await linksFor(target, fallback: sources) {
             guard !Task.isCancelled else { return nil }
-            if let data = try? await link.requestBlock(block, path: path, offset: offset),
+            // A peer that keeps the link alive but never answers must not stall the pull: after
+            // 30 s the next peer is asked.
+            let answer = try? await withThrowingTaskGroup(of: ByteBuffer?.self) { group -> ByteBuffer? in
+                group.addTask { try await link.requestBlock(block, path: path, offset: offset) }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(30))
+                    throw SyncError(.blockUnavailable, "no answer within 30 s")
+                }
+                defer { group.cancelAll() }
+                return try await group.next() ?? nil
+            }
+            if let data = answer ?? nil,
                data.readableBytes == Int(block.size),
                data.withUnsafeReadableBytes({ Chunker.hash($0) }) == block.hash {
                 return data

@@ -97,7 +97,7 @@ public enum FileOps {
 
     /// Sets permission bits and modification time without following a final symlink.
     public static func setMetadata(_ path: String, mode: UInt32?, mtimeNs: Int64?) throws {
-        if let mode, chmod(path, mode_t(mode & 0o7777)) != 0 {
+        if let mode, chmod(path, mode_t(mode & 0o777)) != 0 {
             throw SyncError(.io, "cannot chmod \(path): \(errorText())")
         }
         if let mtimeNs {
@@ -130,7 +130,9 @@ extension FileOps.Stat {
         default: kind = nil
         }
         size = UInt64(st.st_size)
-        mtimeNs = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+        // Saturating: a file dated past 2262 (or before 1678) must not crash the scan.
+        let (seconds, overflow) = Int64(st.st_mtim.tv_sec).multipliedReportingOverflow(by: 1_000_000_000)
+        mtimeNs = overflow ? (st.st_mtim.tv_sec < 0 ? Int64.min : Int64.max) : seconds.addingReportingOverflow(Int64(st.st_mtim.tv_nsec)).partialValue
         mode = UInt32(st.st_mode) & 0o7777
         inode = UInt64(st.st_ino)
     }

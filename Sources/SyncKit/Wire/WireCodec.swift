@@ -192,11 +192,16 @@ public enum WireCodec {
         for _ in 0..<blockCount {
             let block = BlockRef(hash: try r.hash(), size: try r.integer(UInt32.self))
             guard block.size > 0 else { throw WireError(.malformed, "a block of size 0") }
+            // No chunker cut makes a longer block; a larger one could only overrun buffers.
+            guard block.size <= UInt32(Chunker.standard.maxSize) else { throw WireError(.malformed, "a block of \(block.size) bytes is over the maximum chunk size") }
             total += UInt64(block.size)
             blocks.append(block)
         }
         if kind == .file && !deleted && total != size {
             throw WireError(.malformed, "blocks add up to \(total) bytes but the file has \(size)")
+        }
+        if (kind != .file || deleted) && (size != 0 || blockCount != 0) {
+            throw WireError(.malformed, "a directory, symlink or deletion with a size or blocks")
         }
         let target = try r.string()
         let sequence = try r.integer(UInt64.self)
