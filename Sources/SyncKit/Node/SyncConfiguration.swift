@@ -14,7 +14,7 @@ public struct SyncConfiguration: Sendable {
     public var port: Int = 0
     public var pullOrder: PullOrder = .smallestFirst
     /// How long the watcher waits for a burst of changes to settle before scanning.
-    public var debounce: Duration = .milliseconds(40)
+    public var debounce: Duration = .milliseconds(20)
     /// Full rescan period: the safety net for anything the watcher misses.
     public var rescanInterval: Duration = .seconds(60)
     /// How often failed pulls are retried.

@@ -317,7 +317,11 @@ public actor SyncNode: Service {
         }
         if !out.persist.isEmpty {
             for link in links.values where indexRequested.contains(link.id) {
-                link.enqueueIndex(out.persist)
+                // No echo: a peer that already holds this exact version (typically the one it
+                // was pulled from) does not need it back. A 512 MiB file's record is 300 KB.
+                let known = engine.peers[link.id]?.records
+                let news = out.persist.filter { known?[$0.path]?.version != $0.version }
+                if !news.isEmpty { link.enqueueIndex(news) }
             }
         }
         for e in out.events {

@@ -89,8 +89,12 @@ public enum FileOps {
                 guard st.kind == .directory else {
                     throw SyncError(.unsafePath, "\(current) is not a real directory (a symlink or a file); refusing to write through it")
                 }
-            } else if mkdir(current, 0o755) != 0 && errno != EEXIST {
-                throw SyncError(.io, "cannot create \(current): \(errorText())")
+            } else if mkdir(current, 0o755) != 0 {
+                guard errno == EEXIST else { throw SyncError(.io, "cannot create \(current): \(errorText())") }
+                // Created by someone else meanwhile: it must still be a real directory.
+                guard try lstat(current)?.kind == .directory else {
+                    throw SyncError(.unsafePath, "\(current) appeared as a symlink or a file; refusing to write through it")
+                }
             }
         }
     }
