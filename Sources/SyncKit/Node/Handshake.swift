@@ -32,22 +32,20 @@ public struct ClusterKey: Sendable, Equatable {
 
     /// The MAC `sender` sends to `receiver`.
     public func proof(sender: NodeID, receiver: NodeID, receiverNonce: [UInt8], senderNonce: [UInt8]) -> [UInt8] {
-        var data = Array("synckit-auth-v1".utf8)
-        data += sender.bytes
-        data += receiver.bytes
-        data += receiverNonce
-        data += senderNonce
+        let data = Self.authenticated(sender: sender, receiver: receiver, receiverNonce: receiverNonce, senderNonce: senderNonce)
         return Array(HMAC<SHA256>.authenticationCode(for: data, using: SymmetricKey(data: keyBytes)))
     }
 
     /// Checks a MAC received from `sender`, in constant time.
     public func verify(_ mac: [UInt8], sender: NodeID, receiver: NodeID, receiverNonce: [UInt8], senderNonce: [UInt8]) -> Bool {
-        var data = Array("synckit-auth-v1".utf8)
-        data += sender.bytes
-        data += receiver.bytes
-        data += receiverNonce
-        data += senderNonce
+        let data = Self.authenticated(sender: sender, receiver: receiver, receiverNonce: receiverNonce, senderNonce: senderNonce)
         return HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: data, using: SymmetricKey(data: keyBytes))
+    }
+
+    /// The bytes a MAC covers: "synckit-auth-v1" | sender ID | receiver ID | receiver's nonce |
+    /// sender's nonce.
+    static func authenticated(sender: NodeID, receiver: NodeID, receiverNonce: [UInt8], senderNonce: [UInt8]) -> [UInt8] {
+        Array("synckit-auth-v1".utf8) + sender.bytes + receiver.bytes + receiverNonce + senderNonce
     }
 
     /// A fresh random nonce.

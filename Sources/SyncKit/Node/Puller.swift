@@ -50,9 +50,7 @@ struct Puller: Sendable {
         case .directory:
             return true
         case .symlink:
-            var buffer = [CChar](repeating: 0, count: 4097)
-            let n = readlink(absolute(path), &buffer, 4096)
-            return n >= 0 && String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) == expected.symlinkTarget
+            return FileOps.readLink(absolute(path)) == expected.symlinkTarget
         }
     }
 
@@ -242,7 +240,7 @@ struct Puller: Sendable {
         guard fsync(fd) == 0 else { throw SyncError(.io, "fsync of \(temp) failed: \(FileOps.errorText())") }
         // Permission bits only: a peer never plants setuid, setgid or sticky bits here.
         guard fchmod(fd, mode_t(job.target.mode & 0o777)) == 0 else { throw SyncError(.io, "cannot chmod \(temp)") }
-        var times = [timespec(tv_sec: 0, tv_nsec: (1 << 30) - 2 /* UTIME_OMIT */), timespec(job.target.mtimeNs)]
+        var times = FileOps.modificationTimes(job.target.mtimeNs)
         guard futimens(fd, &times) == 0 else { throw SyncError(.io, "cannot set the time of \(temp)") }
         close(fd)
         fdOpen = false

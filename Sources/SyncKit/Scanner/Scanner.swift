@@ -84,9 +84,7 @@ public struct Scanner: Sendable {
         }
         var names = [String]()
         while let entry = readdir(handle) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) { ptr in
-                ptr.withMemoryRebound(to: UInt8.self, capacity: 256) { String(validatingCString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
-            }
+            let name = FileOps.name(of: entry)
             guard let name else {
                 logger.warning("skipping a name that is not valid UTF-8", metadata: ["sync.path": "\(dir)"])
                 continue
@@ -116,10 +114,8 @@ public struct Scanner: Sendable {
         case .directory:
             r.mtimeNs = 0  // directory times change with their content; not synced
         case .symlink:
-            var buffer = [CChar](repeating: 0, count: 4097)
-            let n = readlink(root + "/" + path, &buffer, 4096)
-            guard n >= 0 else { return nil }
-            r.symlinkTarget = String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            guard let target = FileOps.readLink(root + "/" + path) else { return nil }
+            r.symlinkTarget = target
             r.mtimeNs = st.mtimeNs
             r.mode = 0o777
         case .file:

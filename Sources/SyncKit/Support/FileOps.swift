@@ -33,6 +33,26 @@ public enum FileOps {
         return Stat(st)
     }
 
+    /// The target of the symlink at `path`, or nil when it is not a readable link.
+    public static func readLink(_ path: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: 4097)
+        let n = readlink(path, &buffer, 4096)
+        guard n >= 0 else { return nil }
+        return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// The name of a directory entry, or nil when it is not valid UTF-8.
+    static func name(of entry: UnsafeMutablePointer<dirent>) -> String? {
+        withUnsafePointer(to: entry.pointee.d_name) { ptr in
+            ptr.withMemoryRebound(to: CChar.self, capacity: 256) { String(validatingCString: $0) }
+        }
+    }
+
+    /// `futimens`/`utimensat` times that leave the access time alone and set the modification time.
+    static func modificationTimes(_ mtimeNs: Int64) -> [timespec] {
+        [timespec(tv_sec: 0, tv_nsec: (1 << 30) - 2 /* UTIME_OMIT */), timespec(mtimeNs)]
+    }
+
     /// Opens a file for reading without following a final symlink.
     public static func openForReading(_ path: String) throws -> Int32 {
         let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
@@ -105,7 +125,7 @@ public enum FileOps {
             throw SyncError(.io, "cannot chmod \(path): \(errorText())")
         }
         if let mtimeNs {
-            var times = [timespec(tv_sec: 0, tv_nsec: (1 << 30) - 2 /* UTIME_OMIT: leave atime alone */), timespec(mtimeNs)]
+            var times = modificationTimes(mtimeNs)
             if utimensat(AT_FDCWD, path, &times, AT_SYMLINK_NOFOLLOW) != 0 {
                 throw SyncError(.io, "cannot set the time of \(path): \(errorText())")
             }

@@ -78,9 +78,7 @@ public final class InotifyWatcher: @unchecked Sendable {
         var subdirs = [String]()
         while let entry = readdir(handle) {
             guard entry.pointee.d_type == DT_DIR || entry.pointee.d_type == DT_UNKNOWN else { continue }
-            let name = withUnsafePointer(to: entry.pointee.d_name) { ptr in
-                ptr.withMemoryRebound(to: CChar.self, capacity: 256) { String(validatingCString: $0) }
-            }
+            let name = FileOps.name(of: entry)
             guard let name, name != ".", name != ".." else { continue }
             let path = dir.isEmpty ? name : dir + "/" + name
             if ignore.isIgnored(path, isDirectory: true) { continue }
