@@ -119,7 +119,7 @@ let package = Package(
         .testTarget(name: "JournaldLoggingTests", dependencies: ["JournaldLogging"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["SyncKit", "SyncKitTesting", "TransportTCP", "DiscoveryStatic"],
+            dependencies: ["SyncKit", "SyncKitTesting", "TransportTCP", "DiscoveryStatic", "JournaldLogging"],
             path: "IntegrationTests",
             swiftSettings: strict
         ),

@@ -1,4 +1,5 @@
 import Foundation
+import JournaldLogging
 import SyncKit
 import Testing
 
@@ -30,17 +31,17 @@ extension Integration {
         /// Starts systemd-journald when no journal runs (as root; CI is root). Returns false if it
         /// cannot be had here.
         static func ensureJournal() async throws -> Bool {
-            if FileManager.default.fileExists(atPath: "/run/systemd/journal/socket") { return true }
+            if JournaldLogHandler.journalIsAvailable { return true }
             guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/lib/systemd/systemd-journald") else { return false }
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/lib/systemd/systemd-journald")
             p.standardOutput = FileHandle.nullDevice
             p.standardError = FileHandle.nullDevice
             try p.run()
-            for _ in 0..<100 where !FileManager.default.fileExists(atPath: "/run/systemd/journal/socket") {
+            for _ in 0..<100 where !JournaldLogHandler.journalIsAvailable {
                 try await Task.sleep(for: .milliseconds(50))
             }
-            return FileManager.default.fileExists(atPath: "/run/systemd/journal/socket")
+            return JournaldLogHandler.journalIsAvailable
         }
 
         @Test func logsReachARealJournalWithStructuredFields() async throws {
@@ -88,7 +89,7 @@ extension Integration {
         }
 
         @Test func journaldWithoutAJournalIsAClearError() throws {
-            guard !FileManager.default.fileExists(atPath: "/run/systemd/journal/socket") else { return }
+            guard !JournaldLogHandler.journalIsAvailable else { return }
             let dir = try Self.makeFolder("nojournal")
             defer { try? FileManager.default.removeItem(atPath: dir) }
             let (status, out) = try Self.run(MultiProcessTests.syncctl, ["run", "--dir", dir, "--peer", "127.0.0.1:9", "--log", "journald"])

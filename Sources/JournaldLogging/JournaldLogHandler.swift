@@ -30,10 +30,22 @@ public struct JournaldLogHandler: LogHandler {
     /// The journal's native socket; present when journald runs.
     public static let socketPath = "/run/systemd/journal/socket"
 
-    /// True when a journal is listening on this machine.
+    /// True when a journal is listening on this machine: its socket exists *and* accepts a
+    /// connection (a socket file left behind by a journald that died does not count).
     public static var journalIsAvailable: Bool {
         var st = stat()
-        return stat(socketPath, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK
+        guard stat(socketPath, &st) == 0, (st.st_mode & S_IFMT) == S_IFSOCK else { return false }
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in socketPath.utf8.enumerated() { raw[i] = b }
+        }
+        return withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 }
+        }
     }
 
     /// syslog(3) priorities, as journald expects them in `PRIORITY`.
