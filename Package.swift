@@ -39,9 +39,12 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
     ],
     targets: [
+        // syncfs(2) for the group commit of pulled files (not exported by Swift's Glibc module).
+        .target(name: "CSyncKitShims"),
         .target(
             name: "SyncKit",
             dependencies: [
+                "CSyncKitShims",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),

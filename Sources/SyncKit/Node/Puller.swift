@@ -18,6 +18,8 @@ struct Puller: Sendable {
     let logger: Logger
     /// Blocks fetched at once within one file.
     let window: Int
+    /// Makes written files and renames durable, in batches when many files land at once.
+    let committer: GroupCommitter
 
     /// Fetches one block from the peers that have it (nil: nobody could give it).
     typealias RemoteFetch = @Sendable (_ block: BlockRef, _ path: String, _ offset: UInt64, _ sources: [NodeID]) async -> ByteBuffer?
@@ -88,7 +90,7 @@ struct Puller: Sendable {
                     unlink(absolute(temp))
                     return (.localChanged, stats)
                 }
-                try renameIntoPlace(temp, job)
+                try await renameIntoPlace(temp, job)
                 return (.applied(try appliedRecord(job)), stats)
             case .updateMetadata:
                 guard try localMatches(job.expectedLocal, at: job.path) else { return (.localChanged, stats) }
@@ -132,8 +134,8 @@ struct Puller: Sendable {
     }
 
     /// Keeps the conflict loser if asked, then renames `temp` over the target and makes the
-    /// rename durable.
-    func renameIntoPlace(_ temp: String, _ job: PullJob) throws {
+    /// rename durable (the directory's flush is shared with other renames landing at once).
+    func renameIntoPlace(_ temp: String, _ job: PullJob) async throws {
         if let copy = job.conflictCopyPath, try FileOps.lstat(absolute(job.path)) != nil {
             guard rename(absolute(job.path), absolute(copy)) == 0 else {
                 throw SyncError(.io, "cannot keep the conflict copy \(copy): \(FileOps.errorText())")
@@ -150,7 +152,9 @@ struct Puller: Sendable {
             throw SyncError(.io, "cannot move \(job.path) into place: \(FileOps.errorText())")
         }
         let parent = job.path.lastIndex(of: "/").map { absolute(String(job.path[..<$0])) } ?? root
-        FileOps.syncDirectory(parent)
+        // An error here is not the writer's to handle: the file is in place and its data is
+        // durable; at worst a crash now brings back the old name, which the next scan sees.
+        _ = await committer.makeDurable(.directory(parent))
     }
 
     private func writeFile(_ job: PullJob, locals: [BlockHash: [BlockMap.Location]], fetch: @escaping RemoteFetch, stats: inout Stats) async throws -> PullOutcome {
@@ -237,11 +241,13 @@ struct Puller: Sendable {
         }
         if unavailable || Task.isCancelled { return .unavailable }
 
-        guard fsync(fd) == 0 else { throw SyncError(.io, "fsync of \(temp) failed: \(FileOps.errorText())") }
         // Permission bits only: a peer never plants setuid, setgid or sticky bits here.
         guard fchmod(fd, mode_t(job.target.mode & 0o777)) == 0 else { throw SyncError(.io, "cannot chmod \(temp)") }
         var times = FileOps.modificationTimes(job.target.mtimeNs)
         guard futimens(fd, &times) == 0 else { throw SyncError(.io, "cannot set the time of \(temp)") }
+        // Data and metadata on disk before the rename (shared with other files landing now).
+        let synced = await committer.makeDurable(.file(fd))
+        guard synced == 0 else { throw SyncError(.io, "fsync of \(temp) failed: \(String(cString: strerror(synced)))") }
         close(fd)
         fdOpen = false
 
@@ -250,7 +256,7 @@ struct Puller: Sendable {
             unlink(absolute(temp))
             return .localChanged
         }
-        try renameIntoPlace(temp, job)
+        try await renameIntoPlace(temp, job)
         return .applied(try appliedRecord(job))
     }
 

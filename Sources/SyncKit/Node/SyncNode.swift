@@ -107,7 +107,7 @@ public actor SyncNode: Service {
         self.logger = logger
         let ignoreText = (try? String(contentsOfFile: config.folder + "/.syncignore", encoding: .utf8)) ?? ""
         scanner = Scanner(root: config.folder, me: identity.id, ignore: IgnoreRules(text: ignoreText), logger: logger)
-        puller = Puller(root: config.folder, logger: logger, window: config.blockWindow)
+        puller = Puller(root: config.folder, logger: logger, window: config.blockWindow, committer: GroupCommitter())
         engine = SyncEngine(me: identity.id, policy: policy, order: config.pullOrder, maxConcurrentJobs: config.maxConcurrentJobs)
     }
 

@@ -88,15 +88,6 @@ public enum FileOps {
         }
     }
 
-    /// fsync of a directory, so that a rename or creation in it survives a crash.
-    public static func syncDirectory(_ path: String) {
-        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if fd >= 0 {
-            _ = fsync(fd)
-            close(fd)
-        }
-    }
-
     /// Creates the parent directories of `relative` under `root`, refusing any parent that is a
     /// symlink or not a directory: a remote path must never write outside the folder through a
     /// link that exists here.
