@@ -33,6 +33,36 @@ import Testing
         }
     }
 
+    /// The sorted-array representation agrees with the textbook definition on dictionaries
+    /// (compare, merge, bump), for random vectors over four nodes.
+    @Test func sortedEntriesAgreeWithTheDictionaryDefinition() {
+        var rng = SystemRandomNumberGenerator()
+        let nodes = [TestIDs.d, TestIDs.b, TestIDs.a, TestIDs.c]
+        func random() -> [NodeID: UInt64] {
+            var d = [NodeID: UInt64]()
+            for n in nodes where Bool.random(using: &rng) { d[n] = UInt64.random(in: 0...3, using: &rng) }
+            return d
+        }
+        func reference(_ a: [NodeID: UInt64], _ b: [NodeID: UInt64]) -> VersionVector.Ordering {
+            let ge = nodes.allSatisfy { a[$0, default: 0] >= b[$0, default: 0] }
+            let le = nodes.allSatisfy { a[$0, default: 0] <= b[$0, default: 0] }
+            return ge && le ? .equal : ge ? .newer : le ? .older : .concurrent
+        }
+        for _ in 0..<2000 {
+            let (a, b) = (random(), random())
+            let (va, vb) = (VersionVector(a), VersionVector(b))
+            #expect(va.compare(to: vb) == reference(a, b))
+            let merged = va.merged(with: vb)
+            for n in nodes { #expect(merged[n] == max(a[n, default: 0], b[n, default: 0])) }
+            #expect(merged.entries.map(\.node) == merged.entries.map(\.node).sorted())
+            let bumped = va.bumped(by: nodes[0], atLeast: 2)
+            #expect(bumped[nodes[0]] == max(a[nodes[0], default: 0] + 1, 2))
+            #expect(bumped.compare(to: va) == .newer)
+            #expect(bumped.entries.map(\.node) == bumped.entries.map(\.node).sorted())
+            #expect((va == vb) == (a.filter { $0.value > 0 } == b.filter { $0.value > 0 }))
+        }
+    }
+
     @Test func concurrentEditsAreConcurrent() {
         let base = VersionVector([TestIDs.a: 1])
         #expect(base.bumped(by: TestIDs.a).compare(to: base.bumped(by: TestIDs.b)) == .concurrent)

@@ -137,7 +137,7 @@ final class PeerLink: @unchecked Sendable {
                         indexQueue.removeFirst()
                         return (batch, true)
                     case .record(let r):
-                        let size = 100 + r.path.utf8.count + r.blocks.count * 36 + r.version.counters.count * 40
+                        let size = 100 + r.path.utf8.count + r.blocks.count * 36 + r.version.entries.count * 40
                         if !batch.isEmpty && (batch.count >= 1000 || bytes + size > 1 << 20) { return (batch, false) }
                         indexQueue.removeFirst()
                         batch.append(r)

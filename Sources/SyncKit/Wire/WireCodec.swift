@@ -96,10 +96,10 @@ public enum WireCodec {
         b.writeInteger(r.mtimeNs)
         b.writeInteger(r.mode)
         writeNodeID(r.modifiedBy, to: &b)
-        b.writeInteger(UInt16(r.version.counters.count))
-        for (node, value) in r.version.counters.sorted(by: { $0.key < $1.key }) {
-            writeNodeID(node, to: &b)
-            b.writeInteger(value)
+        b.writeInteger(UInt16(r.version.entries.count))
+        for entry in r.version.entries {  // sorted by node
+            writeNodeID(entry.node, to: &b)
+            b.writeInteger(entry.value)
         }
         b.writeInteger(UInt32(r.blocks.count))
         for block in r.blocks {
