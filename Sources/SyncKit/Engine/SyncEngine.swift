@@ -35,7 +35,9 @@ public struct SyncEngine: Sendable {
     public private(set) var peers: [NodeID: PeerIndex] = [:]
 
     /// Jobs waiting, by path; the heap orders them, stale heap entries are skipped.
-    private var pending: [String: PullJob] = [:]
+    /// Paths waiting for their turn: where they sit in `queue` (an entry whose generation is
+    /// not the current one is stale and skipped).
+    private var pending: [String: (key: SortKey, generation: UInt64)] = [:]
     private var queue = Heap<QueueEntry>()
     private var generation: UInt64 = 0
     /// Jobs handed to the node and not yet reported back.
@@ -190,13 +192,36 @@ public struct SyncEngine: Sendable {
             // Sequence numbers only grow on the sender; an older record that arrives late
             // (reordered batches) must not replace a newer one.
             if let old = peers[peer]!.records[r.path], old.sequence > r.sequence { continue }
-            peers[peer]!.records[r.path] = r
+            peers[peer]!.records[r.path] = interned(r, from: peer)
             peers[peer]!.maxSequence = max(peers[peer]!.maxSequence, r.sequence)
             accepted.append(r.path)
         }
         if caughtUp { peers[peer]!.caughtUp = true }
         for path in accepted { reevaluate(path, into: &out) }
         return out
+    }
+
+    /// `record`, sharing the heap storage (version counters, block list, path) of an equal
+    /// record this node already holds: its own, or another peer's. Once a cluster converges,
+    /// every node holds each path's record once per peer plus its own, and each decoded copy
+    /// would otherwise keep its own buffers (20,000 small files x 4 copies was most of a node's
+    /// memory). The result is equal to `record` field by field.
+    func interned(_ record: FileRecord, from peer: NodeID) -> FileRecord {
+        func sameChange(_ a: FileRecord) -> Bool {
+            a.version == record.version && a.size == record.size && a.mtimeNs == record.mtimeNs
+                && a.mode == record.mode && a.deleted == record.deleted && a.kind == record.kind
+                && a.modifiedBy == record.modifiedBy && a.symlinkTarget == record.symlinkTarget
+                && a.blocks == record.blocks
+        }
+        var candidates = [FileRecord]()
+        if let mine = local[record.path] { candidates.append(mine) }
+        for (id, index) in peers where id != peer {
+            if let theirs = index.records[record.path] { candidates.append(theirs) }
+        }
+        guard var shared = candidates.first(where: sameChange) else { return record }
+        shared.sequence = record.sequence
+        shared.inode = record.inode
+        return shared
     }
 
     // MARK: deciding
@@ -251,17 +276,29 @@ public struct SyncEngine: Sendable {
         return (best, localLost)
     }
 
-    /// Re-decides `path` and queues, replaces or drops its job.
-    mutating func reevaluate(_ path: String, into out: inout Output) {
-        guard let (target, localLost) = target(for: path) else { return }
+    /// What `path` needs now, given everything this node knows.
+    enum Decision {
+        /// Nothing: the local version is the agreed one (or newer).
+        case upToDate
+        /// No disk change, only the agreed record to store (a delete of something absent,
+        /// the same content reached independently).
+        case record(FileRecord)
+        /// A change on disk.
+        case job(PullJob)
+    }
+
+    /// Decides `path` from the current local and peer records. Pure: called when records
+    /// change (to queue or drop the path) and again when the path's turn comes (to build the
+    /// job from the freshest state; queued paths do not keep their jobs, which for 20,000
+    /// pending files was the largest share of a node's memory).
+    func decide(_ path: String) -> Decision? {
+        guard let (target, localLost) = target(for: path) else { return nil }
         let current = local[path]
         if let current {
             switch target.version.compare(to: current.version) {
             case .equal, .older:
                 // Up to date (or ahead: peers will pull from us).
-                dropPending(path)
-                failed[path] = nil
-                return
+                return .upToDate
             case .newer, .concurrent:
                 break
             }
@@ -271,18 +308,14 @@ public struct SyncEngine: Sendable {
         if target.deleted && currentlyAbsent {
             var r = target
             r.inode = 0
-            dropPending(path)
-            commit(r, into: &out)
-            return
+            return .record(r)
         }
         if let current, !current.deleted, current.hasSameContent(as: target),
            current.kind != .file || current.mtimeNs == target.mtimeNs {
             var r = target
             r.inode = current.inode
             r.mtimeNs = current.mtimeNs
-            dropPending(path)
-            commit(r, into: &out)
-            return
+            return .record(r)
         }
         let operation: PullJob.Operation
         if target.deleted {
@@ -296,22 +329,35 @@ public struct SyncEngine: Sendable {
             case .symlink: operation = .makeSymlink
             }
         }
-        let job = PullJob(
+        return .job(PullJob(
             operation: operation, path: path, target: target, expectedLocal: current, sources: [],
-            conflictCopyPath: localLost && current != nil ? ConflictNaming.copyPath(for: path, loser: current!) : nil)
-        failed[path] = nil
-        if pending[path] == job { return }
-        pending[path] = job
-        generation += 1
-        queue.insert(QueueEntry(key: sortKey(job), path: path, generation: generation))
-        pendingGeneration[path] = generation
+            conflictCopyPath: localLost && current != nil ? ConflictNaming.copyPath(for: path, loser: current!) : nil))
     }
 
-    private var pendingGeneration: [String: UInt64] = [:]
+    /// Re-decides `path` and queues, re-queues or drops it.
+    mutating func reevaluate(_ path: String, into out: inout Output) {
+        switch decide(path) {
+        case nil:
+            return
+        case .upToDate:
+            dropPending(path)
+            failed[path] = nil
+        case .record(let r):
+            dropPending(path)
+            commit(r, into: &out)
+        case .job(let job):
+            failed[path] = nil
+            let key = sortKey(job)
+            // Already queued at the same place: the job itself is rebuilt at its turn.
+            if pending[path]?.key == key { return }
+            generation += 1
+            pending[path] = (key, generation)
+            queue.insert(QueueEntry(key: key, path: path, generation: generation))
+        }
+    }
 
     private mutating func dropPending(_ path: String) {
         pending[path] = nil
-        pendingGeneration[path] = nil
     }
 
     // MARK: scheduling
@@ -354,8 +400,15 @@ public struct SyncEngine: Sendable {
         var deferred = [QueueEntry]()
         defer { for entry in deferred { queue.insert(entry) } }
         while running.count < maxConcurrentJobs, let top = queue.min {
-            guard pendingGeneration[top.path] == top.generation, var job = pending[top.path] else {
+            guard pending[top.path]?.generation == top.generation else {
                 _ = queue.removeMin()
+                continue
+            }
+            guard case .job(var job) = decide(top.path) else {
+                // Queued when something was to be done; nothing is now (reevaluate would have
+                // dropped it, so this is only a safety net).
+                _ = queue.removeMin()
+                dropPending(top.path)
                 continue
             }
             if running[top.path] != nil {
