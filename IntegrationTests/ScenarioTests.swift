@@ -154,6 +154,7 @@ extension Integration {
             let size = 64 << 20
             try await withTestCluster(nodes: 4, transport: Self.transport, seed: { $0.write(0, "disk.img", bytes(size, seed: 64)) }) { c in
                 let first = try await c.waitUntilConverged(timeout: .seconds(120))
+                let inodes = (1..<4).map { try? FileOps.lstat(c.folder($0) + "/disk.img")?.inode }
                 c.resetCountersAndWrite {
                     let fd = open(c.folder(0) + "/disk.img", O_WRONLY)
                     let patch = bytes(1 << 20, seed: 65)
@@ -164,6 +165,13 @@ extension Integration {
                 let received = (1..<4).map { c.bytesReceived($0) }
                 for (i, r) in received.enumerated() {
                     #expect(r <= 1_600_000, "node \(i + 1) received \(r) bytes")
+                }
+                // Patched in place (same file, no full rewrite into a temp copy), with no
+                // journal left behind.
+                for i in 1..<4 {
+                    #expect(try FileOps.lstat(c.folder(i) + "/disk.img")?.inode == inodes[i - 1])
+                    let state = try FileManager.default.contentsOfDirectory(atPath: c.folder(i) + "/.synckit")
+                    #expect(!state.contains { $0.hasSuffix(".journal") })
                 }
                 report("1 MiB edit in 64 MiB", "first sync \(first); edit converged in \(time); received per peer \(received) bytes")
             }

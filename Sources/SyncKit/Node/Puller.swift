@@ -1,3 +1,4 @@
+import CSyncKitShims
 import Foundation
 import Logging
 import NIOCore
@@ -20,6 +21,8 @@ struct Puller: Sendable {
     let window: Int
     /// Makes written files and renames durable, in batches when many files land at once.
     let committer: GroupCommitter
+    /// Where patch journals are kept (the state directory).
+    let journalDirectory: String
 
     /// Fetches one block from the peers that have it (nil: nobody could give it).
     typealias RemoteFetch = @Sendable (_ block: BlockRef, _ path: String, _ offset: UInt64, _ sources: [NodeID]) async -> ByteBuffer?
@@ -158,6 +161,9 @@ struct Puller: Sendable {
     }
 
     private func writeFile(_ job: PullJob, locals: [BlockHash: [BlockMap.Location]], fetch: @escaping RemoteFetch, stats: inout Stats) async throws -> PullOutcome {
+        if let changed = Self.patchPlan(job) {
+            return try await patchInPlace(job, changed: changed, locals: locals, fetch: fetch, stats: &stats)
+        }
         try FileOps.prepareParents(root: root, relative: job.path)
         let temp = Self.tempName(for: job.path)
         let fd = open(absolute(temp), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
@@ -192,34 +198,130 @@ struct Puller: Sendable {
         }
         guard ftruncate(fd, off_t(job.target.size)) == 0 else { throw SyncError(.io, "cannot size \(temp): \(FileOps.errorText())") }
 
-        // Fill the missing blocks, `window` at a time.
+        let pieces = todo.map { Piece(block: blocks[$0], fileOffset: offsets[$0], destination: offsets[$0]) }
+        let complete = try await fill(pieces, into: fd, path: job.path, sources: job.sources, locals: locals, fetch: fetch, stats: &stats)
+        if !complete || Task.isCancelled { return .unavailable }
+
+        // Permission bits only: a peer never plants setuid, setgid or sticky bits here.
+        guard fchmod(fd, mode_t(job.target.mode & 0o777)) == 0 else { throw SyncError(.io, "cannot chmod \(temp)") }
+        var times = FileOps.modificationTimes(job.target.mtimeNs)
+        guard futimens(fd, &times) == 0 else { throw SyncError(.io, "cannot set the time of \(temp)") }
+        // Data and metadata on disk before the rename (shared with other files landing now).
+        let synced = await committer.makeDurable(.file(fd))
+        guard synced == 0 else { throw SyncError(.io, "fsync of \(temp) failed: \(String(cString: strerror(synced)))") }
+        close(fd)
+        fdOpen = false
+
+        guard try localMatches(job.expectedLocal, at: job.path) else {
+            // The decision is taken again after a rescan; this assembled copy may not be wanted.
+            unlink(absolute(temp))
+            return .localChanged
+        }
+        try await renameIntoPlace(temp, job)
+        return .applied(try appliedRecord(job))
+    }
+
+    /// Files at least this large are patched in place when few of their blocks change.
+    static let patchMinimumSize: UInt64 = 4 << 20
+
+    /// The indices of the target's blocks that differ from what the local file holds at the
+    /// same offset, when patching in place is the better way: a large regular file replacing
+    /// the one this node knew, no conflict copy to keep, and at most a quarter of its bytes
+    /// changing (an insert near the start shifts everything after it; then the temp-file way,
+    /// which copies shifted blocks from the old file, is the right one). Nil otherwise.
+    static func patchPlan(_ job: PullJob) -> [Int]? {
+        guard job.conflictCopyPath == nil, let current = job.expectedLocal, !current.deleted, current.kind == .file,
+              job.target.kind == .file, !job.target.deleted, job.target.size >= patchMinimumSize else { return nil }
+        var have = [UInt64: BlockRef](minimumCapacity: current.blocks.count)
+        for (offset, block) in zip(current.blockOffsets, current.blocks) { have[offset] = block }
+        var changed = [Int]()
+        var changedBytes: UInt64 = 0
+        for (i, (offset, block)) in zip(job.target.blockOffsets, job.target.blocks).enumerated() where have[offset] != block {
+            changed.append(i)
+            changedBytes += UInt64(block.size)
+        }
+        return changedBytes * 4 <= job.target.size ? changed : nil
+    }
+
+    /// Patches the local file in place under a redo journal (see `PatchJournal`): the changed
+    /// blocks go to the journal first (from local copies or peers, each verified), the journal is
+    /// made durable, then the blocks are written into the file, which is made durable, and the
+    /// journal is deleted. Unchanged bytes are neither read nor written.
+    private func patchInPlace(_ job: PullJob, changed: [Int], locals: [BlockHash: [BlockMap.Location]], fetch: @escaping RemoteFetch, stats: inout Stats) async throws -> PullOutcome {
+        guard try localMatches(job.expectedLocal, at: job.path), let st = try FileOps.lstat(absolute(job.path)) else { return .localChanged }
+        let blocks = job.target.blocks
+        let offsets = job.target.blockOffsets
+        let journal = PatchJournal(
+            path: job.path, inode: st.inode, birthNs: synckit_birth_time_ns(absolute(job.path)), oldSize: st.size, newSize: job.target.size, mode: job.target.mode,
+            mtimeNs: job.target.mtimeNs,
+            entries: changed.map { PatchJournal.Entry(offset: offsets[$0], size: blocks[$0].size, hash: blocks[$0].hash) })
+        let location = PatchJournal.location(for: job.path, in: journalDirectory)
+        let jfd = open(location, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard jfd >= 0 else { throw SyncError(.io, "cannot create the patch journal for \(job.path): \(FileOps.errorText())") }
+        var keepJournal = false
+        defer {
+            close(jfd)
+            if !keepJournal { unlink(location) }
+        }
+        try journal.header().withUnsafeBytes { try FileOps.pwrite(jfd, $0, offset: 0) }
+        let pieces = zip(changed, journal.dataOffsets()).map { Piece(block: blocks[$0], fileOffset: offsets[$0], destination: $1) }
+        guard try await fill(pieces, into: jfd, path: job.path, sources: job.sources, locals: locals, fetch: fetch, stats: &stats),
+              !Task.isCancelled else { return .unavailable }
+        // The journal, and its name in the state directory, on disk before the file is touched.
+        let synced = await committer.makeDurable(.file(jfd))
+        guard synced == 0 else { throw SyncError(.io, "fsync of the patch journal failed: \(String(cString: strerror(synced)))") }
+        _ = await committer.makeDurable(.directory(journalDirectory))
+        // A local edit while the blocks were fetched wins: decide again.
+        guard try localMatches(job.expectedLocal, at: job.path) else { return .localChanged }
+
+        let out = open(absolute(job.path), O_WRONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard out >= 0 else { throw SyncError(.io, "cannot open \(job.path) to patch it: \(FileOps.errorText())") }
+        defer { close(out) }
+        // From here until the file is durable, a crash leaves the journal for the restart.
+        keepJournal = true
+        try journal.apply(from: jfd, to: out)
+        let done = await committer.makeDurable(.file(out))
+        guard done == 0 else { throw SyncError(.io, "fsync of \(job.path) failed: \(String(cString: strerror(done)))") }
+        keepJournal = false
+        stats.bytesReused += Int(job.target.size) - pieces.reduce(0) { $0 + Int($1.block.size) }
+        return .applied(try appliedRecord(job))
+    }
+
+    /// A block to place: where it sits in the target file, and where to write it in `fd`.
+    struct Piece: Sendable {
+        var block: BlockRef
+        var fileOffset: UInt64
+        var destination: UInt64
+    }
+
+    /// Writes `pieces` into `fd`, `window` at a time: each from a local copy when one still
+    /// holds it (read, verified), else from a peer (verified). False when some block could not
+    /// be had from anyone.
+    private func fill(_ pieces: [Piece], into fd: Int32, path: String, sources: [NodeID], locals: [BlockHash: [BlockMap.Location]], fetch: @escaping RemoteFetch, stats: inout Stats) async throws -> Bool {
         let root = self.root
-        let path = job.path
-        let sources = job.sources
         var unavailable = false
         try await withThrowingTaskGroup(of: (Int, Bool).self) { group in
             var next = 0
             func launch() {
-                guard next < todo.count else { return }
-                let i = todo[next]
+                guard next < pieces.count else { return }
+                let piece = pieces[next]
                 next += 1
-                let block = blocks[i]
-                let offset = offsets[i]
+                let block = piece.block
                 let candidates = locals[block.hash] ?? []
                 group.addTask {
                     // Local copy first: read, verify, write.
                     for location in candidates {
                         if let data = Self.readLocal(root: root, location), Chunker.hash(data) == block.hash {
-                            try data.withUnsafeBytes { try FileOps.pwrite(fd, $0, offset: offset) }
+                            try data.withUnsafeBytes { try FileOps.pwrite(fd, $0, offset: piece.destination) }
                             return (data.count, false)
                         }
                     }
-                    guard let buffer = await fetch(block, path, offset, sources) else { throw PullerMiss() }
+                    guard let buffer = await fetch(block, path, piece.fileOffset, sources) else { throw PullerMiss() }
                     let ok = buffer.withUnsafeReadableBytes { raw -> Bool in
                         raw.count == Int(block.size) && Chunker.hash(raw) == block.hash
                     }
                     guard ok else { throw PullerMiss() }
-                    try buffer.withUnsafeReadableBytes { try FileOps.pwrite(fd, $0, offset: offset) }
+                    try buffer.withUnsafeReadableBytes { try FileOps.pwrite(fd, $0, offset: piece.destination) }
                     return (buffer.readableBytes, true)
                 }
             }
@@ -239,25 +341,7 @@ struct Puller: Sendable {
                 }
             }
         }
-        if unavailable || Task.isCancelled { return .unavailable }
-
-        // Permission bits only: a peer never plants setuid, setgid or sticky bits here.
-        guard fchmod(fd, mode_t(job.target.mode & 0o777)) == 0 else { throw SyncError(.io, "cannot chmod \(temp)") }
-        var times = FileOps.modificationTimes(job.target.mtimeNs)
-        guard futimens(fd, &times) == 0 else { throw SyncError(.io, "cannot set the time of \(temp)") }
-        // Data and metadata on disk before the rename (shared with other files landing now).
-        let synced = await committer.makeDurable(.file(fd))
-        guard synced == 0 else { throw SyncError(.io, "fsync of \(temp) failed: \(String(cString: strerror(synced)))") }
-        close(fd)
-        fdOpen = false
-
-        guard try localMatches(job.expectedLocal, at: job.path) else {
-            // The decision is taken again after a rescan; this assembled copy may not be wanted.
-            unlink(absolute(temp))
-            return .localChanged
-        }
-        try await renameIntoPlace(temp, job)
-        return .applied(try appliedRecord(job))
+        return !unavailable
     }
 
     /// Reads a block from a local file (nil if it is gone or shorter than expected).

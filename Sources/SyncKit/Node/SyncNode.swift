@@ -107,7 +107,7 @@ public actor SyncNode: Service {
         self.logger = logger
         let ignoreText = (try? String(contentsOfFile: config.folder + "/.syncignore", encoding: .utf8)) ?? ""
         scanner = Scanner(root: config.folder, me: identity.id, ignore: IgnoreRules(text: ignoreText), logger: logger)
-        puller = Puller(root: config.folder, logger: logger, window: config.blockWindow, committer: GroupCommitter())
+        puller = Puller(root: config.folder, logger: logger, window: config.blockWindow, committer: GroupCommitter(), journalDirectory: config.resolvedStateDirectory)
         engine = SyncEngine(me: identity.id, policy: policy, order: config.pullOrder, maxConcurrentJobs: config.maxConcurrentJobs)
     }
 
@@ -170,6 +170,8 @@ public actor SyncNode: Service {
     }
 
     func runUntilCancelled() async throws {
+        // Patches a crash interrupted are finished before anything looks at the folder.
+        PatchJournal.replayAll(directory: configuration.resolvedStateDirectory, root: configuration.folder, logger: logger)
         let records = try store.loadAll()
         engine.restore(records: records)
         for r in records { blockMap.update(r) }
