@@ -10,6 +10,8 @@ import Testing
         .auth(.init(mac: [UInt8](repeating: 1, count: 32))),
         .indexRequest(.init(indexID: 5, since: 1234)),
         .indexUpdate(.init(indexID: 5, records: [record, FileRecord(path: "d", kind: .directory, mode: 0o755, modifiedBy: TestIDs.b), FileRecord(path: "l", kind: .symlink, modifiedBy: TestIDs.c, symlinkTarget: "d/x")], caughtUp: true)),
+        .indexUpdate(.init(indexID: 6, records: [FileRecord(path: "d", kind: .directory, mode: 0o755, modifiedBy: TestIDs.b), record], caughtUp: false,
+                           deltas: [1: .init(keepPrefix: 10, keepSuffix: 3)])),
         .blockRequest(.init(id: 9, hash: record.blocks[0].hash, size: record.blocks[0].size, path: "dir/file.txt", offset: 0)),
         .blockResponse(.init(id: 9, status: .ok, data: ByteBuffer(bytes: [1, 2, 3]))),
         .ping,
@@ -75,6 +77,7 @@ import Testing
         b.writeInteger(UInt64(1))
         b.writeInteger(UInt8(0))
         b.writeInteger(UInt32(1))
+        b.writeInteger(UInt8(0))  // a full record
         var r = Self.record
         r.blocks = []
         r.size = 0
@@ -85,6 +88,36 @@ import Testing
         encoded.setInteger(UInt32.max, at: encoded.readerIndex + vectorEnd)
         b.writeBuffer(&encoded)
         #expect { try WireCodec.decode(Frame(type: WireMessage.Kind.indexUpdate.rawValue, payload: b)) } throws: { ($0 as? WireError)?.code == .frameTooLarge }
+    }
+
+    /// A delta carries only the middle of the list, and rebuilding it from the same base
+    /// gives the new list back, for edits anywhere (start, middle, end, growth, shrinking).
+    @Test func blockDeltasRebuildTheListFromTheBase() {
+        var rng = SystemRandomNumberGenerator()
+        func block(_ n: Int) -> BlockRef { BlockRef(hash: Chunker.hash(Array("\(n)".utf8)), size: 1000) }
+        for _ in 0..<500 {
+            let base = (0..<Int.random(in: 64...200, using: &rng)).map { block($0) }
+            var edited = base
+            let from = Int.random(in: 0..<base.count, using: &rng)
+            let to = Int.random(in: from...min(base.count, from + 10), using: &rng)
+            edited.replaceSubrange(from..<to, with: (0..<Int.random(in: 0...5, using: &rng)).map { block(10_000 + $0 + from * 10) })
+            guard let (delta, middle) = WireMessage.BlockDelta.between(base, edited) else {
+                #expect(Bool(false), "an edit of at most 10 blocks in \(base.count) shares a start or an end")
+                continue
+            }
+            #expect(middle.count <= 5 + 10)
+            #expect(delta.apply(to: base, middle: middle) == edited)
+        }
+        // Nothing in common: no delta; a base too short for the delta: refused.
+        #expect(WireMessage.BlockDelta.between([block(1)], [block(2)]) == nil)
+        #expect(WireMessage.BlockDelta(keepPrefix: 3, keepSuffix: 3).apply(to: [block(1)], middle: []) == nil)
+    }
+
+    @Test func aRebuiltListMustAddUpToTheSize() {
+        var r = Self.record
+        r.blocks.removeLast()
+        #expect(throws: WireError.self) { try WireCodec.checkBlocks(of: r) }
+        #expect(throws: Never.self) { try WireCodec.checkBlocks(of: Self.record) }
     }
 
     @Test func blocksThatDoNotAddUpToTheSizeAreRejected() {
@@ -118,9 +151,9 @@ import Testing
         var frame = WireCodec.encode(Self.messages[0])
         frame.payload.setInteger(UInt32(0xdead_beef), at: frame.payload.readerIndex)
         #expect(throws: WireError.self) { try WireCodec.decode(frame) }
-        var v2 = WireCodec.encode(Self.messages[0])
-        v2.payload.setInteger(UInt16(2), at: v2.payload.readerIndex + 4)
-        #expect { try WireCodec.decode(v2) } throws: { ($0 as? WireError)?.code == .unsupportedVersion }
+        var other = WireCodec.encode(Self.messages[0])
+        other.payload.setInteger(WireMessage.protocolVersion + 1, at: other.payload.readerIndex + 4)
+        #expect { try WireCodec.decode(other) } throws: { ($0 as? WireError)?.code == .unsupportedVersion }
     }
 
     /// Random garbage of many lengths, typed as every message type: decoding may succeed by

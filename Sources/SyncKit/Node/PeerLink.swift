@@ -28,6 +28,10 @@ final class PeerLink: @unchecked Sendable {
     private var sending = false
     private var sendWaiters = Deque<CheckedContinuation<Void, Never>>()
     private var indexQueue = Deque<IndexItem>()
+    /// The last block list sent, and received, per path on this connection, for files of at
+    /// least `BlockDelta.minimumBlocks` blocks: the bases of block-list deltas.
+    private var sentBlocks: [String: [BlockRef]] = [:]
+    private var receivedBlocks: [String: [BlockRef]] = [:]
     private var writerRunning = false
     private(set) var closed = false
     private var _lastReceived = ContinuousClock.now
@@ -157,8 +161,9 @@ final class PeerLink: @unchecked Sendable {
                 if done { return }
                 continue
             }
+            let (records, deltas) = lock.withLock { deltaEncode(batch) }
             do {
-                try await send(.indexUpdate(.init(indexID: indexID, records: batch, caughtUp: caughtUp)))
+                try await send(.indexUpdate(.init(indexID: indexID, records: records, caughtUp: caughtUp, deltas: deltas)))
             } catch {
                 lock.withLock {
                     indexQueue.removeAll()
@@ -169,6 +174,48 @@ final class PeerLink: @unchecked Sendable {
                 await shutdown()
                 return
             }
+        }
+    }
+
+    /// Replaces the block lists of large files that share a start or an end with the list
+    /// last sent for the same path by a delta, and remembers what was sent. Called under the
+    /// lock, by the single index writer, in sending order.
+    private func deltaEncode(_ batch: [FileRecord]) -> ([FileRecord], [Int: WireMessage.BlockDelta]) {
+        var records = batch
+        var deltas = [Int: WireMessage.BlockDelta]()
+        for (i, r) in batch.enumerated() {
+            guard r.kind == .file, !r.deleted, r.blocks.count >= WireMessage.BlockDelta.minimumBlocks else {
+                sentBlocks[r.path] = nil
+                continue
+            }
+            if let base = sentBlocks[r.path], let (delta, middle) = WireMessage.BlockDelta.between(base, r.blocks) {
+                deltas[i] = delta
+                records[i].blocks = middle
+            }
+            sentBlocks[r.path] = r.blocks
+        }
+        return (records, deltas)
+    }
+
+    /// Rebuilds the full block lists of an update that arrived on this link, and remembers the
+    /// lists for the next deltas. Throws when a delta has no base here or does not add up:
+    /// the peer broke the protocol.
+    func deltaDecode(_ update: WireMessage.IndexUpdate) throws -> WireMessage.IndexUpdate {
+        try lock.withLock {
+            var update = update
+            for (i, r) in update.records.enumerated() {
+                if let delta = update.deltas[i] {
+                    guard let base = receivedBlocks[r.path], let full = delta.apply(to: base, middle: r.blocks) else {
+                        throw SyncError(.protocolViolation, "a block-list delta for \(r.path) without its base")
+                    }
+                    update.records[i].blocks = full
+                    try WireCodec.checkBlocks(of: update.records[i])
+                }
+                let record = update.records[i]
+                receivedBlocks[r.path] = record.kind == .file && !record.deleted && record.blocks.count >= WireMessage.BlockDelta.minimumBlocks ? record.blocks : nil
+            }
+            update.deltas = [:]
+            return update
         }
     }
 

@@ -642,7 +642,7 @@ public actor SyncNode: Service {
                     }
                     switch message {
                     case .indexUpdate(let update):
-                        await receivedIndex(update, from: link)
+                        await receivedIndex(try link.deltaDecode(update), from: link)
                     case .indexRequest(let request):
                         await receivedIndexRequest(request, from: link)
                     case .blockRequest(let request):

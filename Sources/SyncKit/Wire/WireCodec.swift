@@ -43,7 +43,18 @@ public enum WireCodec {
             b.writeInteger(u.indexID)
             b.writeInteger(UInt8(u.caughtUp ? 1 : 0))
             b.writeInteger(UInt32(u.records.count))
-            for r in u.records { writeRecord(r, to: &b) }
+            for (i, r) in u.records.enumerated() {
+                // Form: 0 a full record, 1 a delta (kept prefix and suffix, then the record
+                // with the middle blocks only).
+                if let d = u.deltas[i] {
+                    b.writeInteger(UInt8(1))
+                    b.writeInteger(d.keepPrefix)
+                    b.writeInteger(d.keepSuffix)
+                } else {
+                    b.writeInteger(UInt8(0))
+                }
+                writeRecord(r, to: &b)
+            }
         case .blockRequest(let r):
             kind = .blockRequest
             b.writeInteger(r.id)
@@ -85,6 +96,14 @@ public enum WireCodec {
         let bytes = s.utf8
         b.writeInteger(UInt16(min(bytes.count, Int(UInt16.max))))
         b.writeBytes(bytes.prefix(Int(UInt16.max)))
+    }
+
+    /// Checks a block list rebuilt from a delta the way `readRecord` checks a full one.
+    public static func checkBlocks(of r: FileRecord) throws {
+        let total = r.blocks.reduce(UInt64(0)) { $0 + UInt64($1.size) }
+        guard r.kind == .file, !r.deleted, total == r.size else {
+            throw WireError(.malformed, "a delta record whose blocks add up to \(total) bytes but the file has \(r.size)")
+        }
     }
 
     /// A record's wire form; `inode` is local and not sent. Also the index store's format.
@@ -146,9 +165,20 @@ public enum WireCodec {
             // The smallest record takes 80 bytes: a count above remaining/80 cannot be true.
             let count = try r.count(UInt32.self, minimumElementSize: 80)
             var records = [FileRecord]()
+            var deltas = [Int: WireMessage.BlockDelta]()
             records.reserveCapacity(count)
-            for _ in 0..<count { records.append(try readRecord(&r)) }
-            message = .indexUpdate(.init(indexID: indexID, records: records, caughtUp: caughtUp))
+            for i in 0..<count {
+                switch try r.integer(UInt8.self) {
+                case 0:
+                    records.append(try readRecord(&r))
+                case 1:
+                    deltas[i] = .init(keepPrefix: try r.integer(UInt32.self), keepSuffix: try r.integer(UInt32.self))
+                    records.append(try readRecord(&r, partialBlocks: true))
+                default:
+                    throw WireError(.malformed, "unknown record form")
+                }
+            }
+            message = .indexUpdate(.init(indexID: indexID, records: records, caughtUp: caughtUp, deltas: deltas))
         case .blockRequest:
             message = .blockRequest(.init(id: try r.integer(UInt32.self), hash: try r.hash(), size: try r.integer(UInt32.self), path: try r.string(), offset: try r.integer(UInt64.self)))
         case .blockResponse:
@@ -169,8 +199,10 @@ public enum WireCodec {
         return message
     }
 
-    /// Reads one record in wire form (also used by the index store).
-    public static func readRecord(_ r: inout Reader) throws -> FileRecord {
+    /// Reads one record in wire form (also used by the index store). With `partialBlocks`
+    /// (the middle of a delta) the blocks need not add up to the size; the caller checks the
+    /// full list once it has rebuilt it (`checkBlocks`).
+    public static func readRecord(_ r: inout Reader, partialBlocks: Bool = false) throws -> FileRecord {
         let path = try r.string()
         guard let kind = FileRecord.Kind(rawValue: try r.integer(UInt8.self)) else { throw WireError(.malformed, "unknown file kind") }
         let deleted = try r.bool()
@@ -197,7 +229,7 @@ public enum WireCodec {
             total += UInt64(block.size)
             blocks.append(block)
         }
-        if kind == .file && !deleted && total != size {
+        if kind == .file && !deleted && total != size && !partialBlocks {
             throw WireError(.malformed, "blocks add up to \(total) bytes but the file has \(size)")
         }
         if (kind != .file || deleted) && (size != 0 || blockCount != 0) {

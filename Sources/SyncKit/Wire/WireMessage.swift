@@ -27,7 +27,7 @@ public enum WireMessage: Sendable, Equatable {
     }
 
     public static let magic: UInt32 = 0x5359_4E4B  // "SYNK"
-    public static let protocolVersion: UInt16 = 1
+    public static let protocolVersion: UInt16 = 2
 
     public struct Hello: Sendable, Equatable {
         public var protocolVersion: UInt16
@@ -75,10 +75,54 @@ public enum WireMessage: Sendable, Equatable {
         public var records: [FileRecord]
         /// True on the batch that completes the answer to an `indexRequest`.
         public var caughtUp: Bool
-        public init(indexID: UInt64, records: [FileRecord], caughtUp: Bool) {
+        /// Records sent as a delta, by position in `records`: such a record's `blocks` hold
+        /// only the middle of its block list; the rest comes from the last block list sent for
+        /// the same path on this connection (see `BlockDelta`).
+        public var deltas: [Int: BlockDelta]
+        public init(indexID: UInt64, records: [FileRecord], caughtUp: Bool, deltas: [Int: BlockDelta] = [:]) {
             self.indexID = indexID
             self.records = records
             self.caughtUp = caughtUp
+            self.deltas = deltas
+        }
+    }
+
+    /// A block list given as a change to the previous one: keep the first `keepPrefix` and the
+    /// last `keepSuffix` blocks of the previous list and put the sent blocks between them.
+    ///
+    /// Why: a 512 MiB file has about 8,000 blocks, so its record is 300 KB; an edit in the middle
+    /// changes a handful of them, and sending the whole list again to every peer cost more than
+    /// the changed data itself. Both ends keep the last list per path per connection (files of
+    /// at least `minimumBlocks` blocks only), updated in the order records go over it, so the
+    /// base is always known on both sides; a new connection starts with none.
+    public struct BlockDelta: Sendable, Equatable {
+        public var keepPrefix: UInt32
+        public var keepSuffix: UInt32
+        public init(keepPrefix: UInt32, keepSuffix: UInt32) {
+            self.keepPrefix = keepPrefix
+            self.keepSuffix = keepSuffix
+        }
+
+        /// Files with fewer blocks are always sent in full.
+        public static let minimumBlocks = 64
+
+        /// The delta from `base` to `blocks`, and the middle blocks to send (nil when nothing
+        /// is shared at either end).
+        public static func between(_ base: [BlockRef], _ blocks: [BlockRef]) -> (BlockDelta, [BlockRef])? {
+            let limit = min(base.count, blocks.count)
+            var prefix = 0
+            while prefix < limit && base[prefix] == blocks[prefix] { prefix += 1 }
+            var suffix = 0
+            while suffix < limit - prefix && base[base.count - 1 - suffix] == blocks[blocks.count - 1 - suffix] { suffix += 1 }
+            guard prefix + suffix > 0 else { return nil }
+            return (BlockDelta(keepPrefix: UInt32(prefix), keepSuffix: UInt32(suffix)), Array(blocks[prefix..<(blocks.count - suffix)]))
+        }
+
+        /// The full list from `base` and the middle; nil when `base` is too short for it.
+        public func apply(to base: [BlockRef], middle: [BlockRef]) -> [BlockRef]? {
+            let (p, q) = (Int(keepPrefix), Int(keepSuffix))
+            guard p + q <= base.count else { return nil }
+            return Array(base[..<p]) + middle + Array(base[(base.count - q)...])
         }
     }
 
