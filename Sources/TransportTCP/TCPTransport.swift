@@ -308,6 +308,21 @@ final class TCPPeerChannel: PeerChannel {
         }
     }
 
+    func send(contentsOf frames: [Frame]) async throws {
+        for frame in frames where 1 + frame.payload.readableBytes > maximumFrameSize {
+            throw WireError(.frameTooLarge, "a frame of \(1 + frame.payload.readableBytes) bytes is over the limit of \(maximumFrameSize)")
+        }
+        guard !closed.withLock({ $0 }) else {
+            throw SyncError(.transport, "the connection to \(remoteDescription) is closed")
+        }
+        do {
+            // One yield: NIO writes them all and flushes once.
+            try await writer.write(contentsOf: frames)
+        } catch {
+            throw SyncError(.transport, "sending to \(remoteDescription) failed", underlying: error)
+        }
+    }
+
     func close() async {
         closed.withLock { $0 = true }
         // Our inbound ends now; the reader task, if it is waiting to queue a frame, stops.

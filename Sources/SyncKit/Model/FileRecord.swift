@@ -108,8 +108,9 @@ public struct FileRecord: Hashable, Sendable, CustomStringConvertible {
         guard kind == other.kind else { return false }
         switch kind {
         case .file:
+            // The hashes compared in place, not copied out into two arrays first.
             return size == other.size && mode & 0o7777 == other.mode & 0o7777
-                && blocks.map(\.hash) == other.blocks.map(\.hash)
+                && blocks.elementsEqual(other.blocks) { $0.hash == $1.hash }
         case .directory:
             return mode & 0o7777 == other.mode & 0o7777
         case .symlink:

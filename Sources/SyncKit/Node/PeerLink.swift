@@ -22,11 +22,17 @@ final class PeerLink: @unchecked Sendable {
 
     private let lock = NSLock()
     private var nextRequestID: UInt32 = 1
-    private var pending: [UInt32: (continuation: CheckedContinuation<ByteBuffer?, any Error>, size: Int)] = [:]
+    private var pending: [UInt32: (continuation: CheckedContinuation<ByteBuffer?, any Error>, size: Int, deadline: ContinuousClock.Instant)] = [:]
+    /// How long a block request may wait for its answer before it fails (and the puller asks
+    /// the next peer): a peer that keeps the link alive but never answers must not stall pulls.
+    static let requestTimeout: Duration = .seconds(30)
     private var outstanding = 0
     private var budgetWaiters = Deque<(continuation: CheckedContinuation<Void, Never>, size: Int)>()
-    private var sending = false
-    private var sendWaiters = Deque<CheckedContinuation<Void, Never>>()
+    /// Frames waiting to be written, with who to tell once they are handed to the channel.
+    /// One writer task drains it, taking everything queued at once, so the many small frames
+    /// of a burst (block requests for small files, their responses) go out in few writes.
+    private var outbox = Deque<(frame: Frame, done: @Sendable ((any Error)?) -> Void)>()
+    private var outboxWriterRunning = false
     private var indexQueue = Deque<IndexItem>()
     /// The last block list sent, and received, per path on this connection, for files of at
     /// least `BlockDelta.minimumBlocks` blocks: the bases of block-list deltas.
@@ -79,38 +85,60 @@ final class PeerLink: @unchecked Sendable {
         metrics.bytesReceived.increment(by: frame.wireSize)
     }
 
-    /// Sends one message; concurrent callers are served one at a time, in arrival order.
+    /// Sends one message, after every message queued before it; returns once it is handed to
+    /// the channel (whose own backpressure thus reaches the caller).
     func send(_ message: WireMessage) async throws {
         let frame = WireCodec.encode(message)
-        await acquireSend()
-        defer { releaseSend() }
-        if lock.withLock({ closed }) { throw SyncError(.transport, "connection to \(name) is closed") }
-        try await channel.send(frame)
-        lock.withLock { _bytesSent += frame.wireSize }
-        metrics.bytesSent.increment(by: frame.wireSize)
-    }
-
-    private func acquireSend() async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let ready = lock.withLock { () -> Bool in
-                if !sending {
-                    sending = true
-                    return true
-                }
-                sendWaiters.append(c)
-                return false
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            enqueue(frame) { error in
+                if let error { c.resume(throwing: error) } else { c.resume() }
             }
-            if ready { c.resume() }
         }
     }
 
-    private func releaseSend() {
-        let next = lock.withLock { () -> CheckedContinuation<Void, Never>? in
-            if let w = sendWaiters.popFirst() { return w }  // hand over: `sending` stays true
-            sending = false
-            return nil
+    /// Queues a frame without waiting; `done` runs once it is written (nil) or failed.
+    func enqueue(_ frame: Frame, done: @escaping @Sendable ((any Error)?) -> Void) {
+        let start = lock.withLock { () -> Bool? in
+            if closed { return nil }
+            outbox.append((frame, done))
+            if outboxWriterRunning { return false }
+            outboxWriterRunning = true
+            return true
         }
-        next?.resume()
+        switch start {
+        case nil: done(SyncError(.transport, "connection to \(name) is closed"))
+        case true?: Task { await self.drainOutbox() }
+        case false?: break
+        }
+    }
+
+    /// Writes what is queued in batches of up to 4 MiB, until the queue is empty.
+    private func drainOutbox() async {
+        while true {
+            let batch = lock.withLock { () -> [(frame: Frame, done: @Sendable ((any Error)?) -> Void)] in
+                var batch = [(frame: Frame, done: @Sendable ((any Error)?) -> Void)]()
+                var bytes = 0
+                while let next = outbox.first, batch.isEmpty || bytes + next.frame.wireSize <= 4 << 20 {
+                    bytes += next.frame.wireSize
+                    batch.append(outbox.removeFirst())
+                }
+                if batch.isEmpty { outboxWriterRunning = false }
+                return batch
+            }
+            if batch.isEmpty { return }
+            var failure: (any Error)?
+            if lock.withLock({ closed }) {
+                failure = SyncError(.transport, "connection to \(name) is closed")
+            } else {
+                do { try await channel.send(contentsOf: batch.map(\.frame)) } catch { failure = error }
+            }
+            if failure == nil {
+                let bytes = batch.reduce(0) { $0 + $1.frame.wireSize }
+                lock.withLock { _bytesSent += bytes }
+                metrics.bytesSent.increment(by: bytes)
+            }
+            for item in batch { item.done(failure) }
+        }
     }
 
     // MARK: index
@@ -263,7 +291,7 @@ final class PeerLink: @unchecked Sendable {
                 let id = nextRequestID
                 nextRequestID &+= 1
                 if nextRequestID == 0 { nextRequestID = 1 }
-                pending[id] = (c, size)
+                pending[id] = (c, size, .now + Self.requestTimeout)
                 return id
             }
             guard let id else {
@@ -276,12 +304,8 @@ final class PeerLink: @unchecked Sendable {
                 complete(id, with: .failure(CancellationError()))
                 return
             }
-            Task {
-                do {
-                    try await self.send(.blockRequest(.init(id: id, hash: block.hash, size: block.size, path: path, offset: offset)))
-                } catch {
-                    self.complete(id, with: .failure(error))
-                }
+            enqueue(WireCodec.encode(.blockRequest(.init(id: id, hash: block.hash, size: block.size, path: path, offset: offset)))) { error in
+                if let error { self.complete(id, with: .failure(error)) }
             }
         }
     }
@@ -315,17 +339,29 @@ final class PeerLink: @unchecked Sendable {
     }
 
     /// Fails every request in flight and refuses new ones; closes the channel.
+    /// Fails the block requests whose answer is overdue (called by the node's timer: one sweep
+    /// instead of a timer task per request).
+    func expireRequests(now: ContinuousClock.Instant) {
+        let overdue = lock.withLock { pending.filter { $0.value.deadline <= now }.map(\.key) }
+        for id in overdue {
+            complete(id, with: .failure(SyncError(.blockUnavailable, "no answer within \(Self.requestTimeout)")))
+        }
+    }
+
     func shutdown() async {
-        let (requests, waiters) = lock.withLock { () -> ([(CheckedContinuation<ByteBuffer?, any Error>, Int)], [CheckedContinuation<Void, Never>]) in
+        let (requests, waiters, unsent) = lock.withLock { () -> ([(CheckedContinuation<ByteBuffer?, any Error>, Int)], [CheckedContinuation<Void, Never>], [@Sendable ((any Error)?) -> Void]) in
             closed = true
             let r = pending.values.map { ($0.continuation, $0.size) }
             pending.removeAll()
             let w = budgetWaiters.map(\.continuation)
             budgetWaiters.removeAll()
             indexQueue.removeAll()
-            return (r, w)
+            let u = outbox.map(\.done)
+            outbox.removeAll()
+            return (r, w, u)
         }
         for w in waiters { w.resume() }
+        for done in unsent { done(SyncError(.transport, "connection to \(name) closed")) }
         for (c, _) in requests { c.resume(throwing: SyncError(.transport, "connection to \(name) closed")) }
         await channel.close()
     }

@@ -24,7 +24,9 @@ struct Puller: Sendable {
     /// Where patch journals are kept (the state directory).
     let journalDirectory: String
 
-    /// Fetches one block from the peers that have it (nil: nobody could give it).
+    /// Fetches one block from the peers that have it (nil: nobody could give it). What it
+    /// returns has been checked against the block's size and SHA-256 (`SyncNode.fetchBlock`),
+    /// so it is not hashed a second time here.
     typealias RemoteFetch = @Sendable (_ block: BlockRef, _ path: String, _ offset: UInt64, _ sources: [NodeID]) async -> ByteBuffer?
 
     struct Stats: Sendable {
@@ -316,11 +318,8 @@ struct Puller: Sendable {
                             return (data.count, false)
                         }
                     }
-                    guard let buffer = await fetch(block, path, piece.fileOffset, sources) else { throw PullerMiss() }
-                    let ok = buffer.withUnsafeReadableBytes { raw -> Bool in
-                        raw.count == Int(block.size) && Chunker.hash(raw) == block.hash
-                    }
-                    guard ok else { throw PullerMiss() }
+                    guard let buffer = await fetch(block, path, piece.fileOffset, sources),
+                          buffer.readableBytes == Int(block.size) else { throw PullerMiss() }
                     try buffer.withUnsafeReadableBytes { try FileOps.pwrite(fd, $0, offset: piece.destination) }
                     return (buffer.readableBytes, true)
                 }

@@ -250,6 +250,7 @@ public actor SyncNode: Service {
                 nextPing = now + configuration.pingInterval
                 pingOrDrop(now: now)
             }
+            for link in links.values { link.expireRequests(now: now) }
         }
     }
 
@@ -751,8 +752,11 @@ public actor SyncNode: Service {
     /// record of the path holds the target content now (peers that connected or sent their
     /// index after the job started count too), else the job's original sources.
     func linksFor(_ target: FileRecord, fallback: [NodeID]) -> [PeerLink] {
+        // Runs for every block request: the version is compared first (equal versions are the
+        // common case and cheap), the 8,000 hashes of a large file only when it differs.
         var chosen = links.values.filter { link in
-            engine.peers[link.id]?.records[target.path]?.hasSameContent(as: target) == true
+            guard let r = engine.peers[link.id]?.records[target.path] else { return false }
+            return r.version == target.version && r.blocks == target.blocks || r.hasSameContent(as: target)
         }
         if chosen.isEmpty { chosen = fallback.compactMap { links[$0] } }
         return chosen.sorted { $0.outstandingBytes < $1.outstandingBytes }
@@ -762,17 +766,11 @@ public actor SyncNode: Service {
     nonisolated func fetchBlock(_ block: BlockRef, path: String, offset: UInt64, target: FileRecord, sources: [NodeID]) async -> ByteBuffer? {
         for link in await linksFor(target, fallback: sources) {
             guard !Task.isCancelled else { return nil }
-            // A peer that keeps the link alive but never answers must not stall the pull: after
-            // 30 s the next peer is asked.
-            let answer = try? await withThrowingTaskGroup(of: ByteBuffer?.self) { group -> ByteBuffer? in
-                group.addTask { try await link.requestBlock(block, path: path, offset: offset) }
-                group.addTask {
-                    try await Task.sleep(for: .seconds(30))
-                    throw SyncError(.blockUnavailable, "no answer within 30 s")
-                }
-                defer { group.cancelAll() }
-                return try await group.next() ?? nil
-            }
+            // A peer that keeps the link alive but never answers must not stall the pull: the
+            // link fails the request after `PeerLink.requestTimeout`, and the next peer is asked.
+            let answer = try? await link.requestBlock(block, path: path, offset: offset)
+            // Checked here, once (the puller relies on it): a wrong block from one peer is
+            // then simply asked of the next.
             if let data = answer ?? nil,
                data.readableBytes == Int(block.size),
                data.withUnsafeReadableBytes({ Chunker.hash($0) }) == block.hash {
@@ -784,24 +782,30 @@ public actor SyncNode: Service {
 
     /// Where a requested block can be read here: the hinted place if our record agrees, else
     /// any local file that has it.
+    /// (A hash lookup: walking the record's block list for the offset made serving a large
+    /// file quadratic.)
     func locate(_ request: WireMessage.BlockRequest) -> BlockMap.Location? {
-        if let r = engine.local[request.path], !r.deleted, r.kind == .file {
-            var offset: UInt64 = 0
-            for b in r.blocks {
-                if offset == request.offset && b.hash == request.hash { return .init(path: r.path, offset: offset, size: b.size) }
-                if offset > request.offset { break }
-                offset += UInt64(b.size)
-            }
+        let places = blockMap.locations(of: request.hash)
+        return places.first { $0.path == request.path && $0.offset == request.offset } ?? places.first
+    }
+
+    /// Reads a block straight into the buffer that goes on the wire (no intermediate copy).
+    nonisolated static func readBlock(root: String, _ location: BlockMap.Location) -> ByteBuffer? {
+        guard let fd = try? FileOps.openForReading(root + "/" + location.path) else { return nil }
+        defer { close(fd) }
+        var buffer = ByteBufferAllocator().buffer(capacity: Int(location.size))
+        let n = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Int(location.size)) { raw in
+            (try? FileOps.pread(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[..<Int(location.size)]), offset: location.offset)) ?? 0
         }
-        return blockMap.locations(of: request.hash).first
+        return n == Int(location.size) ? buffer : nil
     }
 
     nonisolated func serve(_ request: WireMessage.BlockRequest, to link: PeerLink) async {
         var response = WireMessage.BlockResponse(id: request.id, status: .notFound, data: ByteBuffer())
         if let location = await locate(request), location.size == request.size,
-           let bytes = Puller.readLocal(root: configuration.folder, location) {
+           let data = Self.readBlock(root: configuration.folder, location) {
             response.status = .ok
-            response.data = ByteBuffer(bytes: bytes)
+            response.data = data
         }
         try? await link.send(.blockResponse(response))
     }

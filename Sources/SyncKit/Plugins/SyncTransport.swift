@@ -14,7 +14,17 @@ public protocol PeerChannel: Sendable {
     var remoteDescription: String { get }
     var inbound: AsyncThrowingStream<Frame, any Error> { get }
     func send(_ frame: Frame) async throws
+    /// Sends several frames in order, as one write where the transport can (one system call
+    /// and one wake-up of its I/O thread for a whole batch of small block requests or
+    /// responses). The default sends them one by one.
+    func send(contentsOf frames: [Frame]) async throws
     func close() async
+}
+
+extension PeerChannel {
+    public func send(contentsOf frames: [Frame]) async throws {
+        for frame in frames { try await send(frame) }
+    }
 }
 
 /// Accepts inbound links.
