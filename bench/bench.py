@@ -181,7 +181,10 @@ class Cluster:
         self.procs = []
 
     def cpu(self):
-        return sum(proc_cpu(p.pid) for p in self.procs)
+        return sum(self.cpu_per_node())
+
+    def cpu_per_node(self):
+        return [round(proc_cpu(p.pid), 2) for p in self.procs]
 
     def peak_rss(self):
         return max(proc_hwm_mib(p.pid) for p in self.procs)
@@ -313,7 +316,7 @@ def run_workload(n, tool, args, scale):
                 seen = wait(c, digest, 1, args.deadline)
                 ok = seen is not None
                 result.update(ok=ok, seconds=seen - t if ok else None)
-        result.update(cpu=c.cpu(), rss_mib=c.peak_rss(), lo_bytes=lo_bytes() - lo0)
+        result.update(cpu=c.cpu(), cpu_per_node=c.cpu_per_node(), rss_mib=c.peak_rss(), lo_bytes=lo_bytes() - lo0)
     finally:
         c.stop()
         if not args.keep:

@@ -36,6 +36,15 @@ struct Puller: Sendable {
 
     func absolute(_ relative: String) -> String { root + "/" + relative }
 
+    /// This process's umask, read once from /proc (calling umask(2) to read it would change it
+    /// for other threads for an instant); 0o777 (always chmod) when it cannot be read.
+    static let umask: mode_t = {
+        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Umask:") }),
+              let value = mode_t(line.dropFirst(6).trimmingCharacters(in: .whitespaces), radix: 8) else { return 0o777 }
+        return value
+    }()
+
     static func tempName(for path: String) -> String {
         let slash = path.lastIndex(of: "/")
         let dir = slash.map { String(path[...$0]) } ?? ""
@@ -146,7 +155,8 @@ struct Puller: Sendable {
                 throw SyncError(.io, "cannot keep the conflict copy \(copy): \(FileOps.errorText())")
             }
         }
-        if job.target.kind != .directory, try FileOps.lstat(absolute(job.path))?.kind == .directory {
+        // (Only when a directory is what the caller found there: it just checked the disk.)
+        if job.target.kind != .directory, job.expectedLocal?.kind == .directory, try FileOps.lstat(absolute(job.path))?.kind == .directory {
             // A directory becomes a file or link (the caller checked it is the one we knew):
             // only an empty one is replaced; one with unsynced content is kept.
             guard rmdir(absolute(job.path)) == 0 else {
@@ -168,7 +178,15 @@ struct Puller: Sendable {
         }
         try FileOps.prepareParents(root: root, relative: job.path)
         let temp = Self.tempName(for: job.path)
-        let fd = open(absolute(temp), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        // Usually there is no temp file yet: created exclusively, with the target's permission
+        // bits (so no chmod when the umask keeps them), and known empty (no stat, no resize:
+        // the blocks cover it). Otherwise an interrupted pull left it: resume it.
+        let mode = mode_t(job.target.mode & 0o777)
+        var fd = open(absolute(temp), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode)
+        let fresh = fd >= 0
+        if !fresh && errno == EEXIST {
+            fd = open(absolute(temp), O_RDWR | O_CLOEXEC | O_NOFOLLOW)
+        }
         guard fd >= 0 else { throw SyncError(.io, "cannot create \(temp): \(FileOps.errorText())") }
         var fdOpen = true
         defer { if fdOpen { close(fd) } }
@@ -176,7 +194,7 @@ struct Puller: Sendable {
         let blocks = job.target.blocks
         let offsets = job.target.blockOffsets
         // Resume: blocks an interrupted pull already wrote are kept when their hash matches.
-        let existing = try FileOps.fstat(fd).size
+        let existing = fresh ? 0 : try FileOps.fstat(fd).size
         var todo = [Int]()
         if existing > 0 {
             // Sized by this file's largest block, whatever the record claims.
@@ -198,14 +216,18 @@ struct Puller: Sendable {
         } else {
             todo = Array(blocks.indices)
         }
-        guard ftruncate(fd, off_t(job.target.size)) == 0 else { throw SyncError(.io, "cannot size \(temp): \(FileOps.errorText())") }
+        if !fresh {
+            guard ftruncate(fd, off_t(job.target.size)) == 0 else { throw SyncError(.io, "cannot size \(temp): \(FileOps.errorText())") }
+        }
 
         let pieces = todo.map { Piece(block: blocks[$0], fileOffset: offsets[$0], destination: offsets[$0]) }
         let complete = try await fill(pieces, into: fd, path: job.path, sources: job.sources, locals: locals, fetch: fetch, stats: &stats)
         if !complete || Task.isCancelled { return .unavailable }
 
         // Permission bits only: a peer never plants setuid, setgid or sticky bits here.
-        guard fchmod(fd, mode_t(job.target.mode & 0o777)) == 0 else { throw SyncError(.io, "cannot chmod \(temp)") }
+        if !fresh || mode & Self.umask != 0 {
+            guard fchmod(fd, mode) == 0 else { throw SyncError(.io, "cannot chmod \(temp)") }
+        }
         var times = FileOps.modificationTimes(job.target.mtimeNs)
         guard futimens(fd, &times) == 0 else { throw SyncError(.io, "cannot set the time of \(temp)") }
         // Data and metadata on disk before the rename (shared with other files landing now).
