@@ -47,7 +47,7 @@ public struct SyncEngine: Sendable {
 
     /// A peer's index as we know it.
     public struct PeerIndex: Sendable {
-        public var records: [String: FileRecord] = [:]
+        public var records = PeerRecords()
         public var connected = false
         public var indexID: UInt64 = 0
         /// Highest sequence received from this index: the `since` of the next request.
@@ -176,8 +176,23 @@ public struct SyncEngine: Sendable {
     /// Local records to send a peer that asked for those after `since` of `indexID`
     /// (everything when it holds another index of ours), in sequence order.
     public func records(after request: WireMessage.IndexRequest, ourIndexID: UInt64) -> [FileRecord] {
+        keys(after: request, ourIndexID: ourIndexID).map { local[$0.path]! }
+    }
+
+    /// A record by path and the sequence it had.
+    public struct RecordKey: Sendable, Equatable {
+        public var path: String
+        public var sequence: UInt64
+    }
+
+    /// The keys of those records, in sequence order (an index backlog reads the records
+    /// themselves as it sends them).
+    public func keys(after request: WireMessage.IndexRequest, ourIndexID: UInt64) -> [RecordKey] {
         let since = request.indexID == ourIndexID ? request.since : 0
-        return local.values.filter { $0.sequence > since }.sorted { $0.sequence < $1.sequence }
+        var keys = [RecordKey]()
+        for r in local.values where r.sequence > since { keys.append(RecordKey(path: r.path, sequence: r.sequence)) }
+        keys.sort { $0.sequence < $1.sequence }
+        return keys
     }
 
     /// Takes records a peer sent (already checked by `PathSafety`) and decides each path again.
@@ -191,8 +206,8 @@ public struct SyncEngine: Sendable {
         for r in records {
             // Sequence numbers only grow on the sender; an older record that arrives late
             // (reordered batches) must not replace a newer one.
-            if let old = peers[peer]!.records[r.path], old.sequence > r.sequence { continue }
-            peers[peer]!.records[r.path] = interned(r, from: peer)
+            if let old = peers[peer]!.records.sequence(of: r.path), old > r.sequence { continue }
+            peers[peer]!.records.set(r, box: box(for: r, from: peer))
             peers[peer]!.maxSequence = max(peers[peer]!.maxSequence, r.sequence)
             accepted.append(r.path)
         }
@@ -201,27 +216,16 @@ public struct SyncEngine: Sendable {
         return out
     }
 
-    /// `record`, sharing the heap storage (version counters, block list, path) of an equal
-    /// record this node already holds: its own, or another peer's. Once a cluster converges,
-    /// every node holds each path's record once per peer plus its own, and each decoded copy
-    /// would otherwise keep its own buffers (20,000 small files x 4 copies was most of a node's
-    /// memory). The result is equal to `record` field by field.
-    func interned(_ record: FileRecord, from peer: NodeID) -> FileRecord {
-        func sameChange(_ a: FileRecord) -> Bool {
-            a.version == record.version && a.size == record.size && a.mtimeNs == record.mtimeNs
-                && a.mode == record.mode && a.deleted == record.deleted && a.kind == record.kind
-                && a.modifiedBy == record.modifiedBy && a.symlinkTarget == record.symlinkTarget
-                && a.blocks == record.blocks
-        }
-        var candidates = [FileRecord]()
-        if let mine = local[record.path] { candidates.append(mine) }
+    /// A box holding `record` (its sequence aside), shared with another peer that holds the same
+    /// change, or made from this node's own record of it when that is the same change (so that
+    /// its buffers, the path, version and block list, are shared too). Once a cluster converges,
+    /// every peer holds the same record of each path: one copy instead of one per peer.
+    func box(for record: FileRecord, from peer: NodeID) -> PeerRecords.Box {
         for (id, index) in peers where id != peer {
-            if let theirs = index.records[record.path] { candidates.append(theirs) }
+            if let theirs = index.records.box(of: record.path), theirs.record.isSameChange(as: record) { return theirs }
         }
-        guard var shared = candidates.first(where: sameChange) else { return record }
-        shared.sequence = record.sequence
-        shared.inode = record.inode
-        return shared
+        if let mine = local[record.path], mine.isSameChange(as: record) { return PeerRecords.Box(mine) }
+        return PeerRecords.Box(record)
     }
 
     // MARK: deciding

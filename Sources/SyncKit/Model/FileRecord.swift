@@ -100,6 +100,14 @@ public struct FileRecord: Hashable, Sendable, CustomStringConvertible {
         self.inode = inode
     }
 
+    /// True when both records describe the same change: every field but the sequence (each
+    /// node numbers its own records) and the inode (local to each disk).
+    public func isSameChange(as other: FileRecord) -> Bool {
+        version == other.version && size == other.size && mtimeNs == other.mtimeNs && mode == other.mode
+            && deleted == other.deleted && kind == other.kind && modifiedBy == other.modifiedBy
+            && symlinkTarget == other.symlinkTarget && path == other.path && blocks == other.blocks
+    }
+
     /// True when both describe the same thing on disk: same kind, same deleted state, same
     /// bytes (block hashes), same link target and same permission bits. Timestamps and versions
     /// do not count, so identical files made independently are never a conflict.
