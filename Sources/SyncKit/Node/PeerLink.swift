@@ -46,7 +46,18 @@ final class PeerLink: @unchecked Sendable {
     private var _bytesReceived = 0
     let indexID: UInt64
 
-    enum IndexItem { case record(FileRecord), caughtUp }
+    /// What the index writer sends, in order: a record, the end of an index request's answer,
+    /// or the answer's bulk: the paths to send (sorted by sequence), read from the node a batch
+    /// at a time as they go out (holding 20,000 records per peer in the queue at once was the
+    /// largest share of a node's memory when peers connect).
+    enum IndexItem { case record(FileRecord), caughtUp, backlog(ArraySlice<SyncEngine.RecordKey>) }
+
+    /// Reads the node's records of some paths, each only if it is still at the given sequence
+    /// (the backlog's source). A record changed since the request is left out: it was queued
+    /// after the backlog when it changed, and sending it early would let the peer's "since"
+    /// jump over records of the backlog not yet sent.
+    typealias RecordSource = @Sendable ([SyncEngine.RecordKey]) async -> [FileRecord]
+    private var backlogSource: RecordSource?
 
     let metrics: NodeMetrics
 
@@ -157,10 +168,48 @@ final class PeerLink: @unchecked Sendable {
         if start { Task { await self.drainIndex() } }
     }
 
+    /// Queues the answer to an index request: `paths` (sorted by sequence), read through
+    /// `source` as they are sent, then the caught-up marker.
+    func enqueueBacklog(_ paths: [SyncEngine.RecordKey], source: @escaping RecordSource) {
+        let start = lock.withLock { () -> Bool in
+            if closed { return false }
+            backlogSource = source
+            if !paths.isEmpty { indexQueue.append(.backlog(paths[...])) }
+            indexQueue.append(.caughtUp)
+            if writerRunning { return false }
+            writerRunning = true
+            return true
+        }
+        if start { Task { await self.drainIndex() } }
+    }
+
+    /// Sends one index update; false (and the link shut down) when it could not be sent.
+    private func sendIndexBatch(_ batch: [FileRecord], caughtUp: Bool) async -> Bool {
+        let (records, deltas) = lock.withLock { deltaEncode(batch) }
+        do {
+            try await send(.indexUpdate(.init(indexID: indexID, records: records, caughtUp: caughtUp, deltas: deltas)))
+            return true
+        } catch {
+            lock.withLock {
+                indexQueue.removeAll()
+                writerRunning = false
+            }
+            // Records were lost for this peer: drop the link, so that it reconnects and asks
+            // again from what it holds, instead of skipping them for good.
+            await shutdown()
+            return false
+        }
+    }
+
+    /// A record's approximate size on the wire.
+    static func estimatedSize(_ r: FileRecord) -> Int {
+        100 + r.path.utf8.count + r.blocks.count * 36 + r.version.entries.count * 40
+    }
+
     /// Batches of at most 1,000 records or about 1 MiB, so one update never nears the frame limit.
     private func drainIndex() async {
         while true {
-            let (batch, caughtUp) = lock.withLock { () -> ([FileRecord], Bool) in
+            var (batch, caughtUp) = lock.withLock { () -> ([FileRecord], Bool) in
                 var batch = [FileRecord]()
                 var bytes = 0
                 while let item = indexQueue.first {
@@ -168,8 +217,10 @@ final class PeerLink: @unchecked Sendable {
                     case .caughtUp:
                         indexQueue.removeFirst()
                         return (batch, true)
+                    case .backlog:
+                        return (batch, false)
                     case .record(let r):
-                        let size = 100 + r.path.utf8.count + r.blocks.count * 36 + r.version.entries.count * 40
+                        let size = Self.estimatedSize(r)
                         if !batch.isEmpty && (batch.count >= 1000 || bytes + size > 1 << 20) { return (batch, false) }
                         indexQueue.removeFirst()
                         batch.append(r)
@@ -177,6 +228,34 @@ final class PeerLink: @unchecked Sendable {
                     }
                 }
                 return (batch, false)
+            }
+            if batch.isEmpty && !caughtUp, let (paths, source) = lock.withLock({ () -> ([SyncEngine.RecordKey], RecordSource)? in
+                // The backlog is first in the queue: take its next paths.
+                guard case .backlog(let rest)? = indexQueue.first, let source = backlogSource else { return nil }
+                // By count here; the records' sizes are known only once read, so a batch of
+                // large records is cut below by bytes.
+                let taken = min(rest.count, 1000)
+                let paths = Array(rest.prefix(taken))
+                indexQueue[0] = .backlog(rest.dropFirst(taken))
+                if rest.count == taken { indexQueue.removeFirst() }
+                return (paths, source)
+            }) {
+                let records = await source(paths)
+                // Cut by bytes like queued records.
+                var start = 0
+                var bytes = 0
+                for (i, r) in records.enumerated() {
+                    let size = Self.estimatedSize(r)
+                    if i > start && bytes + size > 1 << 20 {
+                        if !(await sendIndexBatch(Array(records[start..<i]), caughtUp: false)) { return }
+                        start = i
+                        bytes = 0
+                    }
+                    bytes += size
+                }
+                batch = Array(records[start...])
+                caughtUp = false
+                if batch.isEmpty { continue }
             }
             if batch.isEmpty && !caughtUp {
                 let done = lock.withLock { () -> Bool in
@@ -189,19 +268,7 @@ final class PeerLink: @unchecked Sendable {
                 if done { return }
                 continue
             }
-            let (records, deltas) = lock.withLock { deltaEncode(batch) }
-            do {
-                try await send(.indexUpdate(.init(indexID: indexID, records: records, caughtUp: caughtUp, deltas: deltas)))
-            } catch {
-                lock.withLock {
-                    indexQueue.removeAll()
-                    writerRunning = false
-                }
-                // Records were lost for this peer: drop the link, so that it reconnects and asks
-                // again from what it holds, instead of skipping them for good.
-                await shutdown()
-                return
-            }
+            if !(await sendIndexBatch(batch, caughtUp: caughtUp)) { return }
         }
     }
 

@@ -724,9 +724,16 @@ public actor SyncNode: Service {
 
     func receivedIndexRequest(_ request: WireMessage.IndexRequest, from link: PeerLink) {
         guard links[link.id] === link else { return }
-        let records = engine.records(after: request, ourIndexID: store.indexID)
+        let keys = engine.keys(after: request, ourIndexID: store.indexID)
         indexRequested.insert(link.id)
-        link.enqueueIndex(records, caughtUp: true)
+        link.enqueueBacklog(keys) { [weak self] keys in
+            await self?.currentRecords(keys) ?? []
+        }
+    }
+
+    /// This node's records of `keys` that are still at their sequence, for an index backlog.
+    func currentRecords(_ keys: [SyncEngine.RecordKey]) -> [FileRecord] {
+        keys.compactMap { key in engine.local[key.path].flatMap { $0.sequence == key.sequence ? $0 : nil } }
     }
 
     func receivedIndex(_ update: WireMessage.IndexUpdate, from link: PeerLink) {
