@@ -51,8 +51,11 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         #expect(changed.count >= 1)
     }
 
-    @Test func fileChunkingMatchesInMemoryChunking() throws {
-        let data = randomBytes(3 << 20 + 12345, seed: 5)
+    /// Also across several refills of the file reader's 16 MiB buffer (chunks are cut a buffer
+    /// at a time and hashed in parallel).
+    @Test(arguments: [3 << 20 + 12345, 40 << 20 + 777])
+    func fileChunkingMatchesInMemoryChunking(size: Int) throws {
+        let data = randomBytes(size, seed: 5)
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("chunk-\(UInt32.random(in: 0...UInt32.max))").path
         FileManager.default.createFile(atPath: path, contents: Data(data))
         defer { try? FileManager.default.removeItem(atPath: path) }

@@ -98,7 +98,7 @@ public struct Chunker: Sendable {
     /// Chunks and hashes the open file `fd` from its start, reading it sequentially in large
     /// reads; memory use is bounded by the read buffer whatever the file size.
     public func blocks(fileDescriptor fd: Int32) throws -> (blocks: [BlockRef], size: UInt64) {
-        let capacity = max(4 << 20, maxSize * 2)
+        let capacity = max(16 << 20, maxSize * 2)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 16)
         defer { buffer.deallocate() }
         var start = 0, end = 0, eof = false, total: UInt64 = 0
@@ -122,11 +122,31 @@ public struct Chunker: Sendable {
                 }
             }
             if start == end { break }
-            let rest = UnsafeRawBufferPointer(rebasing: buffer[start..<end])
-            let len = cutPoint(rest)
-            out.append(BlockRef(hash: Self.hash(UnsafeRawBufferPointer(rebasing: rest[..<len])), size: UInt32(len)))
-            start += len
-            total += UInt64(len)
+            // Cut every chunk the buffer holds (the same cuts as one at a time: a chunk is cut
+            // only with `maxSize` bytes ahead, or at the end of the file), then hash them on all
+            // cores: SHA-256 is most of a scan's time, and the chunks are independent.
+            var cuts = [(offset: Int, length: Int)]()
+            var at = start
+            while at < end && (eof || end - at >= maxSize) {
+                let len = cutPoint(UnsafeRawBufferPointer(rebasing: buffer[at..<end]))
+                cuts.append((at, len))
+                at += len
+            }
+            var hashes = [BlockHash](repeating: BlockHash(w0: 0, w1: 0, w2: 0, w3: 0), count: cuts.count)
+            let chunks = cuts
+            hashes.withUnsafeMutableBufferPointer { out in
+                // Each iteration reads its own range of the buffer and writes its own slot.
+                let shared = HashingSlots(input: UnsafeRawBufferPointer(buffer), output: out)
+                DispatchQueue.concurrentPerform(iterations: chunks.count) { i in
+                    let cut = chunks[i]
+                    shared.output[i] = Self.hash(UnsafeRawBufferPointer(rebasing: shared.input[cut.offset..<(cut.offset + cut.length)]))
+                }
+            }
+            for (cut, hash) in zip(cuts, hashes) {
+                out.append(BlockRef(hash: hash, size: UInt32(cut.length)))
+                total += UInt64(cut.length)
+            }
+            start = at
         }
         return (out, total)
     }
@@ -140,4 +160,11 @@ public struct Chunker: Sendable {
     public static func hash(_ bytes: [UInt8]) -> BlockHash {
         bytes.withUnsafeBytes { hash($0) }
     }
+}
+
+/// The buffers a parallel hashing pass shares: disjoint input ranges, one output slot per
+/// iteration, both alive for the whole `concurrentPerform` call.
+private struct HashingSlots: @unchecked Sendable {
+    let input: UnsafeRawBufferPointer
+    let output: UnsafeMutableBufferPointer<BlockHash>
 }
