@@ -13,3 +13,5 @@ int64_t synckit_birth_time_ns(const char *path) {
     if (!(st.stx_mask & STATX_BTIME)) return 0;
     return (int64_t)st.stx_btime.tv_sec * 1000000000 + st.stx_btime.tv_nsec;
 }
+
+int synckit_start_writeback(int fd) { return sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE); }

@@ -14,4 +14,9 @@ int synckit_syncfs(int fd);
 /// a restart never replays a patch onto a different file that happens to reuse the inode.
 int64_t synckit_birth_time_ns(const char *path);
 
+/// sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE): starts writing the file's dirty pages to
+/// disk without waiting. A large pull calls it as it goes, so that the fsync at the end finds
+/// most of the data already written instead of starting the whole write then.
+int synckit_start_writeback(int fd);
+
 #endif

@@ -347,10 +347,18 @@ struct Puller: Sendable {
                 }
             }
             for _ in 0..<window { launch() }
+            var unflushed = 0
             while let result = await group.nextResult() {
                 switch result {
                 case .success(let (bytes, remote)):
                     if remote { stats.bytesFromNetwork += bytes } else { stats.bytesReused += bytes }
+                    // Every 32 MiB, start writing to disk what arrived: the final fsync then
+                    // waits for the last stretch only, and the disk works while the network does.
+                    unflushed += bytes
+                    if unflushed >= 32 << 20 {
+                        unflushed = 0
+                        _ = synckit_start_writeback(fd)
+                    }
                     launch()
                 case .failure(let error):
                     if error is PullerMiss {

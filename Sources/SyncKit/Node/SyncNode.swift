@@ -523,11 +523,17 @@ public actor SyncNode: Service {
         let hashed = observations.reduce(0) { $0 + ($1.hashed ? 1 : 0) }
         counters.filesHashed += hashed
         metrics.filesHashed.increment(by: hashed)
-        let fresh = observations.filter { o in
-            engine.running[o.path] == nil && engine.local[o.path]?.sequence == snapshot[o.path]?.sequence
+        // In slices: the engine's output for a first scan of 20,000 files would otherwise hold
+        // every new record at once (a peak of memory for nothing; each path is independent).
+        var start = observations.startIndex
+        while start < observations.endIndex {
+            let end = min(start + 1000, observations.endIndex)
+            let fresh = observations[start..<end].filter { o in
+                engine.running[o.path] == nil && engine.local[o.path]?.sequence == snapshot[o.path]?.sequence
+            }
+            if !fresh.isEmpty { apply(engine.localScan(fresh)) }
+            start = end
         }
-        guard !fresh.isEmpty else { return }
-        apply(engine.localScan(fresh))
     }
 
     // MARK: peers
