@@ -152,7 +152,7 @@ class Cluster:
             ports = [22201 + i for i in range(NODES)]
             for i, d in enumerate(self.dirs):
                 cmd = [self.args.syncctl, "run", "--dir", d, "--port", str(ports[i]), "--bind", "127.0.0.1",
-                       "--name", f"n{i}", "--log", "stderr", "--log-level", "warning"]
+                       "--name", f"n{i}", "--log", "stderr", "--log-level", os.environ.get("BENCH_LOG_LEVEL", "warning")]
                 for j in range(NODES):
                     if j != i:
                         cmd += ["--peer", f"127.0.0.1:{ports[j]}"]

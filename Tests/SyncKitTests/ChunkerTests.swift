@@ -51,7 +51,7 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         #expect(changed.count >= 1)
     }
 
-    /// Also across several refills of the file reader's 16 MiB buffer (chunks are cut a buffer
+    /// Also across several refills of the file reader's 4 MiB buffer (chunks are cut a buffer
     /// at a time and hashed in parallel).
     @Test(arguments: [3 << 20 + 12345, 40 << 20 + 777])
     func fileChunkingMatchesInMemoryChunking(size: Int) throws {

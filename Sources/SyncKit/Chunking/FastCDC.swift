@@ -98,7 +98,7 @@ public struct Chunker: Sendable {
     /// Chunks and hashes the open file `fd` from its start, reading it sequentially in large
     /// reads; memory use is bounded by the read buffer whatever the file size.
     public func blocks(fileDescriptor fd: Int32) throws -> (blocks: [BlockRef], size: UInt64) {
-        let capacity = max(16 << 20, maxSize * 2)
+        let capacity = max(4 << 20, maxSize * 2)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 16)
         defer { buffer.deallocate() }
         var start = 0, end = 0, eof = false, total: UInt64 = 0

@@ -35,9 +35,33 @@ final class PeerLink: @unchecked Sendable {
     private var outboxWriterRunning = false
     private var indexQueue = Deque<IndexItem>()
     /// The last block list sent, and received, per path on this connection, for files of at
-    /// least `BlockDelta.minimumBlocks` blocks: the bases of block-list deltas.
-    private var sentBlocks: [String: [BlockRef]] = [:]
-    private var receivedBlocks: [String: [BlockRef]] = [:]
+    /// least `BlockDelta.minimumBlocks` blocks, with their digests: the bases of block-list
+    /// deltas (either direction's list can serve; see `WireMessage.BlockDelta`).
+    /// The last two of each (the newest last): two lists can cross on the wire, each end then
+    /// naming as base the list it knew before the other's arrived.
+    private var sentBlocks: [String: [DeltaBase]] = [:]
+    private var receivedBlocks: [String: [DeltaBase]] = [:]
+    /// Lists the peer announced for paths about to be sent (from the node's view of the peer's
+    /// index): on a new connection, the base the peer is sure to hold as its own.
+    private var peerLists: [String: DeltaBase] = [:]
+
+    typealias DeltaBase = (blocks: [BlockRef], digest: UInt64)
+
+    private static func remember(_ base: DeltaBase?, in history: inout [String: [DeltaBase]], path: String) {
+        guard let base else { history[path] = nil; return }
+        var list = history[path] ?? []
+        if list.last?.digest != base.digest { list.append(base) }
+        history[path] = Array(list.suffix(2))
+    }
+
+    private static func deltaBase(_ r: FileRecord) -> DeltaBase? {
+        deltaBase(r.kind == .file && !r.deleted ? r.blocks : [])
+    }
+
+    private static func deltaBase(_ blocks: [BlockRef]) -> DeltaBase? {
+        guard blocks.count >= WireMessage.BlockDelta.minimumBlocks else { return nil }
+        return (blocks, WireMessage.BlockDelta.digest(of: blocks))
+    }
     private var writerRunning = false
     private(set) var closed = false
     private var _lastReceived = ContinuousClock.now
@@ -156,9 +180,12 @@ final class PeerLink: @unchecked Sendable {
 
     /// Queues records for the peer (in the order given) and, if `caughtUp`, the marker that ends
     /// the answer to its index request. Returns at once; a writer task sends them in batches.
-    func enqueueIndex(_ records: [FileRecord], caughtUp: Bool = false) {
+    func enqueueIndex(_ records: [FileRecord], caughtUp: Bool = false, peerHas: [String: [BlockRef]] = [:]) {
         let start = lock.withLock { () -> Bool in
             if closed { return false }
+            for (path, blocks) in peerHas where blocks.count >= WireMessage.BlockDelta.minimumBlocks {
+                peerLists[path] = Self.deltaBase(blocks)
+            }
             for r in records { indexQueue.append(.record(r)) }
             if caughtUp { indexQueue.append(.caughtUp) }
             if writerRunning || indexQueue.isEmpty { return false }
@@ -279,35 +306,49 @@ final class PeerLink: @unchecked Sendable {
         var records = batch
         var deltas = [Int: WireMessage.BlockDelta]()
         for (i, r) in batch.enumerated() {
-            guard r.kind == .file, !r.deleted, r.blocks.count >= WireMessage.BlockDelta.minimumBlocks else {
+            let hint = peerLists.removeValue(forKey: r.path)
+            guard let mine = Self.deltaBase(r) else {
                 sentBlocks[r.path] = nil
                 continue
             }
-            if let base = sentBlocks[r.path], let (delta, middle) = WireMessage.BlockDelta.between(base, r.blocks) {
+            // The base that leaves the fewest blocks to send, among the lists the peer holds for
+            // sure: what we sent it last, what it sent us last, what it announced as its own.
+            var best: (WireMessage.BlockDelta, [BlockRef])?
+            let candidates = [sentBlocks[r.path]?.last, receivedBlocks[r.path]?.last, hint].compactMap { $0 }
+            for base in candidates {
+                if let (delta, middle) = WireMessage.BlockDelta.between(base.blocks, r.blocks), middle.count < best?.1.count ?? Int.max {
+                    best = (WireMessage.BlockDelta(keepPrefix: delta.keepPrefix, keepSuffix: delta.keepSuffix, baseDigest: base.digest), middle)
+                }
+            }
+            if let (delta, middle) = best {
                 deltas[i] = delta
                 records[i].blocks = middle
             }
-            sentBlocks[r.path] = r.blocks
+            Self.remember(mine, in: &sentBlocks, path: r.path)
         }
         return (records, deltas)
     }
 
     /// Rebuilds the full block lists of an update that arrived on this link, and remembers the
-    /// lists for the next deltas. Throws when a delta has no base here or does not add up:
-    /// the peer broke the protocol.
-    func deltaDecode(_ update: WireMessage.IndexUpdate) throws -> WireMessage.IndexUpdate {
+    /// lists for the next deltas. `local` gives this node's own list of a path (a base the
+    /// peer may name). Throws when a delta names a base this end does not hold or does not add
+    /// up: the peer broke the protocol (or lists crossed in a way two kept lists do not cover),
+    /// and the link is dropped; the new connection starts from full lists.
+    func deltaDecode(_ update: WireMessage.IndexUpdate, local: (String) -> [BlockRef]?) throws -> WireMessage.IndexUpdate {
         try lock.withLock {
             var update = update
             for (i, r) in update.records.enumerated() {
                 if let delta = update.deltas[i] {
-                    guard let base = receivedBlocks[r.path], let full = delta.apply(to: base, middle: r.blocks) else {
+                    var candidates = (receivedBlocks[r.path] ?? []) + (sentBlocks[r.path] ?? [])
+                    if let own = local(r.path), let base = Self.deltaBase(own) { candidates.append(base) }
+                    guard let base = candidates.first(where: { $0.digest == delta.baseDigest }),
+                          let full = delta.apply(to: base.blocks, middle: r.blocks) else {
                         throw SyncError(.protocolViolation, "a block-list delta for \(r.path) without its base")
                     }
                     update.records[i].blocks = full
                     try WireCodec.checkBlocks(of: update.records[i])
                 }
-                let record = update.records[i]
-                receivedBlocks[r.path] = record.kind == .file && !record.deleted && record.blocks.count >= WireMessage.BlockDelta.minimumBlocks ? record.blocks : nil
+                Self.remember(Self.deltaBase(update.records[i]), in: &receivedBlocks, path: r.path)
             }
             update.deltas = [:]
             return update

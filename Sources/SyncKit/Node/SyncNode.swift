@@ -324,7 +324,12 @@ public actor SyncNode: Service {
                 // was pulled from) does not need it back. A 512 MiB file's record is 300 KB.
                 let known = engine.peers[link.id]?.records
                 let news = out.persist.filter { known?[$0.path]?.version != $0.version }
-                if !news.isEmpty { link.enqueueIndex(news) }
+                // The peer's own lists of large files: bases for block-list deltas.
+                var peerHas = [String: [BlockRef]]()
+                for r in news where r.blocks.count >= WireMessage.BlockDelta.minimumBlocks {
+                    if let theirs = known?[r.path], !theirs.deleted { peerHas[r.path] = theirs.blocks }
+                }
+                if !news.isEmpty { link.enqueueIndex(news, peerHas: peerHas) }
             }
         }
         for e in out.events {
@@ -649,7 +654,7 @@ public actor SyncNode: Service {
                     }
                     switch message {
                     case .indexUpdate(let update):
-                        await receivedIndex(try link.deltaDecode(update), from: link)
+                        try await receivedIndexUpdate(update, from: link)
                     case .indexRequest(let request):
                         await receivedIndexRequest(request, from: link)
                     case .blockRequest(let request):
@@ -740,6 +745,13 @@ public actor SyncNode: Service {
     /// This node's records of `keys` that are still at their sequence, for an index backlog.
     func currentRecords(_ keys: [SyncEngine.RecordKey]) -> [FileRecord] {
         keys.compactMap { key in engine.local[key.path].flatMap { $0.sequence == key.sequence ? $0 : nil } }
+    }
+
+    /// Rebuilds delta-encoded block lists (against this link's lists or this node's own), then
+    /// takes the records in.
+    func receivedIndexUpdate(_ update: WireMessage.IndexUpdate, from link: PeerLink) throws {
+        let full = try link.deltaDecode(update) { self.engine.local[$0]?.blocks }
+        receivedIndex(full, from: link)
     }
 
     func receivedIndex(_ update: WireMessage.IndexUpdate, from link: PeerLink) {

@@ -100,6 +100,8 @@ public final class InotifyWatcher: @unchecked Sendable {
         }
     }
 
+    private static let tempSuffix = Array(PathSafety.tempSuffix.utf8).map { CChar(bitPattern: $0) }
+
     private func loop(_ fd: Int32) {
         let size = 64 * 1024
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
@@ -127,7 +129,16 @@ public final class InotifyWatcher: @unchecked Sendable {
                 let length = Int(base.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
                 var name: String?
                 if length > 0 {
-                    name = String(validatingCString: (base + 16).assumingMemoryBound(to: CChar.self))
+                    let raw = (base + 16).assumingMemoryBound(to: CChar.self)
+                    // Our own temp files come and go by the thousand during a pull (created,
+                    // written, chmodded, renamed): dropped here, before any string is built.
+                    let count = strlen(raw)
+                    if count >= Self.tempSuffix.count,
+                       memcmp(raw + count - Self.tempSuffix.count, Self.tempSuffix, Self.tempSuffix.count) == 0 {
+                        offset += 16 + length
+                        continue
+                    }
+                    name = String(validatingCString: raw)
                 }
                 offset += 16 + length
                 if mask & UInt32(IN_Q_OVERFLOW) != 0 {

@@ -50,6 +50,7 @@ public enum WireCodec {
                     b.writeInteger(UInt8(1))
                     b.writeInteger(d.keepPrefix)
                     b.writeInteger(d.keepSuffix)
+                    b.writeInteger(d.baseDigest)
                 } else {
                     b.writeInteger(UInt8(0))
                 }
@@ -172,7 +173,7 @@ public enum WireCodec {
                 case 0:
                     records.append(try readRecord(&r))
                 case 1:
-                    deltas[i] = .init(keepPrefix: try r.integer(UInt32.self), keepSuffix: try r.integer(UInt32.self))
+                    deltas[i] = .init(keepPrefix: try r.integer(UInt32.self), keepSuffix: try r.integer(UInt32.self), baseDigest: try r.integer(UInt64.self))
                     records.append(try readRecord(&r, partialBlocks: true))
                 default:
                     throw WireError(.malformed, "unknown record form")

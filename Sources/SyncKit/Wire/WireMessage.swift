@@ -87,20 +87,36 @@ public enum WireMessage: Sendable, Equatable {
         }
     }
 
-    /// A block list given as a change to the previous one: keep the first `keepPrefix` and the
-    /// last `keepSuffix` blocks of the previous list and put the sent blocks between them.
+    /// A block list given as a change to an earlier one (the base): keep the first
+    /// `keepPrefix` and the last `keepSuffix` blocks of the base and put the sent blocks between.
     ///
     /// Why: a 512 MiB file has about 8,000 blocks, so its record is 300 KB; an edit in the middle
     /// changes a handful of them, and sending the whole list again to every peer cost more than
-    /// the changed data itself. Both ends keep the last list per path per connection (files of
-    /// at least `minimumBlocks` blocks only), updated in the order records go over it, so the
-    /// base is always known on both sides; a new connection starts with none.
+    /// the changed data itself. Both ends of a connection keep, per path, the last list each
+    /// sent and the last each received on it (files of at least `minimumBlocks` blocks only);
+    /// either may serve as the base, named by its `digest`, so the receiver never guesses which
+    /// (records cross on the wire). A new connection starts with none.
     public struct BlockDelta: Sendable, Equatable {
         public var keepPrefix: UInt32
         public var keepSuffix: UInt32
-        public init(keepPrefix: UInt32, keepSuffix: UInt32) {
+        /// `digest(of:)` of the base list.
+        public var baseDigest: UInt64
+        public init(keepPrefix: UInt32, keepSuffix: UInt32, baseDigest: UInt64 = 0) {
             self.keepPrefix = keepPrefix
             self.keepSuffix = keepSuffix
+            self.baseDigest = baseDigest
+        }
+
+        /// Names a block list: the first 8 bytes of the SHA-256 of its hashes and sizes.
+        public static func digest(of blocks: [BlockRef]) -> UInt64 {
+            var bytes = [UInt8]()
+            bytes.reserveCapacity(blocks.count * 36)
+            for b in blocks {
+                for w in [b.hash.w0, b.hash.w1, b.hash.w2, b.hash.w3] { withUnsafeBytes(of: w.bigEndian) { bytes += $0 } }
+                withUnsafeBytes(of: b.size.bigEndian) { bytes += $0 }
+            }
+            let h = Chunker.hash(bytes)
+            return h.w0
         }
 
         /// Files with fewer blocks are always sent in full.
