@@ -102,4 +102,19 @@ import CSyncKitShims
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/big.bin")) == Data(replacement))
         #expect(try FileManager.default.contentsOfDirectory(atPath: state).isEmpty)
     }
+
+    /// A file that grows: a crash may leave any size between the two (a write past the old
+    /// end before the resize); the replay still finishes it.
+    @Test func aGrowingPatchInterruptedAtAnySizeIsFinished() throws {
+        let dir = makeTempDirectory(), state = makeTempDirectory()
+        let old = randomBytes(size, seed: 51)
+        let new = old + randomBytes(1 << 20, seed: 52)
+        FileManager.default.createFile(atPath: dir + "/big.bin", contents: Data(old))
+        _ = try writeJournal(dir: dir, state: state, old: old, new: new)
+        #expect(truncate(dir + "/big.bin", off_t(old.count + 300_000)) == 0)
+
+        PatchJournal.replayAll(directory: state, root: dir, logger: Logger(label: "test"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/big.bin")) == Data(new))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: state).isEmpty)
+    }
 }

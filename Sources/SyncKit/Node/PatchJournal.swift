@@ -110,6 +110,11 @@ struct PatchJournal: Equatable {
     /// Writes the journal's entries into `target` (already open for writing), then sets its
     /// size, mode and time. The caller makes it durable.
     func apply(from journalFD: Int32, to target: Int32) throws {
+        // A growing file takes its new size first, so that a crash part way leaves one of the
+        // two sizes the replay accepts, never one in between that a write past the end made.
+        if newSize > oldSize {
+            guard ftruncate(target, off_t(newSize)) == 0 else { throw SyncError(.io, "cannot size \(path): \(FileOps.errorText())") }
+        }
         for (e, at) in zip(entries, dataOffsets()) {
             guard let data = Self.readBytes(journalFD, at: at, count: Int(e.size)) else {
                 throw SyncError(.io, "the patch journal of \(path) is short")
@@ -136,34 +141,44 @@ struct PatchJournal: Equatable {
     static func replayAll(directory: String, root: String, logger: Logger) {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
         for name in names where name.hasPrefix("patch-") && name.hasSuffix(".journal") {
-            let location = directory + "/" + name
-            var done = true  // kept only when the replay itself failed (disk full ...): retried next start
-            defer { if done { unlink(location) } }
-            let fd = open(location, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { continue }
-            defer { close(fd) }
-            guard let journal = read(fd), PathSafety.isSafe(journal.path) else {
-                logger.info("dropping a torn patch journal (its file was not touched)", metadata: ["journal": "\(name)"])
-                continue
-            }
-            let target = root + "/" + journal.path
-            guard let st = try? FileOps.lstat(target), st.kind == .file, st.inode == journal.inode,
-                  synckit_birth_time_ns(target) == journal.birthNs,
-                  st.size == journal.oldSize || st.size == journal.newSize else {
-                logger.notice("a patch journal no longer matches its file; dropping it", metadata: ["sync.path": "\(journal.path)"])
-                continue
-            }
-            let out = open(target, O_WRONLY | O_CLOEXEC | O_NOFOLLOW)
-            guard out >= 0 else { continue }
-            defer { close(out) }
-            do {
-                try journal.apply(from: fd, to: out)
-                guard fsync(out) == 0 else { throw SyncError(.io, "fsync failed: \(FileOps.errorText())") }
-                logger.notice("finished a patch interrupted by a crash", metadata: ["sync.path": "\(journal.path)"])
-            } catch {
-                done = false
-                logger.error("cannot replay a patch journal", metadata: ["sync.path": "\(journal.path)", "error": "\(error)"])
-            }
+            _ = replay(directory + "/" + name, root: root, logger: logger)
         }
+    }
+
+    /// Replays one journal (see `replayAll`) and deletes it. False when it could not be applied
+    /// (the file cannot be opened or written): the journal is then kept, to be tried again.
+    static func replay(_ location: String, root: String, logger: Logger) -> Bool {
+        let fd = open(location, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return errno == ENOENT }
+        defer { close(fd) }
+        guard let journal = read(fd), PathSafety.isSafe(journal.path) else {
+            logger.info("dropping a torn patch journal (its file was not touched)", metadata: ["journal": "\(location)"])
+            unlink(location)
+            return true
+        }
+        let target = root + "/" + journal.path
+        guard let st = try? FileOps.lstat(target), st.kind == .file, st.inode == journal.inode,
+              synckit_birth_time_ns(target) == journal.birthNs,
+              st.size >= min(journal.oldSize, journal.newSize), st.size <= max(journal.oldSize, journal.newSize) else {
+            logger.notice("a patch journal no longer matches its file; dropping it", metadata: ["sync.path": "\(journal.path)"])
+            unlink(location)
+            return true
+        }
+        let out = open(target, O_WRONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard out >= 0 else {
+            logger.error("cannot open a file to finish its patch; the journal is kept", metadata: ["sync.path": "\(journal.path)", "error": "\(FileOps.errorText())"])
+            return false
+        }
+        defer { close(out) }
+        do {
+            try journal.apply(from: fd, to: out)
+            guard fsync(out) == 0 else { throw SyncError(.io, "fsync failed: \(FileOps.errorText())") }
+        } catch {
+            logger.error("cannot replay a patch journal; it is kept", metadata: ["sync.path": "\(journal.path)", "error": "\(error)"])
+            return false
+        }
+        unlink(location)
+        logger.notice("finished a patch from its journal", metadata: ["sync.path": "\(journal.path)"])
+        return true
     }
 }

@@ -23,6 +23,10 @@ struct Puller: Sendable {
     let committer: GroupCommitter
     /// Where patch journals are kept (the state directory).
     let journalDirectory: String
+    /// Paths whose in-place patch failed half way and whose journal could not be replayed yet
+    /// (a disk error): no scan may record them and no pull may start on them until a replay
+    /// succeeds (see `finishPatch`).
+    let unfinishedPatches = Locked<Set<String>>([])
 
     /// Fetches one block from the peers that have it (nil: nobody could give it). What it
     /// returns has been checked against the block's size and SHA-256 (`SyncNode.fetchBlock`),
@@ -173,6 +177,7 @@ struct Puller: Sendable {
     }
 
     private func writeFile(_ job: PullJob, locals: [BlockHash: [BlockMap.Location]], fetch: @escaping RemoteFetch, stats: inout Stats) async throws -> PullOutcome {
+        guard current(job) else { return .failed("an earlier patch of this file is not finished yet (disk error); retrying its journal") }
         if let changed = Self.patchPlan(job) {
             return try await patchInPlace(job, changed: changed, locals: locals, fetch: fetch, stats: &stats)
         }
@@ -182,7 +187,9 @@ struct Puller: Sendable {
         // bits (so no chmod when the umask keeps them), and known empty (no stat, no resize:
         // the blocks cover it). Otherwise an interrupted pull left it: resume it.
         let mode = mode_t(job.target.mode & 0o777)
-        var fd = open(absolute(temp), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode)
+        // Always writable by us while assembled (a read-only target's temp must stay resumable).
+        let createMode = mode | 0o600
+        var fd = open(absolute(temp), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, createMode)
         let fresh = fd >= 0
         if !fresh && errno == EEXIST {
             fd = open(absolute(temp), O_RDWR | O_CLOEXEC | O_NOFOLLOW)
@@ -225,7 +232,7 @@ struct Puller: Sendable {
         if !complete || Task.isCancelled { return .unavailable }
 
         // Permission bits only: a peer never plants setuid, setgid or sticky bits here.
-        if !fresh || mode & Self.umask != 0 {
+        if !fresh || createMode != mode || mode & Self.umask != 0 {
             guard fchmod(fd, mode) == 0 else { throw SyncError(.io, "cannot chmod \(temp)") }
         }
         var times = FileOps.modificationTimes(job.target.mtimeNs)
@@ -254,8 +261,9 @@ struct Puller: Sendable {
     /// changing (an insert near the start shifts everything after it; then the temp-file way,
     /// which copies shifted blocks from the old file, is the right one). Nil otherwise.
     static func patchPlan(_ job: PullJob) -> [Int]? {
+        // (The file must be writable by its owner: a read-only file is replaced, as before.)
         guard job.conflictCopyPath == nil, let current = job.expectedLocal, !current.deleted, current.kind == .file,
-              job.target.kind == .file, !job.target.deleted, job.target.size >= patchMinimumSize else { return nil }
+              current.mode & 0o200 != 0, job.target.kind == .file, !job.target.deleted, job.target.size >= patchMinimumSize else { return nil }
         var have = [UInt64: BlockRef](minimumCapacity: current.blocks.count)
         for (offset, block) in zip(current.blockOffsets, current.blocks) { have[offset] = block }
         var changed = [Int]()
@@ -273,6 +281,7 @@ struct Puller: Sendable {
     /// journal is deleted. Unchanged bytes are neither read nor written.
     private func patchInPlace(_ job: PullJob, changed: [Int], locals: [BlockHash: [BlockMap.Location]], fetch: @escaping RemoteFetch, stats: inout Stats) async throws -> PullOutcome {
         guard try localMatches(job.expectedLocal, at: job.path), let st = try FileOps.lstat(absolute(job.path)) else { return .localChanged }
+        guard current(job) else { return .failed("an earlier patch of this file is not finished yet (disk error); retrying its journal") }
         let blocks = job.target.blocks
         let offsets = job.target.blockOffsets
         let journal = PatchJournal(
@@ -294,7 +303,8 @@ struct Puller: Sendable {
         // The journal, and its name in the state directory, on disk before the file is touched.
         let synced = await committer.makeDurable(.file(jfd))
         guard synced == 0 else { throw SyncError(.io, "fsync of the patch journal failed: \(String(cString: strerror(synced)))") }
-        _ = await committer.makeDurable(.directory(journalDirectory))
+        let named = await committer.makeDurable(.directory(journalDirectory))
+        guard named == 0 else { throw SyncError(.io, "fsync of the state directory failed: \(String(cString: strerror(named)))") }
         // A local edit while the blocks were fetched wins: decide again.
         guard try localMatches(job.expectedLocal, at: job.path) else { return .localChanged }
 
@@ -303,12 +313,36 @@ struct Puller: Sendable {
         defer { close(out) }
         // From here until the file is durable, a crash leaves the journal for the restart.
         keepJournal = true
-        try journal.apply(from: jfd, to: out)
-        let done = await committer.makeDurable(.file(out))
-        guard done == 0 else { throw SyncError(.io, "fsync of \(job.path) failed: \(String(cString: strerror(done)))") }
+        var failure: String?
+        do {
+            try journal.apply(from: jfd, to: out)
+            let done = await committer.makeDurable(.file(out))
+            if done != 0 { failure = "fsync of \(job.path) failed: \(String(cString: strerror(done)))" }
+        } catch {
+            failure = "\(error)"
+        }
+        if let failure {
+            // The file may be half patched: never leave it so while running. Replay the journal
+            // now; if even that fails, keep the path away from scans and pulls until it works.
+            if PatchJournal.replay(location, root: root, logger: logger) {
+                keepJournal = false
+                return .failed("\(failure); the patch was finished from its journal, deciding again")
+            }
+            unfinishedPatches.withLock { _ = $0.insert(job.path) }
+            return .failed("\(failure); the patch journal is kept and replayed before the file is used again")
+        }
         keepJournal = false
         stats.bytesReused += Int(job.target.size) - pieces.reduce(0) { $0 + Int($1.block.size) }
         return .applied(try appliedRecord(job))
+    }
+
+    /// False while an earlier patch of the job's path is unfinished and its journal still
+    /// cannot be replayed; true once it is (or when there was none).
+    func current(_ job: PullJob) -> Bool {
+        guard unfinishedPatches.withLock({ $0.contains(job.path) }) else { return true }
+        guard PatchJournal.replay(PatchJournal.location(for: job.path, in: journalDirectory), root: root, logger: logger) else { return false }
+        unfinishedPatches.withLock { _ = $0.remove(job.path) }
+        return true
     }
 
     /// A block to place: where it sits in the target file, and where to write it in `fd`.
@@ -335,9 +369,9 @@ struct Puller: Sendable {
                 group.addTask {
                     // Local copy first: read, verify, write.
                     for location in candidates {
-                        if let data = Self.readLocal(root: root, location), Chunker.hash(data) == block.hash {
-                            try data.withUnsafeBytes { try FileOps.pwrite(fd, $0, offset: piece.destination) }
-                            return (data.count, false)
+                        if let data = Self.readLocal(root: root, location), data.withUnsafeReadableBytes({ Chunker.hash($0) }) == block.hash {
+                            try data.withUnsafeReadableBytes { try FileOps.pwrite(fd, $0, offset: piece.destination) }
+                            return (data.readableBytes, false)
                         }
                     }
                     guard let buffer = await fetch(block, path, piece.fileOffset, sources),
@@ -373,13 +407,16 @@ struct Puller: Sendable {
         return !unavailable
     }
 
-    /// Reads a block from a local file (nil if it is gone or shorter than expected).
-    static func readLocal(root: String, _ location: BlockMap.Location) -> [UInt8]? {
+    /// Reads a block from a local file (nil if it is gone or shorter than expected), straight
+    /// into a buffer that can also go on the wire as is (serving a peer uses it too).
+    static func readLocal(root: String, _ location: BlockMap.Location) -> ByteBuffer? {
         guard let fd = try? FileOps.openForReading(root + "/" + location.path) else { return nil }
         defer { close(fd) }
-        var bytes = [UInt8](repeating: 0, count: Int(location.size))
-        let n = bytes.withUnsafeMutableBytes { (try? FileOps.pread(fd, into: $0, offset: location.offset)) ?? -1 }
-        return n == Int(location.size) ? bytes : nil
+        var buffer = ByteBufferAllocator().buffer(capacity: Int(location.size))
+        let n = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Int(location.size)) { raw in
+            (try? FileOps.pread(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[..<Int(location.size)]), offset: location.offset)) ?? 0
+        }
+        return n == Int(location.size) ? buffer : nil
     }
 }
 
