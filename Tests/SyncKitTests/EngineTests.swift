@@ -210,6 +210,35 @@ struct SimCluster {
         #expect(engine.nextJobs().count == 2)
     }
 
+    /// A peer whose index was reset (new index ID) no longer vouches for its old records: a
+    /// file only it had is no longer wanted, and no job for it starts.
+    @Test func aPeersResetIndexIsDecidedAgain() {
+        var engine = SyncEngine(me: TestIDs.a, policy: NewestWinsPolicy(), maxConcurrentJobs: 16)
+        engine.peerConnected(TestIDs.b, indexID: 1)
+        _ = engine.peerIndex(TestIDs.b, records: [fileRecord("only-b", [1, 2, 3], by: TestIDs.b)], caughtUp: true)
+        engine.peerDisconnected(TestIDs.b)
+        _ = engine.peerConnected(TestIDs.b, indexID: 2)
+        #expect(engine.nextJobs().isEmpty)
+        #expect(engine.isIdle)
+    }
+
+    /// When a queued path's turn comes and only the agreed record is left to store (the disk
+    /// already holds the content), `nextJobs(into:)` stores it instead of dropping it.
+    @Test func aRecordDecidedAtAPathsTurnIsStored() {
+        var engine = SyncEngine(me: TestIDs.a, policy: NewestWinsPolicy(), maxConcurrentJobs: 16)
+        engine.peerConnected(TestIDs.b, indexID: 1)
+        let theirs = fileRecord("f", [1, 2, 3], by: TestIDs.b, mtime: 5)
+        _ = engine.peerIndex(TestIDs.b, records: [theirs], caughtUp: true)
+        // Meanwhile the same content appeared here (same mtime): the queued job is moot.
+        var mine = fileRecord("f", [1, 2, 3], by: TestIDs.a, version: .init(), mtime: 5)
+        mine.inode = 7
+        engine.restore(records: [mine])
+        var out = SyncEngine.Output()
+        #expect(engine.nextJobs(into: &out).isEmpty)
+        #expect(out.persist.map(\.path) == ["f"])
+        #expect(engine.local["f"]?.version == theirs.version)
+    }
+
     @Test func pullOrderIsSmallestFirstWithDirectoriesFirstAndDeletesLast() {
         var engine = SyncEngine(me: TestIDs.a, policy: NewestWinsPolicy(), maxConcurrentJobs: 100)
         engine.versionClock = { 0 }

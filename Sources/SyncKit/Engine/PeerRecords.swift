@@ -43,4 +43,7 @@ public struct PeerRecords: Sendable {
     }
 
     public var count: Int { table.count }
+
+    /// Every path the peer has a record of.
+    public var paths: [String] { Array(table.keys) }
 }

@@ -151,16 +151,24 @@ public struct SyncEngine: Sendable {
 
     // MARK: peers
 
-    public mutating func peerConnected(_ peer: NodeID, indexID: UInt64) {
+    /// A peer connected with its index `indexID`. When that index is new (the peer's database
+    /// was reset), its old records mean nothing: they are forgotten and the paths they named are
+    /// decided again.
+    @discardableResult
+    public mutating func peerConnected(_ peer: NodeID, indexID: UInt64) -> Output {
+        var out = Output()
         var p = peers[peer] ?? PeerIndex()
+        var forgotten = [String]()
         if p.indexID != indexID {
-            // A new index on the peer (its database was reset): its old records mean nothing.
+            forgotten = p.records.paths
             p = PeerIndex()
             p.indexID = indexID
         }
         p.connected = true
         p.caughtUp = false
         peers[peer] = p
+        for path in forgotten { reevaluate(path, into: &out) }
+        return out
     }
 
     public mutating func peerDisconnected(_ peer: NodeID) {
@@ -342,7 +350,7 @@ public struct SyncEngine: Sendable {
     mutating func reevaluate(_ path: String, into out: inout Output) {
         switch decide(path) {
         case nil:
-            return
+            dropPending(path)  // no record of the path anywhere any more
         case .upToDate:
             dropPending(path)
             failed[path] = nil
@@ -400,6 +408,13 @@ public struct SyncEngine: Sendable {
     /// Jobs to start now, in pull order, up to the concurrency limit. Each job's sources are the
     /// connected peers whose record holds the target content.
     public mutating func nextJobs() -> [PullJob] {
+        var out = Output()
+        return nextJobs(into: &out)
+    }
+
+    /// `nextJobs()`, with what a path whose turn came needs besides a job (the agreed record to
+    /// store, when nothing on disk is to change any more) added to `out`.
+    public mutating func nextJobs(into out: inout Output) -> [PullJob] {
         var jobs = [PullJob]()
         var deferred = [QueueEntry]()
         defer { for entry in deferred { queue.insert(entry) } }
@@ -408,16 +423,18 @@ public struct SyncEngine: Sendable {
                 _ = queue.removeMin()
                 continue
             }
-            guard case .job(var job) = decide(top.path) else {
-                // Queued when something was to be done; nothing is now (reevaluate would have
-                // dropped it, so this is only a safety net).
-                _ = queue.removeMin()
-                dropPending(top.path)
-                continue
-            }
             if running[top.path] != nil {
                 // The path's previous job still runs; this one waits for it to report back.
                 deferred.append(queue.removeMin())
+                continue
+            }
+            // Built now, from the current state (the queue keeps only where the path sits).
+            let decision = decide(top.path)
+            guard case .job(var job) = decision else {
+                // Nothing on disk to do any more: store the agreed record, if there is one.
+                _ = queue.removeMin()
+                dropPending(top.path)
+                if case .record(let r)? = decision { commit(r, into: &out) }
                 continue
             }
             if job.operation == .delete && running.values.contains(where: { $0.operation != .delete }) {
