@@ -294,18 +294,7 @@ final class TCPPeerChannel: PeerChannel {
     }
 
     func send(_ frame: Frame) async throws {
-        let size = 1 + frame.payload.readableBytes
-        guard size <= maximumFrameSize else {
-            throw WireError(.frameTooLarge, "a frame of \(size) bytes is over the limit of \(maximumFrameSize)")
-        }
-        guard !closed.withLock({ $0 }) else {
-            throw SyncError(.transport, "the connection to \(remoteDescription) is closed")
-        }
-        do {
-            try await writer.write(frame)
-        } catch {
-            throw SyncError(.transport, "sending to \(remoteDescription) failed", underlying: error)
-        }
+        try await send(contentsOf: [frame])
     }
 
     func send(contentsOf frames: [Frame]) async throws {

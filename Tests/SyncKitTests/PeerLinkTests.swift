@@ -74,7 +74,7 @@ private final class SilentChannel: PeerChannel, @unchecked Sendable {
         a.enqueueIndex([first])
         let full = try await nextUpdate(channelA, after: 0)
         #expect(full.deltas.isEmpty)
-        #expect(try b.deltaDecode(full, local: { _ in nil }).records == [first])
+        #expect(try b.deltaDecode(full, local: { _ in [] }).records == [first])
 
         // B's edit goes back to A: a delta against the list B received from A.
         content.replaceSubrange(4_000_000..<4_100_000, with: randomBytes(100_000, seed: 22))
@@ -83,12 +83,12 @@ private final class SilentChannel: PeerChannel, @unchecked Sendable {
         let delta = try await nextUpdate(channelB, after: 0)
         #expect(delta.deltas.count == 1)
         #expect(delta.records[0].blocks.count < 10)
-        #expect(try a.deltaDecode(delta, local: { _ in nil }).records == [second])
+        #expect(try a.deltaDecode(delta, local: { _ in [] }).records == [second])
 
         // A base that neither end holds is a protocol error, never a wrong list.
         var forged = delta
         forged.deltas[0]?.baseDigest &+= 1
-        #expect(throws: SyncError.self) { try a.deltaDecode(forged, local: { _ in nil }) }
+        #expect(throws: SyncError.self) { try a.deltaDecode(forged, local: { _ in [] }) }
     }
 
     /// Both ends send a new list at once: each names the base it knew, and the other still
@@ -99,7 +99,7 @@ private final class SilentChannel: PeerChannel, @unchecked Sendable {
         var content = randomBytes(8 << 20, seed: 31)
         let first = fileRecord("big.bin", content, by: TestIDs.a)
         a.enqueueIndex([first])
-        _ = try b.deltaDecode(try await nextUpdate(channelA, after: 0), local: { _ in nil })
+        _ = try b.deltaDecode(try await nextUpdate(channelA, after: 0), local: { _ in [] })
 
         content.replaceSubrange(1_000_000..<1_050_000, with: randomBytes(50_000, seed: 32))
         let second = fileRecord("big.bin", content, by: TestIDs.c, version: .init([TestIDs.a: 1, TestIDs.c: 1]), sequence: 2)
@@ -108,8 +108,8 @@ private final class SilentChannel: PeerChannel, @unchecked Sendable {
         let fromA = try await nextUpdate(channelA, after: 1)
         let fromB = try await nextUpdate(channelB, after: 0)
         #expect(fromA.deltas.count == 1 && fromB.deltas.count == 1)
-        #expect(try b.deltaDecode(fromA, local: { _ in nil }).records[0].blocks == second.blocks)
-        #expect(try a.deltaDecode(fromB, local: { _ in nil }).records[0].blocks == second.blocks)
+        #expect(try b.deltaDecode(fromA, local: { _ in [] }).records[0].blocks == second.blocks)
+        #expect(try a.deltaDecode(fromB, local: { _ in [] }).records[0].blocks == second.blocks)
     }
 
     /// On a new connection the base can be the receiver's own list, as it announced it.
@@ -123,6 +123,6 @@ private final class SilentChannel: PeerChannel, @unchecked Sendable {
         a.enqueueIndex([mine], peerHas: ["big.bin": theirs.blocks])
         let update = try await nextUpdate(channelA, after: 0)
         #expect(update.deltas.count == 1)
-        #expect(try b.deltaDecode(update, local: { $0 == "big.bin" ? theirs.blocks : nil }).records[0].blocks == mine.blocks)
+        #expect(try b.deltaDecode(update, local: { $0 == "big.bin" ? [theirs.blocks] : [] }).records[0].blocks == mine.blocks)
     }
 }

@@ -134,14 +134,17 @@ public struct Chunker: Sendable {
             }
             var hashes = [BlockHash](repeating: BlockHash(w0: 0, w1: 0, w2: 0, w3: 0), count: cuts.count)
             let chunks = cuts
-            hashes.withUnsafeMutableBufferPointer { out in
+            if chunks.count == 1 {
+                // A small file: one chunk, hashed here (no hand-off to other threads).
+                hashes[0] = Self.hash(UnsafeRawBufferPointer(rebasing: buffer[chunks[0].offset..<(chunks[0].offset + chunks[0].length)]))
+            } else { hashes.withUnsafeMutableBufferPointer { out in
                 // Each iteration reads its own range of the buffer and writes its own slot.
                 let shared = HashingSlots(input: UnsafeRawBufferPointer(buffer), output: out)
                 DispatchQueue.concurrentPerform(iterations: chunks.count) { i in
                     let cut = chunks[i]
                     shared.output[i] = Self.hash(UnsafeRawBufferPointer(rebasing: shared.input[cut.offset..<(cut.offset + cut.length)]))
                 }
-            }
+            } }
             for (cut, hash) in zip(cuts, hashes) {
                 out.append(BlockRef(hash: hash, size: UInt32(cut.length)))
                 total += UInt64(cut.length)

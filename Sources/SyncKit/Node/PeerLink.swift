@@ -178,16 +178,15 @@ final class PeerLink: @unchecked Sendable {
 
     // MARK: index
 
-    /// Queues records for the peer (in the order given) and, if `caughtUp`, the marker that ends
-    /// the answer to its index request. Returns at once; a writer task sends them in batches.
-    func enqueueIndex(_ records: [FileRecord], caughtUp: Bool = false, peerHas: [String: [BlockRef]] = [:]) {
+    /// Queues records for the peer, in the order given (`peerHas`: the peer's own lists of some
+    /// of those paths, bases for deltas). Returns at once; a writer task sends them in batches.
+    func enqueueIndex(_ records: [FileRecord], peerHas: [String: [BlockRef]] = [:]) {
         let start = lock.withLock { () -> Bool in
             if closed { return false }
             for (path, blocks) in peerHas where blocks.count >= WireMessage.BlockDelta.minimumBlocks {
                 peerLists[path] = Self.deltaBase(blocks)
             }
             for r in records { indexQueue.append(.record(r)) }
-            if caughtUp { indexQueue.append(.caughtUp) }
             if writerRunning || indexQueue.isEmpty { return false }
             writerRunning = true
             return true
@@ -330,19 +329,22 @@ final class PeerLink: @unchecked Sendable {
     }
 
     /// Rebuilds the full block lists of an update that arrived on this link, and remembers the
-    /// lists for the next deltas. `local` gives this node's own list of a path (a base the
-    /// peer may name). Throws when a delta names a base this end does not hold or does not add
-    /// up: the peer broke the protocol (or lists crossed in a way two kept lists do not cover),
-    /// and the link is dropped; the new connection starts from full lists.
-    func deltaDecode(_ update: WireMessage.IndexUpdate, local: (String) -> [BlockRef]?) throws -> WireMessage.IndexUpdate {
+    /// lists for the next deltas. `local` gives this node's own recent lists of a path (the
+    /// peer may name the one it last saw announced). Throws when a delta names a base this end
+    /// does not hold or does not add up: the peer broke the protocol (or lists crossed in a way
+    /// the kept lists do not cover), and the link is dropped; the new connection starts from
+    /// full lists. A wrong list is never built.
+    func deltaDecode(_ update: WireMessage.IndexUpdate, local: (String) -> [[BlockRef]]) throws -> WireMessage.IndexUpdate {
         try lock.withLock {
             var update = update
             for (i, r) in update.records.enumerated() {
                 if let delta = update.deltas[i] {
-                    var candidates = (receivedBlocks[r.path] ?? []) + (sentBlocks[r.path] ?? [])
-                    if let own = local(r.path), let base = Self.deltaBase(own) { candidates.append(base) }
-                    guard let base = candidates.first(where: { $0.digest == delta.baseDigest }),
-                          let full = delta.apply(to: base.blocks, middle: r.blocks) else {
+                    // The link's lists first (their digests are known); this node's own lists
+                    // only when none matches (a digest costs a hash of the whole list).
+                    let kept = (receivedBlocks[r.path] ?? []) + (sentBlocks[r.path] ?? [])
+                    let base = kept.first { $0.digest == delta.baseDigest }
+                        ?? local(r.path).lazy.compactMap(Self.deltaBase).first { $0.digest == delta.baseDigest }
+                    guard let base, let full = delta.apply(to: base.blocks, middle: r.blocks) else {
                         throw SyncError(.protocolViolation, "a block-list delta for \(r.path) without its base")
                     }
                     update.records[i].blocks = full
@@ -446,7 +448,6 @@ final class PeerLink: @unchecked Sendable {
         for w in waiters { w.resume() }
     }
 
-    /// Fails every request in flight and refuses new ones; closes the channel.
     /// Fails the block requests whose answer is overdue (called by the node's timer: one sweep
     /// instead of a timer task per request).
     func expireRequests(now: ContinuousClock.Instant) {
@@ -456,6 +457,7 @@ final class PeerLink: @unchecked Sendable {
         }
     }
 
+    /// Fails every request in flight and refuses new ones; closes the channel.
     func shutdown() async {
         let (requests, waiters, unsent) = lock.withLock { () -> ([(CheckedContinuation<ByteBuffer?, any Error>, Int)], [CheckedContinuation<Void, Never>], [@Sendable ((any Error)?) -> Void]) in
             closed = true

@@ -47,6 +47,8 @@ public actor SyncNode: Service {
     var interruptedPulls: Set<String> = []
     /// Records changed since the last index write.
     var unsaved: [String: FileRecord] = [:]
+    /// This node's last two block lists of each large file (see `rememberList`).
+    var recentLists: [String: [[BlockRef]]] = [:]
     var flushTask: Task<Void, Never>?
     var stopping = false
     var counters = Counters()
@@ -174,7 +176,10 @@ public actor SyncNode: Service {
         PatchJournal.replayAll(directory: configuration.resolvedStateDirectory, root: configuration.folder, logger: logger)
         let records = try store.loadAll()
         engine.restore(records: records)
-        for r in records { blockMap.update(r) }
+        for r in records {
+            blockMap.update(r)
+            rememberList(r)
+        }
         logger.info("starting", metadata: ["folder": "\(configuration.folder)", "node.id": "\(id)", "records": "\(records.count)"])
         if configuration.clusterKey.isOpen {
             logger.warning("no cluster key: running in open mode, any SyncKit node on the network that names cluster '\(configuration.clusterName)' can join. Set SYNCKIT_CLUSTER_KEY or --cluster-key-file.")
@@ -315,6 +320,7 @@ public actor SyncNode: Service {
             for r in changed {
                 blockMap.update(r)
                 unsaved[r.path] = r
+                rememberList(r)
             }
             scheduleFlush()
         }
@@ -342,6 +348,18 @@ public actor SyncNode: Service {
             emit(e)
         }
         schedule()
+    }
+
+    /// Keeps this node's last two block lists of each large file: a peer may name either as the
+    /// base of a block-list delta (the one it last saw announced may be one change behind).
+    func rememberList(_ r: FileRecord) {
+        guard r.kind == .file, !r.deleted, r.blocks.count >= WireMessage.BlockDelta.minimumBlocks else {
+            recentLists[r.path] = nil
+            return
+        }
+        var lists = recentLists[r.path] ?? []
+        if lists.last != r.blocks { lists.append(r.blocks) }
+        recentLists[r.path] = Array(lists.suffix(2))
     }
 
     /// Group commit of the index: records changed within `flushDelay` are written in one
@@ -376,7 +394,10 @@ public actor SyncNode: Service {
 
     func schedule() {
         guard !stopping else { return }
-        for job in engine.nextJobs() {
+        var decided = SyncEngine.Output()
+        let jobs = engine.nextJobs(into: &decided)
+        defer { if !decided.persist.isEmpty || !decided.persistQuietly.isEmpty { apply(decided) } }
+        for job in jobs {
             var locals: [BlockHash: [BlockMap.Location]] = [:]
             if job.operation == .writeFile {
                 for block in job.target.blocks where locals[block.hash] == nil {
@@ -533,8 +554,10 @@ public actor SyncNode: Service {
         var start = observations.startIndex
         while start < observations.endIndex {
             let end = min(start + 1000, observations.endIndex)
+            let unfinished = puller.unfinishedPatches.withLock { $0 }
             let fresh = observations[start..<end].filter { o in
                 engine.running[o.path] == nil && engine.local[o.path]?.sequence == snapshot[o.path]?.sequence
+                    && !unfinished.contains(o.path)  // half patched: never recorded as an edit
             }
             if !fresh.isEmpty { apply(engine.localScan(fresh)) }
             start = end
@@ -713,10 +736,11 @@ public actor SyncNode: Service {
         links[link.id] = link
         metrics.peersConnected.record(links.count)
         indexRequested.remove(link.id)
-        engine.peerConnected(link.id, indexID: peerIndexID)
+        let out = engine.peerConnected(link.id, indexID: peerIndexID)
         inSync = false
         logger.info("peer connected", metadata: ["peer.id": "\(link.id.short)", "peer.name": "\(link.name)", "peer.address": "\(link.address)"])
         emit(.peerConnected(link.id, name: link.name))
+        if !out.persist.isEmpty || !out.persistQuietly.isEmpty || !out.events.isEmpty { apply(out) } else { schedule() }
         let request = engine.indexRequest(for: link.id)
         Task { try? await link.send(.indexRequest(request)) }
         return true
@@ -750,7 +774,7 @@ public actor SyncNode: Service {
     /// Rebuilds delta-encoded block lists (against this link's lists or this node's own), then
     /// takes the records in.
     func receivedIndexUpdate(_ update: WireMessage.IndexUpdate, from link: PeerLink) throws {
-        let full = try link.deltaDecode(update) { self.engine.local[$0]?.blocks }
+        let full = try link.deltaDecode(update) { self.recentLists[$0] ?? [] }
         receivedIndex(full, from: link)
     }
 
@@ -814,21 +838,10 @@ public actor SyncNode: Service {
         return places.first { $0.path == request.path && $0.offset == request.offset } ?? places.first
     }
 
-    /// Reads a block straight into the buffer that goes on the wire (no intermediate copy).
-    nonisolated static func readBlock(root: String, _ location: BlockMap.Location) -> ByteBuffer? {
-        guard let fd = try? FileOps.openForReading(root + "/" + location.path) else { return nil }
-        defer { close(fd) }
-        var buffer = ByteBufferAllocator().buffer(capacity: Int(location.size))
-        let n = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Int(location.size)) { raw in
-            (try? FileOps.pread(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[..<Int(location.size)]), offset: location.offset)) ?? 0
-        }
-        return n == Int(location.size) ? buffer : nil
-    }
-
     nonisolated func serve(_ request: WireMessage.BlockRequest, to link: PeerLink) async {
         var response = WireMessage.BlockResponse(id: request.id, status: .notFound, data: ByteBuffer())
         if let location = await locate(request), location.size == request.size,
-           let data = Self.readBlock(root: configuration.folder, location) {
+           let data = Puller.readLocal(root: configuration.folder, location) {
             response.status = .ok
             response.data = data
         }

@@ -1,6 +1,6 @@
 import NIOCore
 
-/// The messages of the SyncKit protocol (version 1).
+/// The messages of the SyncKit protocol (version 2).
 ///
 /// The exchange between two nodes:
 /// 1. Both send `hello` (identity, cluster, a fresh random nonce).
@@ -109,14 +109,12 @@ public enum WireMessage: Sendable, Equatable {
 
         /// Names a block list: the first 8 bytes of the SHA-256 of its hashes and sizes.
         public static func digest(of blocks: [BlockRef]) -> UInt64 {
-            var bytes = [UInt8]()
+            var bytes = ByteBuffer()
             bytes.reserveCapacity(blocks.count * 36)
             for b in blocks {
-                for w in [b.hash.w0, b.hash.w1, b.hash.w2, b.hash.w3] { withUnsafeBytes(of: w.bigEndian) { bytes += $0 } }
-                withUnsafeBytes(of: b.size.bigEndian) { bytes += $0 }
+                bytes.writeMultipleIntegers(b.hash.w0, b.hash.w1, b.hash.w2, b.hash.w3, b.size)
             }
-            let h = Chunker.hash(bytes)
-            return h.w0
+            return bytes.withUnsafeReadableBytes { Chunker.hash($0) }.w0
         }
 
         /// Files with fewer blocks are always sent in full.
