@@ -27,7 +27,7 @@ public struct SyncConfiguration: Sendable {
     public var maxRedialDelay: Duration = .seconds(10)
     public var handshakeTimeout: Duration = .seconds(10)
     /// Files pulled at once.
-    public var maxConcurrentJobs: Int = 16
+    public var maxConcurrentJobs: Int = 32
     /// Blocks in flight within one file.
     public var blockWindow: Int = 16
     /// Bytes of block requests in flight per peer.
