@@ -280,8 +280,8 @@ struct Puller: Sendable {
     /// made durable, then the blocks are written into the file, which is made durable, and the
     /// journal is deleted. Unchanged bytes are neither read nor written.
     private func patchInPlace(_ job: PullJob, changed: [Int], locals: [BlockHash: [BlockMap.Location]], fetch: @escaping RemoteFetch, stats: inout Stats) async throws -> PullOutcome {
+        // (`writeFile` already checked that no earlier patch of the path is unfinished.)
         guard try localMatches(job.expectedLocal, at: job.path), let st = try FileOps.lstat(absolute(job.path)) else { return .localChanged }
-        guard current(job) else { return .failed("an earlier patch of this file is not finished yet (disk error); retrying its journal") }
         let blocks = job.target.blocks
         let offsets = job.target.blockOffsets
         let journal = PatchJournal(
