@@ -55,11 +55,7 @@ extension Integration {
             let port = try TCPTransport.freeLoopbackPorts(1)[0]
             let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             defer { close(s) }
-            var addr = sockaddr_in()
-            addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_port = UInt16(port).bigEndian
-            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            _ = withUnsafePointer(to: &addr) { p in p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            _ = withLoopbackAddress(port: port) { bind(s, $0, $1) }
             listen(s, 1)
             let (status, out) = try Self.syncctl(["run", "--dir", dir, "--bind", "127.0.0.1", "--port", "\(port)", "--peer", "127.0.0.1:9", "--log", "stderr"])
             #expect(status == 1)

@@ -54,11 +54,17 @@ import CSyncKitShims
         return journal
     }
 
-    @Test func aRestartFinishesAPatchACrashInterrupted() throws {
+    /// A folder holding `old` as big.bin and a state directory holding the journal to `new`,
+    /// as a crash would leave them just before the file was touched.
+    func crashedPatch(old: [UInt8], new: [UInt8]) throws -> (dir: String, state: String, journal: PatchJournal) {
         let dir = makeTempDirectory(), state = makeTempDirectory()
-        let (old, new) = versions()
         FileManager.default.createFile(atPath: dir + "/big.bin", contents: Data(old))
-        let journal = try writeJournal(dir: dir, state: state, old: old, new: new)
+        return (dir, state, try writeJournal(dir: dir, state: state, old: old, new: new))
+    }
+
+    @Test func aRestartFinishesAPatchACrashInterrupted() throws {
+        let (old, new) = versions()
+        let (dir, state, journal) = try crashedPatch(old: old, new: new)
         // The crash: only the first entry made it into the file.
         let fd = open(dir + "/big.bin", O_WRONLY)
         let first = journal.entries[0]
@@ -73,10 +79,8 @@ import CSyncKitShims
     }
 
     @Test func aTornJournalIsDroppedAndTheFileLeftAlone() throws {
-        let dir = makeTempDirectory(), state = makeTempDirectory()
         let (old, new) = versions()
-        FileManager.default.createFile(atPath: dir + "/big.bin", contents: Data(old))
-        _ = try writeJournal(dir: dir, state: state, old: old, new: new)
+        let (dir, state, _) = try crashedPatch(old: old, new: new)
         let location = PatchJournal.location(for: "big.bin", in: state)
         let length = try #require(try FileOps.lstat(location)).size
         #expect(truncate(location, off_t(length - 10)) == 0)  // the crash hit while it was written
@@ -87,10 +91,8 @@ import CSyncKitShims
     }
 
     @Test func aJournalIsNotReplayedOntoAReplacedFile() throws {
-        let dir = makeTempDirectory(), state = makeTempDirectory()
         let (old, new) = versions()
-        FileManager.default.createFile(atPath: dir + "/big.bin", contents: Data(old))
-        _ = try writeJournal(dir: dir, state: state, old: old, new: new)
+        let (dir, state, _) = try crashedPatch(old: old, new: new)
         // The user replaced the file before the restart (ext4 may well hand out the same inode
         // number again; the birth time tells them apart).
         let replacement = randomBytes(size, seed: 11)
@@ -106,11 +108,9 @@ import CSyncKitShims
     /// A file that grows: a crash may leave any size between the two (a write past the old
     /// end before the resize); the replay still finishes it.
     @Test func aGrowingPatchInterruptedAtAnySizeIsFinished() throws {
-        let dir = makeTempDirectory(), state = makeTempDirectory()
         let old = randomBytes(size, seed: 51)
         let new = old + randomBytes(1 << 20, seed: 52)
-        FileManager.default.createFile(atPath: dir + "/big.bin", contents: Data(old))
-        _ = try writeJournal(dir: dir, state: state, old: old, new: new)
+        let (dir, state, _) = try crashedPatch(old: old, new: new)
         #expect(truncate(dir + "/big.bin", off_t(old.count + 300_000)) == 0)
 
         PatchJournal.replayAll(directory: state, root: dir, logger: Logger(label: "test"))
