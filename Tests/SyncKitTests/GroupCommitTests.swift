@@ -41,11 +41,13 @@ import Testing
         let fds = (0..<3).map { open(dir + "/f\($0)", O_RDWR | O_CREAT, 0o600) }
         defer { fds.forEach { close($0) } }
         #expect(GroupCommitter.flushToDisk([.file(fds[0])]) == [0])
-        #expect(GroupCommitter.flushToDisk(fds.map { .file($0) } + [.directory(dir)]) == [0, 0, 0, 0])
-        let mixed = GroupCommitter.flushToDisk([.file(fds[0]), .file(-1), .directory(dir + "/missing")])
+        let dirFD = open(dir, O_RDONLY | O_DIRECTORY)
+        defer { close(dirFD) }
+        #expect(GroupCommitter.flushToDisk(fds.map { .file($0) } + [.directory(dirFD)]) == [0, 0, 0, 0])
+        let mixed = GroupCommitter.flushToDisk([.file(fds[0]), .file(-1), .directory(-1)])
         #expect(mixed[0] == 0)
         #expect(mixed[1] == EBADF)
-        #expect(mixed[2] == ENOENT)
+        #expect(mixed[2] == EBADF)
     }
 }
 

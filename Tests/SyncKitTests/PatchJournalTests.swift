@@ -1,7 +1,6 @@
 import Foundation
 import Logging
 import Testing
-import CSyncKitShims
 @testable import SyncKit
 
 @Suite struct PatchJournalTests {
@@ -46,7 +45,7 @@ import CSyncKitShims
         let plan = try #require(Puller.patchPlan(j))
         let st = try #require(try FileOps.lstat(dir + "/big.bin"))
         let offsets = j.target.blockOffsets
-        let journal = PatchJournal(path: "big.bin", inode: st.inode, birthNs: synckit_birth_time_ns(dir + "/big.bin"), oldSize: st.size, newSize: j.target.size, mode: 0o644, mtimeNs: j.target.mtimeNs,
+        let journal = PatchJournal(path: "big.bin", inode: st.inode, birthNs: try #require(try FolderRoot(path: dir).entry("big.bin")).birthTimeNs(), oldSize: st.size, newSize: j.target.size, mode: 0o644, mtimeNs: j.target.mtimeNs,
                                    entries: plan.map { .init(offset: offsets[$0], size: j.target.blocks[$0].size, hash: j.target.blocks[$0].hash) })
         var bytes = journal.header()
         for e in journal.entries { bytes += new[Int(e.offset)..<Int(e.offset) + Int(e.size)] }
@@ -72,7 +71,7 @@ import CSyncKitShims
         close(fd)
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/big.bin")) != Data(new))
 
-        PatchJournal.replayAll(directory: state, root: dir, logger: Logger(label: "test"))
+        PatchJournal.replayAll(directory: state, root: try FolderRoot(path: dir), logger: Logger(label: "test"))
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/big.bin")) == Data(new))
         #expect(try FileOps.lstat(dir + "/big.bin")?.mtimeNs == journal.mtimeNs)
         #expect(try FileManager.default.contentsOfDirectory(atPath: state).isEmpty)
@@ -85,7 +84,7 @@ import CSyncKitShims
         let length = try #require(try FileOps.lstat(location)).size
         #expect(truncate(location, off_t(length - 10)) == 0)  // the crash hit while it was written
 
-        PatchJournal.replayAll(directory: state, root: dir, logger: Logger(label: "test"))
+        PatchJournal.replayAll(directory: state, root: try FolderRoot(path: dir), logger: Logger(label: "test"))
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/big.bin")) == Data(old))
         #expect(try FileManager.default.contentsOfDirectory(atPath: state).isEmpty)
     }
@@ -100,7 +99,7 @@ import CSyncKitShims
         usleep(20_000)
         FileManager.default.createFile(atPath: dir + "/big.bin", contents: Data(replacement))
 
-        PatchJournal.replayAll(directory: state, root: dir, logger: Logger(label: "test"))
+        PatchJournal.replayAll(directory: state, root: try FolderRoot(path: dir), logger: Logger(label: "test"))
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/big.bin")) == Data(replacement))
         #expect(try FileManager.default.contentsOfDirectory(atPath: state).isEmpty)
     }
@@ -113,7 +112,7 @@ import CSyncKitShims
         let (dir, state, _) = try crashedPatch(old: old, new: new)
         #expect(truncate(dir + "/big.bin", off_t(old.count + 300_000)) == 0)
 
-        PatchJournal.replayAll(directory: state, root: dir, logger: Logger(label: "test"))
+        PatchJournal.replayAll(directory: state, root: try FolderRoot(path: dir), logger: Logger(label: "test"))
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/big.bin")) == Data(new))
         #expect(try FileManager.default.contentsOfDirectory(atPath: state).isEmpty)
     }

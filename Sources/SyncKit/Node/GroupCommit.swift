@@ -19,7 +19,8 @@ final class GroupCommitter: Sendable {
     /// What is to be made durable: an open file, or a directory whose entries changed.
     enum Item: Sendable {
         case file(Int32)
-        case directory(String)
+        /// An open directory (the caller keeps it open until `makeDurable` returns).
+        case directory(Int32)
     }
 
     /// Flushes a batch; returns 0 or an errno per item, in order. Replaceable for tests.
@@ -85,24 +86,21 @@ final class GroupCommitter: Sendable {
     static func flushToDisk(_ items: [Item]) -> [Int32] {
         if items.count == 1 { return [syncOne(items[0])] }
         var byDevice: [UInt64: [Int]] = [:]
-        var opened: [Int: Int32] = [:]
-        defer { for fd in opened.values { close(fd) } }
         var results = [Int32](repeating: 0, count: items.count)
         for (i, item) in items.enumerated() {
             let fd: Int32
             switch item {
-            case .file(let f): fd = f
-            case .directory(let path):
-                fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-                guard fd >= 0 else { results[i] = errno; continue }
-                opened[i] = fd
+            case .file(let f), .directory(let f): fd = f
             }
             var st = stat()
             guard fstat(fd, &st) == 0 else { results[i] = errno; continue }
             byDevice[UInt64(st.st_dev), default: []].append(i)
         }
         for indices in byDevice.values {
-            let fd = opened[indices[0]] ?? { if case .file(let f) = items[indices[0]] { return f } else { return -1 } }()
+            let fd: Int32
+            switch items[indices[0]] {
+            case .file(let f), .directory(let f): fd = f
+            }
             if synckit_syncfs(fd) != 0 {
                 for i in indices { results[i] = syncOne(items[i]) }
             }
@@ -112,12 +110,7 @@ final class GroupCommitter: Sendable {
 
     private static func syncOne(_ item: Item) -> Int32 {
         switch item {
-        case .file(let fd):
-            return fsync(fd) == 0 ? 0 : errno
-        case .directory(let path):
-            let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            guard fd >= 0 else { return errno }
-            defer { close(fd) }
+        case .file(let fd), .directory(let fd):
             return fsync(fd) == 0 ? 0 : errno
         }
     }

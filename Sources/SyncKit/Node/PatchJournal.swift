@@ -1,4 +1,3 @@
-import CSyncKitShims
 import Crypto
 import Foundation
 import Logging
@@ -138,7 +137,7 @@ struct PatchJournal: Equatable {
     /// file (same inode and birth time: a file created since may reuse the inode number) at one
     /// of the two sizes the patch goes between; anything else means the file was replaced
     /// meanwhile, and the journal no longer applies.
-    static func replayAll(directory: String, root: String, logger: Logger) {
+    static func replayAll(directory: String, root: FolderRoot, logger: Logger) {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
         for name in names where name.hasPrefix("patch-") && name.hasSuffix(".journal") {
             _ = replay(directory + "/" + name, root: root, logger: logger)
@@ -147,25 +146,25 @@ struct PatchJournal: Equatable {
 
     /// Replays one journal (see `replayAll`) and deletes it. False when it could not be applied
     /// (the file cannot be opened or written): the journal is then kept, to be tried again.
-    static func replay(_ location: String, root: String, logger: Logger) -> Bool {
+    /// The file is reached through the folder's handle like every other write.
+    static func replay(_ location: String, root: FolderRoot, logger: Logger) -> Bool {
         let fd = open(location, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return errno == ENOENT }
         defer { close(fd) }
-        guard let journal = read(fd), PathSafety.isSafe(journal.path) else {
+        guard let journal = read(fd), let entry = try? root.entry(journal.path) else {
             logger.info("dropping a torn patch journal (its file was not touched)", metadata: ["journal": "\(location)"])
             unlink(location)
             return true
         }
-        let target = root + "/" + journal.path
-        guard let st = try? FileOps.lstat(target), st.kind == .file, st.inode == journal.inode,
-              synckit_birth_time_ns(target) == journal.birthNs,
+        guard let st = try? entry.stat(), st.kind == .file, st.inode == journal.inode,
+              entry.birthTimeNs() == journal.birthNs,
               st.size >= min(journal.oldSize, journal.newSize), st.size <= max(journal.oldSize, journal.newSize) else {
             logger.notice("a patch journal no longer matches its file; dropping it", metadata: ["sync.path": "\(journal.path)"])
             unlink(location)
             return true
         }
-        let out = open(target, O_WRONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard out >= 0 else {
+        let raw = entry.open(O_WRONLY | O_NONBLOCK)
+        guard raw >= 0, let out = try? FolderEntry.regularFile(raw, journal.path) else {
             logger.error("cannot open a file to finish its patch; the journal is kept", metadata: ["sync.path": "\(journal.path)", "error": "\(FileOps.errorText())"])
             return false
         }

@@ -15,7 +15,9 @@ import NIOCore
 /// the rename. A crash at any point leaves the old file or the new one, never a mix; a temp
 /// file left behind is resumed or cleaned at the next start.
 struct Puller: Sendable {
-    let root: String
+    /// The folder, reached only through its directory handle: every create, rename, chmod and
+    /// unlink below is resolved by the kernel beneath it (see `FolderRoot`).
+    let root: FolderRoot
     let logger: Logger
     /// Blocks fetched at once within one file.
     let window: Int
@@ -38,8 +40,6 @@ struct Puller: Sendable {
         var bytesReused = 0
     }
 
-    func absolute(_ relative: String) -> String { root + "/" + relative }
-
     /// This process's umask, read once from /proc (calling umask(2) to read it would change it
     /// for other threads for an instant); 0o777 (always chmod) when it cannot be read.
     static let umask: mode_t = {
@@ -49,19 +49,30 @@ struct Puller: Sendable {
         return value
     }()
 
-    static func tempName(for path: String) -> String {
-        let slash = path.lastIndex(of: "/")
-        let dir = slash.map { String(path[...$0]) } ?? ""
-        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+    /// The temp file's name for a file called `name`, in the same directory.
+    static func tempName(forName name: String) -> String {
         // Names near the 255-byte limit are shortened; a stable hash (the same in every run, so
         // a restart finds the temp file to resume) keeps them unique.
         let short = name.utf8.count > 200 ? String(decoding: name.utf8.prefix(100), as: UTF8.self) + "-" + String(Chunker.hash(Array(name.utf8)).description.prefix(16)) : name
-        return dir + "." + short + PathSafety.tempSuffix
+        return "." + short + PathSafety.tempSuffix
     }
 
-    /// True when the disk at `path` is still what `expected` describes (nil: nothing there).
-    func localMatches(_ expected: FileRecord?, at path: String) throws -> Bool {
-        let st = try FileOps.lstat(absolute(path))
+    /// The temp file's relative path for `path` (for tests and messages; the puller itself
+    /// only ever names it within the parent directory's handle).
+    static func tempName(for path: String) -> String {
+        let (parent, name) = (RelativePath.parent(of: path), String(decoding: Array(path.utf8).split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).last ?? [], as: UTF8.self))
+        return (parent.map { $0 + "/" } ?? "") + tempName(forName: name)
+    }
+
+    /// Deletes the temp file of an abandoned pull of `path`, if there is one.
+    func removeTemp(for path: String) {
+        guard let entry = try? root.entry(path) else { return }
+        _ = entry.remove(name: Self.tempName(forName: entry.name))
+    }
+
+    /// True when the disk at the entry is still what `expected` describes (nil: nothing there).
+    func localMatches(_ expected: FileRecord?, at entry: FolderEntry) throws -> Bool {
+        let st = try entry.stat()
         guard let expected, !expected.deleted else { return st == nil }
         guard let st, st.kind == expected.kind else { return false }
         switch expected.kind {
@@ -70,7 +81,7 @@ struct Puller: Sendable {
         case .directory:
             return true
         case .symlink:
-            return FileOps.readLink(absolute(path)) == expected.symlinkTarget
+            return entry.readLink() == expected.symlinkTarget
         }
     }
 
@@ -78,48 +89,53 @@ struct Puller: Sendable {
     func perform(_ job: PullJob, locals: [BlockHash: [BlockMap.Location]], fetch: @escaping RemoteFetch) async -> (PullOutcome, Stats) {
         var stats = Stats()
         do {
-            guard PathSafety.isSafe(job.path) else { return (.failed("unsafe path"), stats) }
+            // Checked again here (the node checked it on receipt): nothing reaches the disk
+            // without passing `PathSafety`, and the root handle keeps it beneath the folder.
+            let path = try RelativePath(job.path)
             switch job.operation {
             case .writeFile:
                 return (try await writeFile(job, locals: locals, fetch: fetch, stats: &stats), stats)
             case .makeDirectory:
-                try FileOps.prepareParents(root: root, relative: job.path)
-                if let st = try FileOps.lstat(absolute(job.path)), st.kind != .directory {
+                guard let entry = try root.entry(path, create: true) else { throw SyncError(.io, "no parent for \(job.path)") }
+                if let st = try entry.stat(), st.kind != .directory {
                     // A file or link becomes a directory: replace it only if it is still the
                     // version this node knew (else it is a local edit: decide again).
-                    guard try localMatches(job.expectedLocal, at: job.path) else { return (.localChanged, stats) }
-                    guard unlink(absolute(job.path)) == 0 else { throw SyncError(.io, "cannot replace \(job.path) by a directory: \(FileOps.errorText())") }
+                    guard try localMatches(job.expectedLocal, at: entry) else { return (.localChanged, stats) }
+                    guard entry.remove() else { throw SyncError(.io, "cannot replace \(job.path) by a directory: \(FileOps.errorText())") }
                 }
-                if let st = try FileOps.lstat(absolute(job.path)) {
+                if let st = try entry.stat() {
                     guard st.kind == .directory else { return (.localChanged, stats) }
-                } else if mkdir(absolute(job.path), mode_t(job.target.mode & 0o777)) != 0 && errno != EEXIST {
+                } else if !entry.makeDirectory(mode: job.target.mode) && errno != EEXIST {
                     throw SyncError(.io, "cannot create directory \(job.path): \(FileOps.errorText())")
                 }
-                try FileOps.setMetadata(absolute(job.path), mode: job.target.mode, mtimeNs: nil)
-                return (.applied(try appliedRecord(job)), stats)
+                try entry.setMode(job.target.mode)
+                return (.applied(try appliedRecord(job, entry)), stats)
             case .makeSymlink:
-                try FileOps.prepareParents(root: root, relative: job.path)
-                let temp = Self.tempName(for: job.path)
-                unlink(absolute(temp))
-                guard symlink(job.target.symlinkTarget, absolute(temp)) == 0 else {
+                guard let entry = try root.entry(path, create: true) else { throw SyncError(.io, "no parent for \(job.path)") }
+                let temp = Self.tempName(forName: entry.name)
+                _ = entry.remove(name: temp)
+                guard entry.makeSymlink(target: job.target.symlinkTarget, name: temp) else {
                     throw SyncError(.io, "cannot create symlink \(job.path): \(FileOps.errorText())")
                 }
-                guard try localMatches(job.expectedLocal, at: job.path) else {
-                    unlink(absolute(temp))
+                guard try localMatches(job.expectedLocal, at: entry) else {
+                    _ = entry.remove(name: temp)
                     return (.localChanged, stats)
                 }
-                try await renameIntoPlace(temp, job)
-                return (.applied(try appliedRecord(job)), stats)
+                try await renameIntoPlace(temp, entry, job)
+                return (.applied(try appliedRecord(job, entry)), stats)
             case .updateMetadata:
-                guard try localMatches(job.expectedLocal, at: job.path) else { return (.localChanged, stats) }
-                try FileOps.setMetadata(absolute(job.path), mode: job.target.kind == .symlink ? nil : job.target.mode, mtimeNs: job.target.kind == .directory ? nil : job.target.mtimeNs)
-                return (.applied(try appliedRecord(job)), stats)
+                guard let entry = try root.entry(path), try localMatches(job.expectedLocal, at: entry) else { return (.localChanged, stats) }
+                if job.target.kind != .symlink { try entry.setMode(job.target.mode) }
+                if job.target.kind != .directory { try entry.setModificationTime(job.target.mtimeNs) }
+                return (.applied(try appliedRecord(job, entry)), stats)
             case .delete:
-                guard try localMatches(job.expectedLocal, at: job.path) else { return (.localChanged, stats) }
-                let path = absolute(job.path)
-                let isDirectory = try FileOps.lstat(path)?.kind == .directory
-                let rc = isDirectory ? rmdir(path) : unlink(path)
-                if rc != 0 {
+                guard let entry = try root.entry(path) else {
+                    // No parent directory: nothing there to delete.
+                    return (job.expectedLocal == nil || job.expectedLocal!.deleted ? .applied(job.target) : .localChanged, stats)
+                }
+                guard try localMatches(job.expectedLocal, at: entry) else { return (.localChanged, stats) }
+                let isDirectory = try entry.stat()?.kind == .directory
+                if !entry.remove(directory: isDirectory) {
                     if errno == ENOENT { return (.applied(job.target), stats) }
                     // A directory that still holds entries that are not synced (ignored here, or
                     // unreadable): keep it, and say why; the job is retried later, not spun.
@@ -141,9 +157,9 @@ struct Puller: Sendable {
     }
 
     /// The record of what the job left on disk: the target, with this disk's inode and times.
-    func appliedRecord(_ job: PullJob) throws -> FileRecord {
+    func appliedRecord(_ job: PullJob, _ entry: FolderEntry) throws -> FileRecord {
         var r = job.target
-        guard let st = try FileOps.lstat(absolute(job.path)) else {
+        guard let st = try entry.stat() else {
             throw SyncError(.io, "\(job.path) vanished right after it was written")
         }
         r.inode = st.inode
@@ -151,50 +167,59 @@ struct Puller: Sendable {
         return r
     }
 
-    /// Keeps the conflict loser if asked, then renames `temp` over the target and makes the
-    /// rename durable (the directory's flush is shared with other renames landing at once).
-    func renameIntoPlace(_ temp: String, _ job: PullJob) async throws {
-        if let copy = job.conflictCopyPath, try FileOps.lstat(absolute(job.path)) != nil {
-            guard rename(absolute(job.path), absolute(copy)) == 0 else {
+    /// Keeps the conflict loser if asked, then renames the temp file `temp` (a name in the
+    /// entry's directory) over the target and makes the rename durable (the directory's flush
+    /// is shared with other renames landing at once).
+    func renameIntoPlace(_ temp: String, _ entry: FolderEntry, _ job: PullJob) async throws {
+        if let copy = job.conflictCopyPath, try entry.stat() != nil {
+            // The copy's name is the target's with a marker: same directory.
+            let copyPath = try RelativePath(copy)
+            guard copyPath.split.parent == RelativePath.parent(of: job.path) else {
+                throw SyncError(.unsafePath, "the conflict copy \(copy) is not beside \(job.path)")
+            }
+            guard entry.rename(entry.name, to: copyPath.split.name) else {
                 throw SyncError(.io, "cannot keep the conflict copy \(copy): \(FileOps.errorText())")
             }
         }
         // (Only when a directory is what the caller found there: it just checked the disk.)
-        if job.target.kind != .directory, job.expectedLocal?.kind == .directory, try FileOps.lstat(absolute(job.path))?.kind == .directory {
+        if job.target.kind != .directory, job.expectedLocal?.kind == .directory, try entry.stat()?.kind == .directory {
             // A directory becomes a file or link (the caller checked it is the one we knew):
             // only an empty one is replaced; one with unsynced content is kept.
-            guard rmdir(absolute(job.path)) == 0 else {
+            guard entry.remove(directory: true) else {
                 throw SyncError(.io, "cannot replace the directory \(job.path): \(FileOps.errorText())")
             }
         }
-        guard rename(absolute(temp), absolute(job.path)) == 0 else {
+        guard entry.rename(temp, to: entry.name) else {
             throw SyncError(.io, "cannot move \(job.path) into place: \(FileOps.errorText())")
         }
-        let parent = job.path.lastIndex(of: "/").map { absolute(String(job.path[..<$0])) } ?? root
         // An error here is not the writer's to handle: the file is in place and its data is
         // durable; at worst a crash now brings back the old name, which the next scan sees.
-        _ = await committer.makeDurable(.directory(parent))
+        _ = await committer.makeDurable(.directory(entry.directory))
     }
 
     private func writeFile(_ job: PullJob, locals: [BlockHash: [BlockMap.Location]], fetch: @escaping RemoteFetch, stats: inout Stats) async throws -> PullOutcome {
         guard current(job) else { return .failed("an earlier patch of this file is not finished yet (disk error); retrying its journal") }
+        guard let entry = try root.entry(job.path, create: true) else { throw SyncError(.io, "no parent for \(job.path)") }
         if let changed = Self.patchPlan(job) {
-            return try await patchInPlace(job, changed: changed, locals: locals, fetch: fetch, stats: &stats)
+            return try await patchInPlace(job, entry, changed: changed, locals: locals, fetch: fetch, stats: &stats)
         }
-        try FileOps.prepareParents(root: root, relative: job.path)
-        let temp = Self.tempName(for: job.path)
+        let temp = Self.tempName(forName: entry.name)
         // Usually there is no temp file yet: created exclusively, with the target's permission
         // bits (so no chmod when the umask keeps them), and known empty (no stat, no resize:
         // the blocks cover it). Otherwise an interrupted pull left it: resume it.
         let mode = mode_t(job.target.mode & 0o777)
         // Always writable by us while assembled (a read-only target's temp must stay resumable).
         let createMode = mode | 0o600
-        var fd = open(absolute(temp), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, createMode)
+        var fd = entry.open(O_RDWR | O_CREAT | O_EXCL, mode: createMode, name: temp)
         let fresh = fd >= 0
         if !fresh && errno == EEXIST {
-            fd = open(absolute(temp), O_RDWR | O_CLOEXEC | O_NOFOLLOW)
+            fd = entry.open(O_RDWR | O_NONBLOCK, name: temp)
+            if fd >= 0, (try? FileOps.fstat(fd))?.kind != .file {
+                close(fd)
+                throw SyncError(.io, "the temp file of \(job.path) is not a regular file")
+            }
         }
-        guard fd >= 0 else { throw SyncError(.io, "cannot create \(temp): \(FileOps.errorText())") }
+        guard fd >= 0 else { throw SyncError(.io, "cannot create \(entry.sibling(temp)): \(FileOps.errorText())") }
         var fdOpen = true
         defer { if fdOpen { close(fd) } }
 
@@ -224,7 +249,7 @@ struct Puller: Sendable {
             todo = Array(blocks.indices)
         }
         if !fresh {
-            guard ftruncate(fd, off_t(job.target.size)) == 0 else { throw SyncError(.io, "cannot size \(temp): \(FileOps.errorText())") }
+            guard ftruncate(fd, off_t(job.target.size)) == 0 else { throw SyncError(.io, "cannot size the temp file of \(job.path): \(FileOps.errorText())") }
         }
 
         let pieces = todo.map { Piece(block: blocks[$0], fileOffset: offsets[$0], destination: offsets[$0]) }
@@ -233,23 +258,23 @@ struct Puller: Sendable {
 
         // Permission bits only: a peer never plants setuid, setgid or sticky bits here.
         if !fresh || createMode != mode || mode & Self.umask != 0 {
-            guard fchmod(fd, mode) == 0 else { throw SyncError(.io, "cannot chmod \(temp)") }
+            guard fchmod(fd, mode) == 0 else { throw SyncError(.io, "cannot chmod the temp file of \(job.path)") }
         }
         var times = FileOps.modificationTimes(job.target.mtimeNs)
-        guard futimens(fd, &times) == 0 else { throw SyncError(.io, "cannot set the time of \(temp)") }
+        guard futimens(fd, &times) == 0 else { throw SyncError(.io, "cannot set the time of the temp file of \(job.path)") }
         // Data and metadata on disk before the rename (shared with other files landing now).
         let synced = await committer.makeDurable(.file(fd))
-        guard synced == 0 else { throw SyncError(.io, "fsync of \(temp) failed: \(String(cString: strerror(synced)))") }
+        guard synced == 0 else { throw SyncError(.io, "fsync of the temp file of \(job.path) failed: \(String(cString: strerror(synced)))") }
         close(fd)
         fdOpen = false
 
-        guard try localMatches(job.expectedLocal, at: job.path) else {
+        guard try localMatches(job.expectedLocal, at: entry) else {
             // The decision is taken again after a rescan; this assembled copy may not be wanted.
-            unlink(absolute(temp))
+            _ = entry.remove(name: temp)
             return .localChanged
         }
-        try await renameIntoPlace(temp, job)
-        return .applied(try appliedRecord(job))
+        try await renameIntoPlace(temp, entry, job)
+        return .applied(try appliedRecord(job, entry))
     }
 
     /// Files at least this large are patched in place when few of their blocks change.
@@ -279,13 +304,13 @@ struct Puller: Sendable {
     /// blocks go to the journal first (from local copies or peers, each verified), the journal is
     /// made durable, then the blocks are written into the file, which is made durable, and the
     /// journal is deleted. Unchanged bytes are neither read nor written.
-    private func patchInPlace(_ job: PullJob, changed: [Int], locals: [BlockHash: [BlockMap.Location]], fetch: @escaping RemoteFetch, stats: inout Stats) async throws -> PullOutcome {
+    private func patchInPlace(_ job: PullJob, _ entry: FolderEntry, changed: [Int], locals: [BlockHash: [BlockMap.Location]], fetch: @escaping RemoteFetch, stats: inout Stats) async throws -> PullOutcome {
         // (`writeFile` already checked that no earlier patch of the path is unfinished.)
-        guard try localMatches(job.expectedLocal, at: job.path), let st = try FileOps.lstat(absolute(job.path)) else { return .localChanged }
+        guard try localMatches(job.expectedLocal, at: entry), let st = try entry.stat() else { return .localChanged }
         let blocks = job.target.blocks
         let offsets = job.target.blockOffsets
         let journal = PatchJournal(
-            path: job.path, inode: st.inode, birthNs: synckit_birth_time_ns(absolute(job.path)), oldSize: st.size, newSize: job.target.size, mode: job.target.mode,
+            path: job.path, inode: st.inode, birthNs: entry.birthTimeNs(), oldSize: st.size, newSize: job.target.size, mode: job.target.mode,
             mtimeNs: job.target.mtimeNs,
             entries: changed.map { PatchJournal.Entry(offset: offsets[$0], size: blocks[$0].size, hash: blocks[$0].hash) })
         let location = PatchJournal.location(for: job.path, in: journalDirectory)
@@ -303,13 +328,17 @@ struct Puller: Sendable {
         // The journal, and its name in the state directory, on disk before the file is touched.
         let synced = await committer.makeDurable(.file(jfd))
         guard synced == 0 else { throw SyncError(.io, "fsync of the patch journal failed: \(String(cString: strerror(synced)))") }
-        let named = await committer.makeDurable(.directory(journalDirectory))
+        let journalDir = open(journalDirectory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard journalDir >= 0 else { throw SyncError(.io, "cannot open the state directory: \(FileOps.errorText())") }
+        let named = await committer.makeDurable(.directory(journalDir))
+        close(journalDir)
         guard named == 0 else { throw SyncError(.io, "fsync of the state directory failed: \(String(cString: strerror(named)))") }
         // A local edit while the blocks were fetched wins: decide again.
-        guard try localMatches(job.expectedLocal, at: job.path) else { return .localChanged }
+        guard try localMatches(job.expectedLocal, at: entry) else { return .localChanged }
 
-        let out = open(absolute(job.path), O_WRONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard out >= 0 else { throw SyncError(.io, "cannot open \(job.path) to patch it: \(FileOps.errorText())") }
+        let raw = entry.open(O_WRONLY | O_NONBLOCK)
+        guard raw >= 0 else { throw SyncError(.io, "cannot open \(job.path) to patch it: \(FileOps.errorText())") }
+        let out = try FolderEntry.regularFile(raw, job.path)
         defer { close(out) }
         // From here until the file is durable, a crash leaves the journal for the restart.
         keepJournal = true
@@ -333,7 +362,7 @@ struct Puller: Sendable {
         }
         keepJournal = false
         stats.bytesReused += Int(job.target.size) - pieces.reduce(0) { $0 + Int($1.block.size) }
-        return .applied(try appliedRecord(job))
+        return .applied(try appliedRecord(job, entry))
     }
 
     /// False while an earlier patch of the job's path is unfinished and its journal still
@@ -409,8 +438,8 @@ struct Puller: Sendable {
 
     /// Reads a block from a local file (nil if it is gone or shorter than expected), straight
     /// into a buffer that can also go on the wire as is (serving a peer uses it too).
-    static func readLocal(root: String, _ location: BlockMap.Location) -> ByteBuffer? {
-        guard let fd = try? FileOps.openForReading(root + "/" + location.path) else { return nil }
+    static func readLocal(root: FolderRoot, _ location: BlockMap.Location) -> ByteBuffer? {
+        guard let fd = try? root.openForReading(location.path) else { return nil }
         defer { close(fd) }
         var buffer = ByteBufferAllocator().buffer(capacity: Int(location.size))
         let n = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Int(location.size)) { raw in
