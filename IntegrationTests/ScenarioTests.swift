@@ -108,9 +108,9 @@ extension Integration {
                 await c.cut(0, 1)
                 await c.cut(0, 2)
                 c.write(0, "plan.txt", "edited on node 0 (older)")
-                try FileOps.setMetadata(c.folder(0) + "/plan.txt", mode: nil, mtimeNs: 1_800_000_000_000_000_000)
+                try FolderRoot(path: c.folder(0)).entry("plan.txt")?.setModificationTime(1_800_000_000_000_000_000)
                 c.write(1, "plan.txt", "edited on node 1 (newer)")
-                try FileOps.setMetadata(c.folder(1) + "/plan.txt", mode: nil, mtimeNs: 1_800_000_100_000_000_000)
+                try FolderRoot(path: c.folder(1)).entry("plan.txt")?.setModificationTime(1_800_000_100_000_000_000)
                 try await Task.sleep(for: .milliseconds(300))
                 try await c.waitUntilConverged([1, 2])
                 c.heal(0, 1)
@@ -134,8 +134,8 @@ extension Integration {
             try await withTestCluster(nodes: 4, transport: Self.transport, seed: { c in
                 c.write(0, "readme.txt", "node 0's readme")
                 c.write(3, "readme.txt", "node 3's readme, written later")
-                try? FileOps.setMetadata(c.folder(0) + "/readme.txt", mode: nil, mtimeNs: 1_700_000_000_000_000_000)
-                try? FileOps.setMetadata(c.folder(3) + "/readme.txt", mode: nil, mtimeNs: 1_700_000_500_000_000_000)
+                try? FolderRoot(path: c.folder(0)).entry("readme.txt")?.setModificationTime(1_700_000_000_000_000_000)
+                try? FolderRoot(path: c.folder(3)).entry("readme.txt")?.setModificationTime(1_700_000_500_000_000_000)
                 c.write(1, "same.txt", "identical")
                 c.write(2, "same.txt", "identical")
             }) { c in

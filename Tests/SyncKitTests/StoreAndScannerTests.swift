@@ -54,7 +54,7 @@ extension IndexStoreTests {
         write(root, "skip.tmp", [1])
         write(root, "sub/.x.synckit-tmp", [1])
         symlink("a.txt", root + "/link")
-        let scanner = Scanner(root: root, me: TestIDs.a, ignore: IgnoreRules(text: "*.tmp"), logger: logger)
+        let scanner = Scanner(root: try FolderRoot(path: root), me: TestIDs.a, ignore: IgnoreRules(text: "*.tmp"), logger: logger)
         let obs = Dictionary(uniqueKeysWithValues: scanner.fullScan(known: [:]).map { ($0.path, $0.record) })
         #expect(Set(obs.keys) == ["a.txt", "sub", "sub/b.bin", "link"])
         #expect(obs["link"]??.kind == .symlink)
@@ -70,23 +70,23 @@ extension IndexStoreTests {
     @Test func unchangedFilesAreNotRehashed() throws {
         let root = makeTempDirectory()
         write(root, "f", [UInt8](repeating: 1, count: 1000))
-        let scanner = Scanner(root: root, me: TestIDs.a, logger: logger)
+        let scanner = Scanner(root: try FolderRoot(path: root), me: TestIDs.a, logger: logger)
         let first = try #require(scanner.fullScan(known: [:]).first?.record)
         let st = try #require(try FileOps.lstat(root + "/f"))
         let fd = open(root + "/f", O_WRONLY)
         _ = [UInt8](repeating: 2, count: 1000).withUnsafeBytes { pwrite(fd, $0.baseAddress, 1000, 0) }
         close(fd)
-        try FileOps.setMetadata(root + "/f", mode: nil, mtimeNs: st.mtimeNs)
+        try FolderRoot(path: root).entry("f")?.setModificationTime(st.mtimeNs)
         let second = try #require(scanner.fullScan(known: ["f": first]).first?.record)
         #expect(second.blocks == first.blocks, "reused without reading")
-        try FileOps.setMetadata(root + "/f", mode: nil, mtimeNs: st.mtimeNs + 1_000_000)
+        try FolderRoot(path: root).entry("f")?.setModificationTime(st.mtimeNs + 1_000_000)
         let third = try #require(scanner.fullScan(known: ["f": first]).first?.record)
         #expect(third.blocks != first.blocks, "rehashed once the mtime changed")
     }
 
-    @Test func aKnownFileThatIsGoneIsReportedDeleted() {
+    @Test func aKnownFileThatIsGoneIsReportedDeleted() throws {
         let root = makeTempDirectory()
-        let scanner = Scanner(root: root, me: TestIDs.a, logger: logger)
+        let scanner = Scanner(root: try FolderRoot(path: root), me: TestIDs.a, logger: logger)
         let known = ["old": fileRecord("old", [1], by: TestIDs.a), "dir/x": fileRecord("dir/x", [2], by: TestIDs.a)]
         let obs = scanner.fullScan(known: known)
         #expect(Set(obs.map(\.path)) == ["old", "dir/x"])
@@ -109,7 +109,7 @@ extension IndexStoreTests {
 
     @Test func reportsChangesInDirectoriesCreatedAfterStart() async throws {
         let root = makeTempDirectory()
-        let watcher = InotifyWatcher(root: root, ignore: IgnoreRules(), logger: Logger(label: "test"))
+        let watcher = InotifyWatcher(root: try FolderRoot(path: root), ignore: IgnoreRules(), logger: Logger(label: "test"))
         var events = try watcher.start().makeAsyncIterator()
         defer { watcher.stop() }
         FileManager.default.createFile(atPath: root + "/top.txt", contents: Data([1]))

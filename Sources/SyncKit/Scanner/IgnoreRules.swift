@@ -14,8 +14,11 @@ public struct IgnoreRules: Sendable {
     }
 
     var rules: [Rule] = []
+    /// Relative paths never synced besides `.synckit` (a state directory inside the folder).
+    var reserved: [String] = []
 
-    public init(text: String = "") {
+    public init(text: String = "", reserved: [String] = []) {
+        self.reserved = reserved
         for raw in text.split(whereSeparator: \.isNewline) {
             var line = raw.trimmingTrailingSpaces()
             if line.isEmpty || line.hasPrefix("#") { continue }
@@ -46,8 +49,8 @@ public struct IgnoreRules: Sendable {
 
     /// True when `path` (relative, `/`-separated) is not synced.
     public func isIgnored(_ path: String, isDirectory: Bool) -> Bool {
-        if path == PathSafety.stateDirectory || path.hasPrefix(PathSafety.stateDirectory + "/") { return true }
-        if path.hasSuffix(PathSafety.tempSuffix) { return true }
+        if Self.isInternal(path) { return true }
+        for r in reserved where path == r || path.utf8.starts(with: (r + "/").utf8) { return true }
         if rules.isEmpty { return false }
         // A path is ignored when any parent is: check every prefix, shortest first.
         let bytes = Array(path.utf8)
@@ -59,6 +62,16 @@ public struct IgnoreRules: Sendable {
             index = end + 1
         }
         return false
+    }
+
+    /// True for SyncKit's own names, never synced whatever the rules say: the state directory
+    /// and everything in it, and pull temp files (compared as bytes).
+    public static func isInternal(_ path: String) -> Bool {
+        let bytes = path.utf8
+        let state = PathSafety.stateDirectory.utf8
+        if bytes.starts(with: state) && (bytes.count == state.count || bytes.dropFirst(state.count).first == UInt8(ascii: "/")) { return true }
+        let temp = PathSafety.tempSuffix.utf8
+        return bytes.count >= temp.count && bytes.suffix(temp.count).elementsEqual(temp)
     }
 
     func matches(_ path: [UInt8], isDirectory: Bool) -> Bool {

@@ -8,16 +8,24 @@ import Logging
 /// once, chunked with FastCDC and hashed. A file whose size or mtime changes while it is being
 /// hashed is still being written: it is skipped and picked up by the next event or scan.
 ///
-/// The scanner is a value with no mutable state, so scans run off the node's actor (hashing a
-/// big file must not stall the protocol) and several can run in parallel.
+/// Every directory is read through a descriptor opened beneath the folder (`FolderRoot`), and
+/// every entry is looked at relative to its directory's descriptor without following links: a
+/// symlink inside the folder is recorded as a link and never walked into or read through, so
+/// the scan cannot leave the folder whatever is planted in it. Names that are not valid UTF-8,
+/// not NFC, or otherwise refused by `PathSafety` are not synced (logged once each).
+///
+/// The scanner is a value with no mutable state of its own, so scans run off the node's actor
+/// (hashing a big file must not stall the protocol) and several can run in parallel.
 public struct Scanner: Sendable {
-    public let root: String
+    public let root: FolderRoot
     public let me: NodeID
     public var chunker: Chunker
     public var ignore: IgnoreRules
     public var logger: Logger
+    /// Names already reported as not syncable (logged once, not at every rescan).
+    let reported = Locked<Set<String>>([])
 
-    public init(root: String, me: NodeID, chunker: Chunker = .standard, ignore: IgnoreRules = IgnoreRules(), logger: Logger) {
+    public init(root: FolderRoot, me: NodeID, chunker: Chunker = .standard, ignore: IgnoreRules = IgnoreRules(), logger: Logger) {
         self.root = root
         self.me = me
         self.chunker = chunker
@@ -30,7 +38,10 @@ public struct Scanner: Sendable {
     public func fullScan(known: [String: FileRecord]) -> [SyncEngine.Observation] {
         var out = [SyncEngine.Observation]()
         var seen = Set<String>()
-        walk("", known: known, into: &out, seen: &seen)
+        if let dir = try? root.openDirectory(nil) {
+            walk(dir, "", known: known, into: &out, seen: &seen)
+            close(dir)
+        }
         for (path, r) in known where !r.deleted && !seen.contains(path) && !ignore.isIgnored(path, isDirectory: r.kind == .directory) {
             out.append(.init(path: path, record: nil))
         }
@@ -45,12 +56,18 @@ public struct Scanner: Sendable {
         // Parents first, so a new directory is recorded before its content.
         for path in paths.sorted() where !seen.contains(path) {
             guard PathSafety.isSafe(path) else { continue }
-            let st: FileOps.Stat?
-            do { st = try FileOps.lstat(root + "/" + path) } catch {
-                logger.warning("cannot stat", metadata: ["sync.path": "\(path)", "error": "\(error)"])
-                continue
+            var entry: FolderEntry?
+            var st: FileOps.Stat?
+            do {
+                entry = try root.entry(path)
+                st = try entry?.stat()
+            } catch {
+                // A parent that is a symlink (or a file) now: nothing below it is in the folder.
+                logger.debug("cannot look at a path", metadata: ["sync.path": "\(path)", "error": "\(error)"])
+                entry = nil
+                st = nil
             }
-            guard let st, let kind = st.kind else {
+            guard let entry, let st, let kind = st.kind else {
                 // Gone (or turned into something unsyncable): it and everything known below it.
                 let prefix = path + "/"
                 for (p, r) in known where !r.deleted && (p == path || p.hasPrefix(prefix)) && !seen.contains(p) {
@@ -61,10 +78,16 @@ public struct Scanner: Sendable {
             }
             if ignore.isIgnored(path, isDirectory: kind == .directory) { continue }
             seen.insert(path)
-            if let (record, hashed) = observe(path, st, known: known[path]) { out.append(.init(path: path, record: record, hashed: hashed)) }
+            if let (record, hashed) = observe(entry.directory, entry.name, path, st, known: known[path]) {
+                out.append(.init(path: path, record: record, hashed: hashed))
+            }
             if kind == .directory {
                 var found = Set<String>()
-                walk(path, known: known, into: &out, seen: &found)
+                let dir = entry.open(O_RDONLY | O_DIRECTORY)
+                if dir >= 0 {
+                    walk(dir, path, known: known, into: &out, seen: &found)
+                    close(dir)
+                }
                 let prefix = path + "/"
                 for (p, r) in known where !r.deleted && p.hasPrefix(prefix) && !found.contains(p) && !ignore.isIgnored(p, isDirectory: r.kind == .directory) {
                     out.append(.init(path: p, record: nil))
@@ -75,46 +98,65 @@ public struct Scanner: Sendable {
         return out
     }
 
-    /// Recursively lists `dir` (relative; "" for the root).
-    func walk(_ dir: String, known: [String: FileRecord], into out: inout [SyncEngine.Observation], seen: inout Set<String>) {
-        let absolute = dir.isEmpty ? root : root + "/" + dir
-        guard let handle = opendir(absolute) else {
-            logger.warning("cannot list directory", metadata: ["sync.path": "\(dir)", "error": "\(FileOps.errorText())"])
+    /// Recursively lists the directory open at `dir` (relative path `relative`; "" for the root).
+    func walk(_ dir: Int32, _ relative: String, known: [String: FileRecord], into out: inout [SyncEngine.Observation], seen: inout Set<String>) {
+        let entries: [(name: [UInt8], type: UInt8)]
+        do { entries = try FolderRoot.list(dir) } catch {
+            logger.warning("cannot list directory", metadata: ["sync.path": "\(relative)", "error": "\(error)"])
             return
         }
         var names = [String]()
-        while let entry = readdir(handle) {
-            let name = FileOps.name(of: entry)
-            guard let name else {
-                logger.warning("skipping a name that is not valid UTF-8", metadata: ["sync.path": "\(dir)"])
+        names.reserveCapacity(entries.count)
+        for e in entries {
+            guard let name = String(validating: e.name, as: UTF8.self) else {
+                report(relative + "/" + String(decoding: e.name, as: UTF8.self), "not valid UTF-8")
                 continue
             }
-            if name == "." || name == ".." { continue }
             names.append(name)
         }
-        closedir(handle)
         for name in names.sorted() {
-            let path = dir.isEmpty ? name : dir + "/" + name
-            guard PathSafety.isSafe(path) else { continue }
-            guard let st = try? FileOps.lstat(root + "/" + path), let kind = st.kind else { continue }
+            let path = relative.isEmpty ? name : relative + "/" + name
+            // The state directory and temp files are skipped before they are judged.
+            if IgnoreRules.isInternal(path) { continue }
+            if let problem = PathSafety.problem(with: path) {
+                report(path, problem)
+                continue
+            }
+            guard let st = try? FolderEntry.stat(dir, name, path), let kind = st.kind else { continue }
             if ignore.isIgnored(path, isDirectory: kind == .directory) { continue }
             seen.insert(path)
-            if let (record, hashed) = observe(path, st, known: known[path]) { out.append(.init(path: path, record: record, hashed: hashed)) }
-            if kind == .directory { walk(path, known: known, into: &out, seen: &seen) }
+            if let (record, hashed) = observe(dir, name, path, st, known: known[path]) {
+                out.append(.init(path: path, record: record, hashed: hashed))
+            }
+            if kind == .directory {
+                let sub = name.withCString { openat(dir, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+                guard sub >= 0 else {
+                    logger.warning("cannot open directory", metadata: ["sync.path": "\(path)", "error": "\(FileOps.errorText())"])
+                    continue
+                }
+                walk(sub, path, known: known, into: &out, seen: &seen)
+                close(sub)
+            }
         }
     }
 
-    /// The record for one path as it is now, hashing only when the quick check fails.
-    /// Nil when the file is unstable (being written) or unreadable; `hashed` tells whether the
-    /// file was read.
-    func observe(_ path: String, _ st: FileOps.Stat, known: FileRecord?) -> (FileRecord, hashed: Bool)? {
+    /// Logs, once per path, a name that is on disk but cannot be synced.
+    func report(_ path: String, _ problem: String) {
+        guard reported.withLock({ $0.insert(path).inserted }) else { return }
+        logger.warning("not syncing a name that SyncKit refuses", metadata: ["sync.path": "\(path.debugDescription)", "reason": "\(problem)"])
+    }
+
+    /// The record for one entry (`name` in the directory open at `dir`) as it is now, hashing
+    /// only when the quick check fails. Nil when the file is unstable (being written) or
+    /// unreadable; `hashed` tells whether the file was read.
+    func observe(_ dir: Int32, _ name: String, _ path: String, _ st: FileOps.Stat, known: FileRecord?) -> (FileRecord, hashed: Bool)? {
         guard let kind = st.kind else { return nil }
         var r = FileRecord(path: path, kind: kind, mode: st.mode, modifiedBy: me, inode: st.inode)
         switch kind {
         case .directory:
             r.mtimeNs = 0  // directory times change with their content; not synced
         case .symlink:
-            guard let target = FileOps.readLink(root + "/" + path) else { return nil }
+            guard let target = FolderEntry.readLink(dir, name) else { return nil }
             r.symlinkTarget = target
             r.mtimeNs = st.mtimeNs
             r.mode = 0o777
@@ -126,7 +168,9 @@ public struct Scanner: Sendable {
                 return (r, false)
             }
             do {
-                let fd = try FileOps.openForReading(root + "/" + path)
+                let raw = name.withCString { openat(dir, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC) }
+                guard raw >= 0 else { throw SyncError(.io, "cannot open \(path): \(FileOps.errorText())") }
+                let fd = try FolderEntry.regularFile(raw, path)
                 defer { close(fd) }
                 let (blocks, size) = try chunker.blocks(fileDescriptor: fd)
                 let after = try FileOps.fstat(fd)

@@ -33,31 +33,9 @@ public enum FileOps {
         return Stat(st)
     }
 
-    /// The target of the symlink at `path`, or nil when it is not a readable link.
-    public static func readLink(_ path: String) -> String? {
-        var buffer = [CChar](repeating: 0, count: 4097)
-        let n = readlink(path, &buffer, 4096)
-        guard n >= 0 else { return nil }
-        return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-
-    /// The name of a directory entry, or nil when it is not valid UTF-8.
-    static func name(of entry: UnsafeMutablePointer<dirent>) -> String? {
-        withUnsafePointer(to: entry.pointee.d_name) { ptr in
-            ptr.withMemoryRebound(to: CChar.self, capacity: 256) { String(validatingCString: $0) }
-        }
-    }
-
     /// `futimens`/`utimensat` times that leave the access time alone and set the modification time.
     static func modificationTimes(_ mtimeNs: Int64) -> [timespec] {
         [timespec(tv_sec: 0, tv_nsec: (1 << 30) - 2 /* UTIME_OMIT */), timespec(mtimeNs)]
-    }
-
-    /// Opens a file for reading without following a final symlink.
-    public static func openForReading(_ path: String) throws -> Int32 {
-        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { throw SyncError(.io, "cannot open \(path): \(errorText())") }
-        return fd
     }
 
     /// Reads exactly `count` bytes at `offset` (short only at end of file).
@@ -88,40 +66,6 @@ public enum FileOps {
         }
     }
 
-    /// Creates the parent directories of `relative` under `root`, refusing any parent that is a
-    /// symlink or not a directory: a remote path must never write outside the folder through a
-    /// link that exists here.
-    public static func prepareParents(root: String, relative: String) throws {
-        var current = root
-        let parts = relative.split(separator: "/")
-        for part in parts.dropLast() {
-            current += "/" + part
-            if let st = try lstat(current) {
-                guard st.kind == .directory else {
-                    throw SyncError(.unsafePath, "\(current) is not a real directory (a symlink or a file); refusing to write through it")
-                }
-            } else if mkdir(current, 0o755) != 0 {
-                guard errno == EEXIST else { throw SyncError(.io, "cannot create \(current): \(errorText())") }
-                // Created by someone else meanwhile: it must still be a real directory.
-                guard try lstat(current)?.kind == .directory else {
-                    throw SyncError(.unsafePath, "\(current) appeared as a symlink or a file; refusing to write through it")
-                }
-            }
-        }
-    }
-
-    /// Sets permission bits and modification time without following a final symlink.
-    public static func setMetadata(_ path: String, mode: UInt32?, mtimeNs: Int64?) throws {
-        if let mode, chmod(path, mode_t(mode & 0o777)) != 0 {
-            throw SyncError(.io, "cannot chmod \(path): \(errorText())")
-        }
-        if let mtimeNs {
-            var times = modificationTimes(mtimeNs)
-            if utimensat(AT_FDCWD, path, &times, AT_SYMLINK_NOFOLLOW) != 0 {
-                throw SyncError(.io, "cannot set the time of \(path): \(errorText())")
-            }
-        }
-    }
 }
 
 extension timespec {

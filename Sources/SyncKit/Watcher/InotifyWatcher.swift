@@ -20,7 +20,8 @@ public final class InotifyWatcher: @unchecked Sendable {
         case overflow
     }
 
-    let root: String
+    /// The folder's handle: directories are opened beneath it before they are watched.
+    let root: FolderRoot
     let ignore: IgnoreRules
     let logger: Logger
     private let lock = NSLock()
@@ -29,9 +30,11 @@ public final class InotifyWatcher: @unchecked Sendable {
     private var stopped = false
     private var continuation: AsyncStream<Event>.Continuation?
 
-    static let mask: UInt32 = UInt32(IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF) | UInt32(IN_DONT_FOLLOW) | UInt32(IN_ONLYDIR)
+    /// (No IN_DONT_FOLLOW: the path watched is the `/proc/self/fd` link to a directory that was
+    /// opened beneath the folder, and following that link is the point.)
+    static let mask: UInt32 = UInt32(IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF) | UInt32(IN_ONLYDIR)
 
-    public init(root: String, ignore: IgnoreRules, logger: Logger) {
+    public init(root: FolderRoot, ignore: IgnoreRules, logger: Logger) {
         self.root = root
         self.ignore = ignore
         self.logger = logger
@@ -61,11 +64,16 @@ public final class InotifyWatcher: @unchecked Sendable {
     public var watchCount: Int { lock.withLock { directories.count } }
 
     /// Adds watches for `dir` and every directory below it.
+    ///
+    /// Each directory is opened beneath the folder first (no symlink in any component), and
+    /// the watch is added through `/proc/self/fd/N`, which names exactly the directory that was
+    /// opened: a directory swapped for a link to somewhere else in the meantime is not watched.
     func addRecursive(_ dir: String) {
-        let absolute = dir.isEmpty ? root : root + "/" + dir
+        guard let dfd = try? root.openDirectory(dir.isEmpty ? nil : dir) else { return }
+        defer { close(dfd) }
         let wd = lock.withLock { () -> Int32 in
             guard fd >= 0 else { return -1 }
-            return inotify_add_watch(fd, absolute, Self.mask)
+            return inotify_add_watch(fd, "/proc/self/fd/\(dfd)", Self.mask)
         }
         guard wd >= 0 else {
             if errno == ENOSPC {
@@ -74,18 +82,16 @@ public final class InotifyWatcher: @unchecked Sendable {
             return
         }
         lock.withLock { directories[wd] = dir }
-        guard let handle = opendir(absolute) else { return }
+        guard let entries = try? FolderRoot.list(dfd) else { return }
         var subdirs = [String]()
-        while let entry = readdir(handle) {
-            guard entry.pointee.d_type == DT_DIR || entry.pointee.d_type == DT_UNKNOWN else { continue }
-            let name = FileOps.name(of: entry)
-            guard let name, name != ".", name != ".." else { continue }
+        for entry in entries {
+            guard entry.type == DT_DIR || entry.type == DT_UNKNOWN else { continue }
+            guard let name = String(validating: entry.name, as: UTF8.self) else { continue }
             let path = dir.isEmpty ? name : dir + "/" + name
-            if ignore.isIgnored(path, isDirectory: true) { continue }
-            if entry.pointee.d_type == DT_UNKNOWN, (try? FileOps.lstat(root + "/" + path))??.kind != .directory { continue }
+            if ignore.isIgnored(path, isDirectory: true) || !PathSafety.isSafe(path) { continue }
+            if entry.type == DT_UNKNOWN, (try? FolderEntry.stat(dfd, name, path))??.kind != .directory { continue }
             subdirs.append(path)
         }
-        closedir(handle)
         for sub in subdirs { addRecursive(sub) }
     }
 
