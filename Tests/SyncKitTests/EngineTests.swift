@@ -196,20 +196,6 @@ struct SimCluster {
         #expect(engine.local["f"]?.version[TestIDs.a] == 1_800_000_001, "always more than before")
     }
 
-    /// A symlink job never runs beside another job, so a link cannot appear under a write that
-    /// already checked its parents.
-    @Test func symlinkJobsRunAlone() {
-        var engine = SyncEngine(me: TestIDs.a, policy: NewestWinsPolicy(), maxConcurrentJobs: 16)
-        engine.peerConnected(TestIDs.b, indexID: 1)
-        let link = FileRecord(path: "evil", kind: .symlink, version: .init([TestIDs.b: 1]), modifiedBy: TestIDs.b, symlinkTarget: "/etc")
-        _ = engine.peerIndex(TestIDs.b, records: [link, fileRecord("evil/x", [1], by: TestIDs.b), fileRecord("other", [2, 3], by: TestIDs.b)], caughtUp: true)
-        let first = engine.nextJobs()
-        #expect(first.count == 1 && first[0].operation == .makeSymlink, "\(first.map(\.path))")
-        #expect(engine.nextJobs().isEmpty, "nothing starts beside it")
-        _ = engine.jobFinished(first[0], outcome: .applied(first[0].target))
-        #expect(engine.nextJobs().count == 2)
-    }
-
     /// A peer whose index was reset (new index ID) no longer vouches for its old records: a
     /// file only it had is no longer wanted, and no job for it starts.
     @Test func aPeersResetIndexIsDecidedAgain() {

@@ -440,12 +440,9 @@ public struct SyncEngine: Sendable {
             if job.operation == .delete && running.values.contains(where: { $0.operation != .delete }) {
                 break
             }
-            // A symlink job runs alone. The puller refuses to write below any parent that is a
-            // symlink, but that check and the write are two steps: a link created by a job
-            // running at the same time (`evil -> /etc` beside `evil/file`) could slip between
-            // them. Symlinks are rare, so the barrier costs nothing.
-            if running.values.contains(where: { $0.operation == .makeSymlink }) { break }
-            if job.operation == .makeSymlink && (!running.isEmpty || !jobs.isEmpty) { break }
+            // (No barrier around symlink jobs: a link made by one job cannot redirect another
+            // job's write, because the folder handle resolves every path beneath the folder
+            // without following links, in one step with the write; see `FolderRoot`.)
             _ = queue.removeMin()
             dropPending(top.path)
             job.sources = peers.keys.sorted().filter { id in
