@@ -1,3 +1,5 @@
+import Foundation
+
 /// Everything a `SyncNode` needs besides its plugins. Defaults are what `syncctl` uses.
 public struct SyncConfiguration: Sendable {
     /// The folder to keep in sync (absolute path).
@@ -38,4 +40,14 @@ public struct SyncConfiguration: Sendable {
     public init(folder: String) { self.folder = folder }
 
     var resolvedStateDirectory: String { stateDirectory ?? folder + "/" + PathSafety.stateDirectory }
+
+    /// The state directory's path relative to the folder when it is inside it (and is not the
+    /// default `.synckit`, which is always reserved): never synced, never written by a pull.
+    var reservedPaths: [String] {
+        let folder = (self.folder as NSString).standardizingPath
+        let state = (resolvedStateDirectory as NSString).standardizingPath
+        guard state.hasPrefix(folder + "/") else { return [] }
+        let relative = String(state.dropFirst(folder.count + 1))
+        return relative == PathSafety.stateDirectory ? [] : [relative]
+    }
 }

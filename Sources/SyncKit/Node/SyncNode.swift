@@ -22,6 +22,11 @@ public actor SyncNode: Service {
     let transport: any SyncTransport
     let logger: Logger
     let store: IndexStore
+    /// The folder's directory handle: the only way this node touches the folder.
+    nonisolated let root: FolderRoot
+    /// Relative paths inside the folder that are never synced or written (a state directory
+    /// configured inside it), besides `.synckit`.
+    let reservedPaths: [String]
     let puller: Puller
     var scanner: Scanner
     var engine: SyncEngine
@@ -107,9 +112,14 @@ public actor SyncNode: Service {
         logger[metadataKey: "node"] = "\(name)"
         logger[metadataKey: "node.id"] = "\(identity.id)"
         self.logger = logger
-        let ignoreText = (try? String(contentsOfFile: config.folder + "/.syncignore", encoding: .utf8)) ?? ""
-        scanner = Scanner(root: config.folder, me: identity.id, ignore: IgnoreRules(text: ignoreText), logger: logger)
-        puller = Puller(root: config.folder, logger: logger, window: config.blockWindow, committer: GroupCommitter(), journalDirectory: config.resolvedStateDirectory)
+        // The folder is opened once; every file operation below it goes through this handle.
+        // A state directory configured inside the folder is as untouchable as `.synckit`.
+        reservedPaths = config.reservedPaths
+        let root = try FolderRoot(path: config.folder, reserved: reservedPaths)
+        self.root = root
+        let ignore = IgnoreRules(text: Self.readIgnoreFile(root), reserved: reservedPaths)
+        scanner = Scanner(root: root, me: identity.id, ignore: ignore, logger: logger)
+        puller = Puller(root: root, logger: logger, window: config.blockWindow, committer: GroupCommitter(), journalDirectory: config.resolvedStateDirectory)
         engine = SyncEngine(me: identity.id, policy: policy, order: config.pullOrder, maxConcurrentJobs: config.maxConcurrentJobs)
     }
 
@@ -173,7 +183,7 @@ public actor SyncNode: Service {
 
     func runUntilCancelled() async throws {
         // Patches a crash interrupted are finished before anything looks at the folder.
-        PatchJournal.replayAll(directory: configuration.resolvedStateDirectory, root: configuration.folder, logger: logger)
+        PatchJournal.replayAll(directory: configuration.resolvedStateDirectory, root: root, logger: logger)
         let records = try store.loadAll()
         engine.restore(records: records)
         for r in records {
@@ -191,7 +201,7 @@ public actor SyncNode: Service {
         await fullScan()
 
         if configuration.watch {
-            let w = InotifyWatcher(root: configuration.folder, ignore: scanner.ignore, logger: logger)
+            let w = InotifyWatcher(root: root, ignore: scanner.ignore, logger: logger)
             watcher = w
         }
         emit(.started(node: id, port: listener.port))
@@ -455,7 +465,7 @@ public actor SyncNode: Service {
             }
             // Temp files of pulls that failed and were then settled otherwise.
             for path in interruptedPulls where engine.running[path] == nil {
-                unlink(configuration.folder + "/" + Puller.tempName(for: path))
+                puller.removeTemp(for: path)
             }
             interruptedPulls.removeAll()
             emit(.inSync)
@@ -463,25 +473,43 @@ public actor SyncNode: Service {
         inSync = now
     }
 
-    /// Removes temp files of pulls that are no longer wanted (left by a crash or a kill).
+    /// Removes temp files of pulls that are no longer wanted (left by a crash or a kill),
+    /// walking the folder through its handle (never through a link).
     func cleanStaleTemps() {
-        let root = configuration.folder
-        guard let e = FileManager.default.enumerator(atPath: root) else { return }
-        while let rel = e.nextObject() as? String {
-            if rel.hasPrefix(PathSafety.stateDirectory) { e.skipDescendants(); continue }
-            if rel.hasSuffix(PathSafety.tempSuffix) {
-                logger.info("removing a stale temp file", metadata: ["sync.path": "\(rel)"])
-                unlink(root + "/" + rel)
+        func clean(_ dir: Int32, _ relative: String) {
+            guard let entries = try? FolderRoot.list(dir) else { return }
+            for e in entries {
+                guard let name = String(validating: e.name, as: UTF8.self) else { continue }
+                let path = relative.isEmpty ? name : relative + "/" + name
+                if path == PathSafety.stateDirectory || reservedPaths.contains(path) { continue }
+                if e.name.count > PathSafety.tempSuffix.utf8.count, e.name.suffix(PathSafety.tempSuffix.utf8.count).elementsEqual(PathSafety.tempSuffix.utf8) {
+                    logger.info("removing a stale temp file", metadata: ["sync.path": "\(path)"])
+                    _ = name.withCString { unlinkat(dir, $0, 0) }
+                    continue
+                }
+                guard e.type == DT_DIR || e.type == DT_UNKNOWN else { continue }
+                let sub = name.withCString { openat(dir, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+                guard sub >= 0 else { continue }
+                clean(sub, path)
+                close(sub)
             }
         }
+        guard let top = try? root.openDirectory(nil) else { return }
+        clean(top, "")
+        close(top)
+    }
+
+    /// The text of `.syncignore` at the folder root (empty when there is none), read through
+    /// the folder's handle: a `.syncignore` that is a symlink is not followed.
+    static func readIgnoreFile(_ root: FolderRoot) -> String {
+        root.readSmallFile(".syncignore").map { String(decoding: $0, as: UTF8.self) } ?? ""
     }
 
     // MARK: scanning
 
     func noteChanged(_ paths: Set<String>) {
         if paths.contains(".syncignore") {
-            let text = (try? String(contentsOfFile: configuration.folder + "/.syncignore", encoding: .utf8)) ?? ""
-            scanner.ignore = IgnoreRules(text: text)
+            scanner.ignore = IgnoreRules(text: Self.readIgnoreFile(root), reserved: reservedPaths)
             logger.info("reloaded .syncignore")
         }
         pendingScan.formUnion(paths)
@@ -782,10 +810,16 @@ public actor SyncNode: Service {
         guard links[link.id] === link else { return }
         var accepted = [FileRecord]()
         accepted.reserveCapacity(update.records.count)
+        // Every path from a peer is judged here, once, as bytes (`PathSafety`); what is refused
+        // never reaches the engine, and is logged and reported as an event.
+        func refuse(_ path: String, _ problem: String) {
+            logger.warning("refused a record from a peer", metadata: ["peer.id": "\(link.id.short)", "peer.address": "\(link.address)", "sync.path": "\(path.debugDescription)", "reason": "\(problem)"])
+            emit(.refused(path: path, peer: link.id, reason: problem))
+        }
+        for bad in update.refused { refuse(bad.path, bad.reason) }
         for r in update.records {
-            if let problem = PathSafety.problem(with: r.path) {
-                logger.warning("refused a record from a peer", metadata: ["peer.id": "\(link.id.short)", "sync.path": "\(r.path.debugDescription)", "reason": "\(problem)"])
-                emit(.refused(path: r.path, peer: link.id, reason: problem))
+            if let problem = PathSafety.problem(with: r.path) ?? reservedProblem(r.path) {
+                refuse(r.path, problem)
                 continue
             }
             if scanner.ignore.isIgnored(r.path, isDirectory: r.kind == .directory) { continue }
@@ -795,6 +829,13 @@ public actor SyncNode: Service {
         apply(engine.peerIndex(link.id, records: accepted, caughtUp: update.caughtUp))
         if hadFailures && update.caughtUp { retryFailed() }
         if update.caughtUp { checkInSync() }
+    }
+
+    /// Why `path` may not be synced although it is well formed: it lies in a state directory
+    /// configured inside the folder.
+    func reservedProblem(_ path: String) -> String? {
+        for r in reservedPaths where path == r || path.utf8.starts(with: (r + "/").utf8) { return "the state directory" }
+        return nil
     }
 
     /// Links to ask for a block of `target`, least busy first: every connected peer whose
@@ -841,7 +882,7 @@ public actor SyncNode: Service {
     nonisolated func serve(_ request: WireMessage.BlockRequest, to link: PeerLink) async {
         var response = WireMessage.BlockResponse(id: request.id, status: .notFound, data: ByteBuffer())
         if let location = await locate(request), location.size == request.size,
-           let data = Puller.readLocal(root: configuration.folder, location) {
+           let data = Puller.readLocal(root: root, location) {
             response.status = .ok
             response.data = data
         }

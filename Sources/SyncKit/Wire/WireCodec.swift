@@ -168,18 +168,25 @@ public enum WireCodec {
             var records = [FileRecord]()
             var deltas = [Int: WireMessage.BlockDelta]()
             records.reserveCapacity(count)
-            for i in 0..<count {
-                switch try r.integer(UInt8.self) {
-                case 0:
-                    records.append(try readRecord(&r))
-                case 1:
-                    deltas[i] = .init(keepPrefix: try r.integer(UInt32.self), keepSuffix: try r.integer(UInt32.self), baseDigest: try r.integer(UInt64.self))
-                    records.append(try readRecord(&r, partialBlocks: true))
-                default:
-                    throw WireError(.malformed, "unknown record form")
+            var refused = [WireMessage.RefusedRecord]()
+            for _ in 0..<count {
+                do {
+                    switch try r.integer(UInt8.self) {
+                    case 0:
+                        records.append(try readRecord(&r))
+                    case 1:
+                        let delta = WireMessage.BlockDelta(keepPrefix: try r.integer(UInt32.self), keepSuffix: try r.integer(UInt32.self), baseDigest: try r.integer(UInt64.self))
+                        records.append(try readRecord(&r, partialBlocks: true))
+                        deltas[records.count - 1] = delta
+                    default:
+                        throw WireError(.malformed, "unknown record form")
+                    }
+                } catch let bad as InvalidPathRecord {
+                    // Refused on its own; the rest of the update still counts.
+                    refused.append(.init(path: bad.description, reason: "not valid UTF-8"))
                 }
             }
-            message = .indexUpdate(.init(indexID: indexID, records: records, caughtUp: caughtUp, deltas: deltas))
+            message = .indexUpdate(.init(indexID: indexID, records: records, caughtUp: caughtUp, deltas: deltas, refused: refused))
         case .blockRequest:
             message = .blockRequest(.init(id: try r.integer(UInt32.self), hash: try r.hash(), size: try r.integer(UInt32.self), path: try r.string(), offset: try r.integer(UInt64.self)))
         case .blockResponse:
@@ -203,8 +210,13 @@ public enum WireCodec {
     /// Reads one record in wire form (also used by the index store). With `partialBlocks`
     /// (the middle of a delta) the blocks need not add up to the size; the caller checks the
     /// full list once it has rebuilt it (`checkBlocks`).
+    ///
+    /// A path that is not valid UTF-8 does not make the frame malformed: the record is read to
+    /// its end and `InvalidPathRecord` is thrown, so that an index update can refuse that one
+    /// record (and say so) and go on with the others.
     public static func readRecord(_ r: inout Reader, partialBlocks: Bool = false) throws -> FileRecord {
-        let path = try r.string()
+        let pathBytes = try r.stringBytes()
+        let path = String(validating: pathBytes, as: UTF8.self)
         guard let kind = FileRecord.Kind(rawValue: try r.integer(UInt8.self)) else { throw WireError(.malformed, "unknown file kind") }
         let deleted = try r.bool()
         let size = try r.integer(UInt64.self)
@@ -238,6 +250,7 @@ public enum WireCodec {
         }
         let target = try r.string()
         let sequence = try r.integer(UInt64.self)
+        guard let path else { throw InvalidPathRecord(bytes: pathBytes) }
         return FileRecord(path: path, kind: kind, size: size, mtimeNs: mtime, mode: mode & 0o7777, deleted: deleted, version: VersionVector(counters), modifiedBy: modifiedBy, blocks: blocks, symlinkTarget: target, sequence: sequence)
     }
 
@@ -279,6 +292,14 @@ public enum WireCodec {
             return b
         }
 
+        /// A length-prefixed string's bytes, not yet checked as UTF-8.
+        mutating func stringBytes() throws -> [UInt8] {
+            let n = Int(try integer(UInt16.self))
+            guard n <= WireCodec.maxStringBytes else { throw WireError(.frameTooLarge, "a string of \(n) bytes") }
+            guard let bytes = buffer.readBytes(length: n) else { throw WireError(.truncated, "expected a string of \(n) bytes") }
+            return bytes
+        }
+
         mutating func string() throws -> String {
             let n = Int(try integer(UInt16.self))
             guard n <= WireCodec.maxStringBytes else { throw WireError(.frameTooLarge, "a string of \(n) bytes") }
@@ -297,5 +318,14 @@ public enum WireCodec {
         mutating func hash() throws -> BlockHash {
             BlockHash(w0: try integer(UInt64.self), w1: try integer(UInt64.self), w2: try integer(UInt64.self), w3: try integer(UInt64.self))
         }
+    }
+}
+
+/// A record whose path is not valid UTF-8 (read to its end, so decoding can go on).
+public struct InvalidPathRecord: Error, CustomStringConvertible {
+    public var bytes: [UInt8]
+    /// The path with every byte that is not printable ASCII as `\xNN`.
+    public var description: String {
+        bytes.map { $0 >= 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\\") ? String(UnicodeScalar($0)) : "\\x" + String($0, radix: 16).leftPadded(to: 2) }.joined()
     }
 }

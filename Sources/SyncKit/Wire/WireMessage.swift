@@ -79,11 +79,25 @@ public enum WireMessage: Sendable, Equatable {
         /// only the middle of its block list; the rest comes from the last block list sent for
         /// the same path on this connection (see `BlockDelta`).
         public var deltas: [Int: BlockDelta]
-        public init(indexID: UInt64, records: [FileRecord], caughtUp: Bool, deltas: [Int: BlockDelta] = [:]) {
+        /// Records the decoder could not take (a path that is not valid UTF-8): the receiver
+        /// refuses them one by one, with a log line and an event. Never encoded.
+        public var refused: [RefusedRecord]
+        public init(indexID: UInt64, records: [FileRecord], caughtUp: Bool, deltas: [Int: BlockDelta] = [:], refused: [RefusedRecord] = []) {
             self.indexID = indexID
             self.records = records
             self.caughtUp = caughtUp
             self.deltas = deltas
+            self.refused = refused
+        }
+    }
+
+    /// A record of an update that was refused while decoding: its path, made printable, and why.
+    public struct RefusedRecord: Sendable, Equatable {
+        public var path: String
+        public var reason: String
+        public init(path: String, reason: String) {
+            self.path = path
+            self.reason = reason
         }
     }
 
