@@ -26,6 +26,23 @@ extension Integration {
             #expect(out.contains(expected), "\(out)")
         }
 
+        /// No silent open mode: without a key `run` refuses to start and says how to set one;
+        /// `--open` is the explicit way to run without one, and it conflicts with a key.
+        @Test func runWithoutAKeyRefusesUnlessOpen() throws {
+            let dir = try DaemonTests.makeFolder("nokey")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let noKey = ["SYNCKIT_CLUSTER_KEY": ""]
+            let (status, out) = try DaemonTests.run(MultiProcessTests.syncctl, ["run", "--dir", dir, "--peer", "127.0.0.1:9"], env: noKey)
+            #expect(status != 0)
+            #expect(out.contains("No cluster key: set SYNCKIT_CLUSTER_KEY or --cluster-key-file"), "\(out)")
+            #expect(!FileManager.default.fileExists(atPath: dir + "/.synckit"), "refused before touching the folder")
+            let (both, bothOut) = try DaemonTests.run(MultiProcessTests.syncctl, ["run", "--dir", dir, "--peer", "127.0.0.1:9", "--open"])
+            #expect(both != 0)
+            #expect(bothOut.contains("--open runs without a cluster key, but a key is set"), "\(bothOut)")
+            let (_, help) = try DaemonTests.run(MultiProcessTests.syncctl, ["run", "--help"])
+            #expect(help.contains("--open"))
+        }
+
         @Test func anUnwritableFolderIsRefused() throws {
             let dir = try DaemonTests.makeFolder("readonly")
             defer { try? FileManager.default.removeItem(atPath: dir) }

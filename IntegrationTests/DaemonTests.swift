@@ -6,13 +6,17 @@ import Testing
 extension Integration {
     /// `syncctl` as an operator meets it: journald logging, graceful and forced stops, status.
     @Suite(.serialized) struct DaemonTests {
+        /// The environment the daemons of these tests run with: a cluster key (`run` refuses to
+        /// start without one).
+        static let environment = ProcessInfo.processInfo.environment.merging(["SYNCKIT_CLUSTER_KEY": "daemon-test-key"]) { $1 }
+
         /// Runs a command to completion and returns (status, stdout + stderr).
         @discardableResult
         static func run(_ path: String, _ args: [String], env: [String: String] = [:]) throws -> (Int32, String) {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: path)
             p.arguments = args
-            p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
+            p.environment = environment.merging(env) { $1 }
             let pipe = Pipe()
             p.standardOutput = pipe
             p.standardError = pipe
@@ -57,7 +61,9 @@ extension Integration {
             defer { try? FileManager.default.removeItem(atPath: c.root) }
             let p = Process()
             p.executableURL = URL(fileURLWithPath: MultiProcessTests.syncctl)
-            p.arguments = ["run", "--dir", dir, "--port", "\(ports[0])", "--bind", "127.0.0.1", "--name", name, "--peer", "127.0.0.1:\(ports[1])", "--log", "journald", "--log-level", "debug"]
+            // In open mode (explicit `--open`): it starts, and warns about it in the journal.
+            p.arguments = ["run", "--dir", dir, "--port", "\(ports[0])", "--bind", "127.0.0.1", "--name", name, "--peer", "127.0.0.1:\(ports[1])", "--log", "journald", "--log-level", "debug", "--open"]
+            p.environment = Self.environment.merging(["SYNCKIT_CLUSTER_KEY": ""]) { $1 }
             p.standardError = FileHandle.nullDevice
             try p.run()
             try await Task.sleep(for: .seconds(2))
@@ -143,7 +149,7 @@ extension Integration {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: MultiProcessTests.syncctl)
             p.arguments = ["run", "--dir", dir, "--port", "\(ports[0])", "--bind", "127.0.0.1", "--peer", "127.0.0.1:\(ports[1])", "--log", "stderr"]
-            p.environment = ProcessInfo.processInfo.environment.merging(["SYNCKIT_TEST_SHUTDOWN_DELAY_MS": "6000"]) { $1 }
+            p.environment = Self.environment.merging(["SYNCKIT_TEST_SHUTDOWN_DELAY_MS": "6000"]) { $1 }
             p.standardError = FileHandle.nullDevice
             try p.run()
             try await Task.sleep(for: .seconds(1))
@@ -210,6 +216,7 @@ extension Integration {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: MultiProcessTests.syncctl)
             p.arguments = ["run", "--config", config, "--dir", dir, "--name", "from-flag"]
+            p.environment = Self.environment
             p.standardError = FileHandle.nullDevice
             try p.run()
             defer {

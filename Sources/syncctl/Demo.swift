@@ -55,8 +55,8 @@ struct Demo: AsyncParsableCommand {
 
         // A fresh random key unless one was given: the demo's nodes listen on loopback only,
         // but there is no reason to run them in open mode.
-        var demoKey = try node.clusterKey()
-        if demoKey.isOpen { demoKey = ClusterKey(secret: ClusterKey.nonce().map { String($0, radix: 16) }.joined()) }
+        // The demo's nodes share a fresh random key unless one is configured: never open mode.
+        let demoKey = try node.configuredKey() ?? ClusterKey(secret: ClusterKey.nonce().map { String($0, radix: 16) }.joined())
         var services = [ServiceGroupConfiguration.ServiceConfiguration]()
         var syncNodes = [SyncNode]()
         for i in 0..<nodes {

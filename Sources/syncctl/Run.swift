@@ -40,8 +40,11 @@ struct NodeOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Cluster name: nodes sync only with nodes of the same cluster.", valueName: "name"))
     var cluster: String = "default"
 
-    @Option(help: ArgumentHelp("File holding the cluster's shared secret (or set SYNCKIT_CLUSTER_KEY). Without one, any node on the LAN naming the same cluster may join.", valueName: "path"))
+    @Option(help: ArgumentHelp("File holding the cluster's shared secret (or set SYNCKIT_CLUSTER_KEY). `run` refuses to start without one unless --open is given.", valueName: "path"))
     var clusterKeyFile: String?
+
+    @Flag(help: "Run without a cluster key (open mode): any SyncKit node on the network that names the same cluster may join and change files here. For tests and throwaway demos only; `run` refuses to start without a key otherwise.")
+    var open = false
 
     @Option(help: ArgumentHelp("Where logs go: 'auto' (journald when its socket exists, else stderr), 'journald' or 'stderr'.", valueName: "target"))
     var log: LogTarget = .auto
@@ -56,7 +59,20 @@ struct NodeOptions: ParsableArguments {
         }
     }
 
+    /// The key `run` uses: the configured one, or open mode only when asked for with `--open`.
     func clusterKey() throws -> ClusterKey {
+        if let key = try configuredKey() {
+            if open { throw ValidationError("--open runs without a cluster key, but a key is set (SYNCKIT_CLUSTER_KEY or --cluster-key-file); give one or the other.") }
+            return key
+        }
+        guard open else {
+            throw ValidationError("No cluster key: set SYNCKIT_CLUSTER_KEY or --cluster-key-file to a long random secret shared by every node (for example `head -c 32 /dev/urandom | base64 > cluster.key`), or pass --open to let any SyncKit node on the network join.")
+        }
+        return .open
+    }
+
+    /// The key given by `--cluster-key-file` or `SYNCKIT_CLUSTER_KEY`, nil when there is none.
+    func configuredKey() throws -> ClusterKey? {
         if let clusterKeyFile {
             guard let text = try? String(contentsOfFile: clusterKeyFile, encoding: .utf8), !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
                 throw ValidationError("Cannot read a cluster key from \(clusterKeyFile): the file is missing, unreadable or empty.")
@@ -66,14 +82,14 @@ struct NodeOptions: ParsableArguments {
         if let env = ProcessInfo.processInfo.environment["SYNCKIT_CLUSTER_KEY"], !env.isEmpty {
             return ClusterKey(secret: env)
         }
-        return .open
+        return nil
     }
 
     func validateCommon() throws {
         if noConflictCopies && policy != .newest {
             throw ValidationError("--no-conflict-copies only applies to --policy newest.")
         }
-        _ = try clusterKey()
+        _ = try configuredKey()
     }
 }
 
@@ -87,7 +103,8 @@ struct Run: AsyncParsableCommand {
               syncctl run --dir ~/Shared --discovery multicast --policy keep-both
               SYNCKIT_CLUSTER_KEY=s3cret syncctl run --dir /data --peers-file /etc/synckit/peers
 
-            Every node needs the same --cluster name and cluster key. Stop with Ctrl-C or \
+            Every node needs the same --cluster name and cluster key; without a key `run` \
+            refuses to start unless --open is given. Stop with Ctrl-C or \
             SIGTERM: transfers in flight are parked and resumed at the next start; a second \
             signal exits at once.
             """
@@ -157,6 +174,8 @@ struct Run: AsyncParsableCommand {
         if let metricsAddress, PeerEndpoint(parsing: metricsAddress) == nil {
             throw ValidationError("--metrics-address takes host:port, for example 127.0.0.1:9464, not '\(metricsAddress)'.")
         }
+        // Last, so that other mistakes are reported first: no silent open mode.
+        _ = try node.clusterKey()
     }
 
     func readPeers(_ path: String) throws -> [PeerEndpoint] {

@@ -192,7 +192,7 @@ public actor SyncNode: Service {
         }
         logger.info("starting", metadata: ["folder": "\(configuration.folder)", "node.id": "\(id)", "records": "\(records.count)"])
         if configuration.clusterKey.isOpen {
-            logger.warning("no cluster key: running in open mode, any SyncKit node on the network that names cluster '\(configuration.clusterName)' can join. Set SYNCKIT_CLUSTER_KEY or --cluster-key-file.")
+            logger.warning("no cluster key: running in open mode (--open), any SyncKit node on the network that names cluster '\(configuration.clusterName)' can join and change files here. Set SYNCKIT_CLUSTER_KEY or --cluster-key-file.")
         }
         // Bind first: a port in use must fail at once, not after scanning a large folder.
         // Connections wait in the backlog until the scan is done and the accept loop runs.
