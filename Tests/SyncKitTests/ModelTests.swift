@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import SyncKitTesting
 @testable import SyncKit
 
 @Suite struct VersionVectorTests {
@@ -90,14 +91,53 @@ import Testing
 }
 
 @Suite struct PathSafetyTests {
-    @Test(arguments: ["/etc/passwd", "../x", "a/../../x", "a/./b", "", "a//b", "a/\u{0}b", ".synckit/index.db", ".synckit", "a/.f.synckit-tmp", String(repeating: "n", count: 256)])
-    func refuses(_ path: String) {
-        #expect(!PathSafety.isSafe(path))
+    /// Each is refused, with the rule that catches it. The Unicode cases are the class of the
+    /// reported escape: a '/' that starts a grapheme cluster with the mark after it is not the
+    /// `Character` "/", but it is the byte the kernel splits on.
+    @Test(arguments: [
+        ("/etc/passwd", "absolute"), ("../x", "'..'"), ("a/../../x", "'..'"), ("a/./b", "'.'"), ("", "empty path"),
+        ("a//b", "empty path component"), ("a/", "empty path component"), ("a/\u{0}b", "NUL"),
+        (".synckit/index.db", "state directory"), (".synckit", "state directory"), ("a/.f.synckit-tmp", "temp file"),
+        (String(repeating: "n", count: 256), "longer than 255"), (String(repeating: "a/", count: 2100) + "a", "longer than 4096"),
+        ("../\u{301}escape.txt", "'..'"), ("a/\u{301}b", "'/' joined"),
+        ("link/\u{200D}name", "'/' joined"), ("a/\u{FE0F}b", "'/' joined"), ("a/\u{0308}b", "'/' joined"),
+        ("a\u{0600}/b", "'/' joined"), (".synckit/\u{301}x", "state directory"),
+        ("e\u{301}.txt", "NFC"), ("dir/A\u{30A}", "NFC"), ("\u{212B}", "NFC"),
+    ])
+    func refuses(_ path: String, _ reason: String) {
+        let problem = PathSafety.problem(with: path)
+        #expect(problem?.contains(reason) == true, "\(path.debugDescription): \(problem ?? "accepted")")
+        #expect(throws: SyncError.self) { try RelativePath(path) }
     }
 
-    @Test(arguments: ["a", "a/b/c.txt", ".hidden", "dir/.synckit", "é/ü.txt", "x..y"])
+    @Test(arguments: ["a", "a/b/c.txt", ".hidden", "dir/.synckit", "é/ü.txt", "x..y", "...", "a/...", "\u{301}start", "..\u{301}/x", "日本/語.txt", "emoji 👨‍👩‍👧.txt"])
     func accepts(_ path: String) {
-        #expect(PathSafety.isSafe(path))
+        #expect(PathSafety.isSafe(path), "\(PathSafety.problem(with: path) ?? "")")
+    }
+
+    /// Bytes that are not UTF-8 are refused as such.
+    @Test func invalidUTF8IsRefused() {
+        let bytes: [UInt8] = [0x61, 0x2F, 0xC3, 0x28]
+        let problem = bytes.withUnsafeBytes { PathSafety.problem(withBytes: $0, string: nil) }
+        #expect(problem == "not valid UTF-8")
+    }
+
+    /// What makes every String operation of SyncKit safe on accepted paths: their components
+    /// as Characters are their components as bytes.
+    @Test func acceptedPathsSplitTheSameAsStringsAndAsBytes() {
+        var rng = SplitMix(seed: 7)
+        let alphabet: [String] = ["a", "/", ".", "\u{301}", "\u{200D}", "é", "e", "\u{0600}", "\u{FE0F}", "👩", "\u{1F3FB}", " "]
+        var accepted = 0
+        for _ in 0..<20_000 {
+            let path = (0..<Int.random(in: 1...8, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }.joined()
+            guard PathSafety.isSafe(path) else { continue }
+            accepted += 1
+            let byBytes = Array(path.utf8).split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).map { Array($0) }
+            let byCharacters = path.split(separator: "/" as Character, omittingEmptySubsequences: false).map { Array($0.utf8) }
+            #expect(byBytes == byCharacters, "\(path.debugDescription)")
+            #expect(!byBytes.contains([]) && !byBytes.contains([46]) && !byBytes.contains([46, 46]))
+        }
+        #expect(accepted > 1000)
     }
 }
 
