@@ -9,7 +9,14 @@ extension Integration {
     /// A peer that holds the cluster key but sends poisoned records: it must not be able to make
     /// the node write anything outside its folder, or into its state directory.
     @Suite(.serialized) struct HostilePeerTests {
-        @Test func pathTraversalRecordsChangeNothingOutsideTheFolder() async throws {
+        /// What a hostile peer gets to do to one victim node: it holds the cluster key, sends
+        /// `records`, serves `payload` for every block the victim asks, and may send raw
+        /// frames. `check` then looks at the victim's folder.
+        static func attack(
+            records: (HostilePeer, FileRecord) -> [FileRecord], rawFrames: (HostilePeer, FileRecord) -> [Frame] = { _, _ in [] },
+            expectRefused: Set<String>, payload: [UInt8] = Array("pwned".utf8),
+            check: (TestCluster, String) throws -> Void
+        ) async throws {
             let outside = FileManager.default.temporaryDirectory.appendingPathComponent("synckit-outside-\(UUID().uuidString.prefix(8))").path
             try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: outside) }
@@ -17,48 +24,147 @@ extension Integration {
             try await withTestCluster(nodes: 1, transport: ScenarioTests.transport) { c in
                 let victim = c.node(0)
                 let refusals = await victim.events()
+                let stateBefore = Set(try FileManager.default.contentsOfDirectory(atPath: c.folder(0) + "/.synckit"))
                 let port = try #require(await victim.listeningPort)
                 let channel = try await c.rawTransport().connect(to: PeerEndpoint(host: "127.0.0.1", port: port))
                 let hostile = HostilePeer(channel: channel, key: c.clusterKey)
                 try await hostile.handshake()
-
-                let payload = Array("pwned".utf8)
                 let me = hostile.id
-                func file(_ path: String) -> FileRecord {
-                    FileRecord(path: path, kind: .file, size: UInt64(payload.count), mtimeNs: 1, mode: 0o644, version: .init([me: 1]), modifiedBy: me, blocks: Chunker.standard.blocks(of: payload), sequence: 1)
-                }
-                let records = [
-                    file("../escape.txt"), file("/tmp/abs-escape.txt"), file(".synckit/index.db"), file("ok/../../x.txt"),
-                    file("a\u{0}b"), file(""),
-                    FileRecord(path: "evil", kind: .symlink, mtimeNs: 1, version: .init([me: 1]), modifiedBy: me, symlinkTarget: outside, sequence: 2),
-                    file("evil/pwned.txt"),
-                    file("fine.txt"),
-                ]
-                try await hostile.send(.indexUpdate(.init(indexID: 1, records: records, caughtUp: true)))
+                // A legitimate file in the same batch: once it lands, the batch was processed.
+                let fine = FileRecord(path: "fine.txt", kind: .file, size: UInt64(payload.count), mtimeNs: 1, mode: 0o644, version: .init([me: 1]), modifiedBy: me, blocks: Chunker.standard.blocks(of: payload), sequence: 99)
+                for frame in rawFrames(hostile, fine) { try await hostile.channel.send(frame) }
+                try await hostile.send(.indexUpdate(.init(indexID: 1, records: records(hostile, fine) + [fine], caughtUp: true)))
                 let server = Task { try await hostile.serveBlocks(payload) }
                 defer { server.cancel() }
 
-                // The legitimate file lands, so the node did process the batch...
                 let deadline = ContinuousClock.now + .seconds(10)
                 while c.read(0, "fine.txt") == nil && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
-                #expect(c.read(0, "fine.txt") == payload)
-                try await Task.sleep(for: .milliseconds(500))
+                #expect(c.read(0, "fine.txt") == payload, "the batch was processed")
+                try await Task.sleep(for: .milliseconds(300))
 
-                // ...and nothing escaped.
+                // Nothing outside the folder, nothing new in the state directory.
+                #expect(try FileManager.default.contentsOfDirectory(atPath: outside).isEmpty, "written through a symlink")
                 #expect(!FileManager.default.fileExists(atPath: c.root + "/escape.txt"))
+                #expect(!FileManager.default.fileExists(atPath: c.root + "/\u{301}escape.txt"))
+                #expect(!FileManager.default.fileExists(atPath: c.root + "/\u{200D}escape.txt"))
+                let stateAfter = Set(try FileManager.default.contentsOfDirectory(atPath: c.folder(0) + "/.synckit"))
+                #expect(stateAfter.subtracting(stateBefore).subtracting(["index.db-wal", "index.db-shm", "control.sock"]).isEmpty, "\(stateAfter.subtracting(stateBefore))")
+                try check(c, outside)
+
+                // Each refused record was reported as an event and logged.
+                var refused = Set<String>()
+                if !expectRefused.isEmpty {
+                    for await event in refusals {
+                        if case .refused(let path, _, _) = event { refused.insert(path) }
+                        if refused.count == expectRefused.count { break }
+                    }
+                }
+                #expect(refused == expectRefused)
+                for path in expectRefused {
+                    #expect(c.logs.text.contains("refused a record from a peer") && c.logs.text.contains(path.debugDescription), "logged: \(path.debugDescription)")
+                }
+            }
+        }
+
+        static func file(_ path: String, by me: NodeID, _ payload: [UInt8] = Array("pwned".utf8), mode: UInt32 = 0o644, sequence: UInt64 = 1) -> FileRecord {
+            FileRecord(path: path, kind: .file, size: UInt64(payload.count), mtimeNs: 1, mode: mode, version: .init([me: 1]), modifiedBy: me, blocks: Chunker.standard.blocks(of: payload), sequence: sequence)
+        }
+
+        static func directory(_ path: String, by me: NodeID) -> FileRecord {
+            FileRecord(path: path, kind: .directory, mode: 0o755, version: .init([me: 1]), modifiedBy: me, sequence: 1)
+        }
+
+        @Test func pathTraversalRecordsChangeNothingOutsideTheFolder() async throws {
+            try await Self.attack(records: { h, _ in
+                [Self.file("../escape.txt", by: h.id), Self.file("/tmp/abs-escape.txt", by: h.id), Self.file(".synckit/index.db", by: h.id),
+                 Self.file("ok/../../x.txt", by: h.id), Self.file("a\u{0}b", by: h.id), Self.file("", by: h.id)]
+            }, expectRefused: ["../escape.txt", "/tmp/abs-escape.txt", ".synckit/index.db", "ok/../../x.txt", "a\u{0}b", ""]) { c, _ in
                 #expect(!FileManager.default.fileExists(atPath: "/tmp/abs-escape.txt"))
                 #expect(!FileManager.default.fileExists(atPath: c.root + "/x.txt"))
-                #expect(!FileManager.default.fileExists(atPath: outside + "/pwned.txt"), "written through a symlink")
-                #expect(try FileManager.default.contentsOfDirectory(atPath: outside).isEmpty)
                 let state = try Data(contentsOf: URL(fileURLWithPath: c.folder(0) + "/.synckit/index.db"))
                 #expect(state.count > 5, "the index was not overwritten")
+            }
+        }
 
-                var refused = Set<String>()
-                for await event in refusals {
-                    if case .refused(let path, _, _) = event { refused.insert(path) }
-                    if refused.count == 6 { break }
+        /// The reported escape: a directory `...` and `../\u{301}escape.txt` (a '/' followed by
+        /// a combining acute accent, which Swift reads as one Character), then the same with a
+        /// zero-width joiner and other marks that glue to the '/'.
+        @Test func aSlashGluedToACombiningMarkDoesNotEscape() async throws {
+            let tricks = ["../\u{301}escape.txt", "../\u{200D}escape.txt", ".../../\u{301}escape.txt", "../\u{0308}escape.txt", "..\u{0600}/../escape.txt"]
+            try await Self.attack(records: { h, _ in
+                [Self.directory("...", by: h.id)] + tricks.map { Self.file($0, by: h.id) }
+            }, expectRefused: Set(tricks)) { c, _ in
+                #expect(c.snapshot(0)["..."] == "dir", "a directory named ... is a legal name and stays inside")
+            }
+        }
+
+        /// A synced symlink as a parent: the link itself is synced (as a link), but nothing is
+        /// ever written through it, whether the name after it is plain or a Unicode trick.
+        @Test func aSyncedSymlinkIsNeverWrittenThrough() async throws {
+            try await Self.attack(records: { h, _ in
+                [FileRecord(path: "evil", kind: .symlink, mtimeNs: 1, version: .init([h.id: 1]), modifiedBy: h.id, symlinkTarget: "/tmp", sequence: 1),
+                 Self.file("evil/pwned.txt", by: h.id, sequence: 2), Self.file("evil/\u{301}pwned.txt", by: h.id, sequence: 3)]
+            }, expectRefused: ["evil/\u{301}pwned.txt"]) { c, outside in
+                #expect(!FileManager.default.fileExists(atPath: "/tmp/pwned.txt"))
+                #expect(c.snapshot(0)["evil/pwned.txt"] == nil)
+            }
+            // And a link to a directory of the attacker's choosing, created first, then written under.
+            try await Self.attack(records: { h, _ in
+                [FileRecord(path: "link", kind: .symlink, mtimeNs: 1, version: .init([h.id: 1]), modifiedBy: h.id, symlinkTarget: "../..", sequence: 1),
+                 Self.file("link/deep/pwned.txt", by: h.id, sequence: 2)]
+            }, expectRefused: []) { c, _ in
+                #expect(!FileManager.default.fileExists(atPath: c.root + "/deep/pwned.txt"))
+                #expect(c.snapshot(0)["link/deep/pwned.txt"] == nil)
+            }
+        }
+
+        /// The state directory as a target, directly and through Unicode tricks, and a path that
+        /// is not valid UTF-8 (the decoder refuses that one record, not the whole batch).
+        @Test func theStateDirectoryAndInvalidUTF8AreRefused() async throws {
+            let attempts = [".synckit/profile.sh", ".synckit/\u{301}x", ".synckit", ".synckit/index.db-wal"]
+            try await Self.attack(records: { h, _ in attempts.map { Self.file($0, by: h.id, mode: 0o4777) } },
+                                  rawFrames: { h, _ in [HostilePeer.invalidUTF8Update(by: h.id)] },
+                                  expectRefused: Set(attempts + ["bad\\xff\\xfe.txt"])) { c, _ in
+                #expect(!FileManager.default.fileExists(atPath: c.folder(0) + "/.synckit/profile.sh"))
+            }
+        }
+
+        /// Two names for one file: a name in NFD is refused (paths are NFC on the wire), the NFC
+        /// one is taken; the victim never ends up with two entries that Swift sees as one.
+        @Test func aNameInAnotherNormalizationIsRefused() async throws {
+            try await Self.attack(records: { h, _ in
+                [Self.file("cafe\u{301}.txt", by: h.id), Self.file("caf\u{E9}.txt", by: h.id, sequence: 2)]
+            }, expectRefused: ["cafe\u{301}.txt"]) { c, _ in
+                let names = try FileManager.default.contentsOfDirectory(atPath: c.folder(0)).filter { $0.hasPrefix("caf") }
+                #expect(names.map { Array($0.utf8) } == [Array("caf\u{E9}.txt".utf8)])
+            }
+        }
+
+        /// A block request whose path hint points outside the folder (or at a symlink to
+        /// outside) gets nothing: blocks are served from this node's own index, read through the
+        /// folder's handle.
+        @Test func blockRequestsCannotReadOutsideTheFolder() async throws {
+            let secret = Array("top secret \(UUID())".utf8)
+            let secretPath = FileManager.default.temporaryDirectory.appendingPathComponent("synckit-secret-\(UUID().uuidString.prefix(8))").path
+            FileManager.default.createFile(atPath: secretPath, contents: Data(secret))
+            defer { unlink(secretPath) }
+            try await withTestCluster(nodes: 1, transport: ScenarioTests.transport) { c in
+                symlink(secretPath, c.folder(0) + "/secret-link")
+                await c.node(0).rescan()
+                let port = try #require(await c.node(0).listeningPort)
+                let channel = try await c.rawTransport().connect(to: PeerEndpoint(host: "127.0.0.1", port: port))
+                let hostile = HostilePeer(channel: channel, key: c.clusterKey)
+                try await hostile.handshake()
+                let block = Chunker.standard.blocks(of: secret)[0]
+                for (id, hint) in [(UInt32(1), "../" + (secretPath as NSString).lastPathComponent), (2, secretPath), (3, "secret-link")] {
+                    try await hostile.send(.blockRequest(.init(id: id, hash: block.hash, size: block.size, path: hint, offset: 0)))
                 }
-                #expect(refused == ["../escape.txt", "/tmp/abs-escape.txt", ".synckit/index.db", "ok/../../x.txt", "a\u{0}b", ""])
+                var answers = [UInt32: WireMessage.BlockResponse.Status]()
+                for try await frame in hostile.channel.inbound {
+                    if case .blockResponse(let r) = try WireCodec.decode(frame) { answers[r.id] = r.status }
+                    if answers.count == 3 { break }
+                }
+                #expect(answers == [1: .notFound, 2: .notFound, 3: .notFound])
             }
         }
     }
@@ -84,6 +190,21 @@ final class HostilePeer: Sendable {
         guard let f = try await it.next(), case .hello(let theirs) = try WireCodec.decode(f) else { throw SyncError(.protocolViolation, "no hello") }
         try await send(.auth(.init(mac: key.proof(sender: id, receiver: theirs.nodeID, receiverNonce: theirs.nonce, senderNonce: nonce))))
         guard let g = try await it.next(), case .auth = try WireCodec.decode(g) else { throw SyncError(.protocolViolation, "no auth") }
+    }
+
+    /// An index update holding one record whose path is the bytes `bad\xff\xfe.txt` (not UTF-8),
+    /// made by encoding a placeholder and patching its bytes: the encoder only takes Strings.
+    static func invalidUTF8Update(by me: NodeID) -> Frame {
+        let placeholder = "badXY.txt"
+        let r = FileRecord(path: placeholder, kind: .file, size: 5, mtimeNs: 1, version: .init([me: 1]), modifiedBy: me, blocks: Chunker.standard.blocks(of: Array("pwned".utf8)), sequence: 50)
+        var frame = WireCodec.encode(.indexUpdate(.init(indexID: 1, records: [r], caughtUp: false)))
+        var bytes = Array(frame.payload.readableBytesView)
+        let needle = Array(placeholder.utf8)
+        let at = (0...(bytes.count - needle.count)).first { Array(bytes[$0..<($0 + needle.count)]) == needle }!
+        bytes[at + 3] = 0xFF
+        bytes[at + 4] = 0xFE
+        frame.payload = ByteBuffer(bytes: bytes)
+        return frame
     }
 
     /// Answers every block request with `payload`.
