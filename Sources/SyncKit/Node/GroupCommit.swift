@@ -1,28 +1,17 @@
 import CSyncKitShims
 import Foundation
 
-/// Group commit of pulled files: makes many files (and the directories their renames changed)
-/// durable with one flush instead of one fsync each.
+/// Group commit: many writers, each waiting for its item to be made durable, share one flush.
 ///
-/// Why: an fsync costs a disk flush (a few hundred microseconds to milliseconds on a VM disk, and
-/// a CPU-heavy exit to the hypervisor), and 20,000 small pulled files meant 40,000 of them (file
-/// data, then the directory after the rename). Here each writer hands its file descriptor over
-/// and waits; one thread flushes whatever has accumulated while the previous flush ran, so the
-/// batch size follows the load by itself: alone, a file gets its plain fsync (no added
-/// latency); under a burst, dozens share one `syncfs(2)`, which writes back and commits the
-/// whole file system holding them. Durability is unchanged: a writer resumes only after its data
-/// is on disk, and only then renames the file into place.
+/// Each writer hands its item over and waits; one thread flushes whatever has accumulated while
+/// the previous flush ran, so the batch size follows the load by itself: alone, an item is
+/// flushed on its own (no added latency); under a burst, dozens share one flush. The blocking
+/// calls run on this committer's own dispatch queue, not on the cooperative pool that runs the
+/// node's actor and tasks (two threads on a two-core machine).
 ///
-/// The blocking calls run on this committer's own dispatch queue, not on the cooperative pool
-/// that runs the node's actor and tasks (two threads on a two-core machine).
-final class GroupCommitter: Sendable {
-    /// What is to be made durable: an open file, or a directory whose entries changed.
-    enum Item: Sendable {
-        case file(Int32)
-        /// An open directory (the caller keeps it open until `makeDurable` returns).
-        case directory(Int32)
-    }
-
+/// Two uses: pulled files and directories (`GroupCommitter`, below), and the index's intent log
+/// (a pull's target recorded before the pull changes the disk; see `IndexStore.saveIntents`).
+final class GroupCommit<Item: Sendable>: Sendable {
     /// Flushes a batch; returns 0 or an errno per item, in order. Replaceable for tests.
     typealias Flush = @Sendable (_ items: [Item]) -> [Int32]
 
@@ -39,10 +28,11 @@ final class GroupCommitter: Sendable {
     }
 
     private let state = Locked(State())
-    private let queue = DispatchQueue(label: "synckit.group-commit")
+    private let queue: DispatchQueue
     private let flush: Flush
 
-    init(flush: @escaping Flush = GroupCommitter.flushToDisk) {
+    init(label: String = "synckit.group-commit", flush: @escaping Flush) {
+        self.queue = DispatchQueue(label: label)
         self.flush = flush
     }
 
@@ -53,7 +43,7 @@ final class GroupCommitter: Sendable {
     var pendingForTests: Int { state.withLock { $0.pending.count } }
 
     /// Returns once `item` is durable: 0, or the errno of the failed flush.
-    func makeDurable(_ item: Item) async -> Int32 {
+    func submit(_ item: Item) async -> Int32 {
         await withCheckedContinuation { continuation in
             let start = state.withLock { s -> Bool in
                 s.pending.append(Waiter(item: item, done: continuation))
@@ -79,6 +69,37 @@ final class GroupCommitter: Sendable {
             for (waiter, result) in zip(batch, results) { waiter.done.resume(returning: result) }
         }
     }
+}
+
+/// What the file committer makes durable: an open file, or an open directory whose entries
+/// changed (the caller keeps the descriptor open until `makeDurable` returns).
+enum DurableItem: Sendable {
+    case file(Int32)
+    case directory(Int32)
+
+    var descriptor: Int32 {
+        switch self {
+        case .file(let fd), .directory(let fd): fd
+        }
+    }
+}
+
+/// Group commit of pulled files: makes many files (and the directories their renames changed)
+/// durable with one flush instead of one fsync each.
+///
+/// Why: an fsync costs a disk flush (a few hundred microseconds to milliseconds on a VM disk, and
+/// a CPU-heavy exit to the hypervisor), and 20,000 small pulled files meant 40,000 of them (file
+/// data, then the directory after the rename). Alone, a file gets its plain fsync; under a
+/// burst, dozens share one `syncfs(2)`, which writes back and commits the whole file system
+/// holding them. Durability is unchanged: a writer resumes only after its data is on disk, and
+/// only then renames the file into place.
+typealias GroupCommitter = GroupCommit<DurableItem>
+
+extension GroupCommit where Item == DurableItem {
+    convenience init() { self.init(label: "synckit.group-commit", flush: Self.flushToDisk) }
+
+    /// Returns once `item` is on disk: 0, or the errno of the failed flush.
+    func makeDurable(_ item: Item) async -> Int32 { await submit(item) }
 
     /// The real flush: one item gets its own fsync; a batch gets one syncfs per file system it
     /// touches (a folder may hold mount points). If syncfs reports an error, each item is
@@ -88,20 +109,13 @@ final class GroupCommitter: Sendable {
         var byDevice: [UInt64: [Int]] = [:]
         var results = [Int32](repeating: 0, count: items.count)
         for (i, item) in items.enumerated() {
-            let fd: Int32
-            switch item {
-            case .file(let f), .directory(let f): fd = f
-            }
+            let fd = item.descriptor
             var st = stat()
             guard fstat(fd, &st) == 0 else { results[i] = errno; continue }
             byDevice[UInt64(st.st_dev), default: []].append(i)
         }
         for indices in byDevice.values {
-            let fd: Int32
-            switch items[indices[0]] {
-            case .file(let f), .directory(let f): fd = f
-            }
-            if synckit_syncfs(fd) != 0 {
+            if synckit_syncfs(items[indices[0]].descriptor) != 0 {
                 for i in indices { results[i] = syncOne(items[i]) }
             }
         }
@@ -109,9 +123,6 @@ final class GroupCommitter: Sendable {
     }
 
     private static func syncOne(_ item: Item) -> Int32 {
-        switch item {
-        case .file(let fd), .directory(let fd):
-            return fsync(fd) == 0 ? 0 : errno
-        }
+        fsync(item.descriptor) == 0 ? 0 : errno
     }
 }
