@@ -25,15 +25,51 @@ import Testing
 }
 
 extension IndexStoreTests {
-    /// Without a clean close (a crash), the next open gets a new index ID, so peers ask for
-    /// everything again instead of trusting sequence numbers that may be handed out twice.
-    @Test func anUncleanStopChangesTheIndexID() throws {
+    /// A crash (no clean close) keeps the index ID: peers go on asking only for what changed.
+    /// What made a new ID necessary before, numbers handed out again after a crash, cannot
+    /// happen: the next start hands out numbers above the reservation, which is on disk before
+    /// any number above it is used.
+    @Test func aCrashKeepsTheIndexIDAndNeverReusesASequenceNumber() throws {
         let dir = makeTempDirectory()
-        let first = try IndexStore(path: dir + "/index.db").indexID  // never closed
+        let first = try IndexStore(path: dir + "/index.db")  // never closed: a crash
+        try first.save([fileRecord("a", [1], by: TestIDs.a, sequence: 7)])
+        try first.reserveSequences(through: 100_007)
         let second = try IndexStore(path: dir + "/index.db")
-        #expect(second.indexID != first)
-        try second.close()
-        #expect(try IndexStore(path: dir + "/index.db").indexID == second.indexID)
+        #expect(second.indexID == first.indexID)
+        #expect(second.reservedSequence == 100_007)
+        var engine = SyncEngine(me: TestIDs.a, policy: NewestWinsPolicy())
+        engine.restore(records: try second.loadAll(), sequenceFloor: second.reservedSequence)
+        let out = engine.localScan([.init(path: "b", record: fileRecord("b", [2], by: TestIDs.a))])
+        #expect(out.persist.first?.sequence == 100_008)
+    }
+
+    /// Peers' indexes and pull intents come back after a reopen as they were written; a
+    /// forgotten peer (its index was reset) leaves nothing behind.
+    @Test func peersAndIntentsSurviveAReopen() throws {
+        let dir = makeTempDirectory()
+        let fromB = [fileRecord("x", [1], by: TestIDs.b, version: .init([TestIDs.b: 3]), sequence: 3),
+                     FileRecord(path: "gone", kind: .file, deleted: true, version: .init([TestIDs.b: 4]), modifiedBy: TestIDs.b, sequence: 4)]
+        let intent = fileRecord("y", [9], by: TestIDs.c, version: .init([TestIDs.c: 1]))
+        do {
+            let store = try IndexStore(path: dir + "/index.db")
+            var changes = IndexStore.Changes()
+            changes.peerRecords = [TestIDs.b: fromB, TestIDs.c: [intent]]
+            changes.peerState = [TestIDs.b: (indexID: 42, maxSequence: 4), TestIDs.c: (indexID: 7, maxSequence: 1)]
+            try store.save(changes)
+            try store.saveIntents([intent])
+            var forget = IndexStore.Changes()
+            forget.forgottenPeers = [TestIDs.c]
+            try store.save(forget)
+            try store.close()
+        }
+        let store = try IndexStore(path: dir + "/index.db")
+        let peers = try store.loadPeers()
+        #expect(peers.count == 1)
+        #expect(peers.first?.id == TestIDs.b && peers.first?.indexID == 42 && peers.first?.maxSequence == 4)
+        #expect(peers.first?.records.sorted { $0.path < $1.path } == fromB.sorted { $0.path < $1.path })
+        #expect(try store.loadIntents() == [intent])
+        try store.clearIntents()
+        #expect(try store.loadIntents().isEmpty)
     }
 }
 

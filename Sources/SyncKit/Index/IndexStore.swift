@@ -2,27 +2,48 @@ import Foundation
 import GRDB
 import NIOCore
 
-/// The persistent index: every local record, in SQLite (WAL mode) under `.synckit/index.db`.
+/// The persistent index, in SQLite (WAL mode) under `.synckit/index.db`: this node's records,
+/// what each peer announced, and the intents of pulls in flight.
 ///
-/// Why it exists: after a restart the scanner compares each file's size, mtime and inode to the
-/// stored record and re-hashes only what changed, and a record that has no file any more is a
-/// deletion made while the node was down. Records are stored as one blob each (the wire form
-/// plus the local inode) keyed by path, with the sequence number in its own indexed column.
-/// Writes are batched into one transaction per engine step, so 20,000 new files cost a few
-/// commits rather than 20,000.
+/// Why each part exists:
+/// - **Local records** (`files`): after a restart the scanner compares each file's size, mtime
+///   and inode to the stored record and re-hashes only what changed; a record that has no file
+///   any more is a deletion made while the node was down.
+/// - **Peers' records** (`peer_files`, `peers`): what each peer sent, and up to which of its
+///   sequence numbers, so that a restart asks each peer only for what changed since (a 20,000
+///   file folder is not exchanged again), and so that the first scan after a restart knows the
+///   versions the cluster holds (a file found on disk with a peer's content adopts that peer's
+///   version instead of counting as a new local edit).
+/// - **Intents** (`intents`): a pull records the record it is about to put on disk *before* it
+///   changes the disk (renames a file into place, patches, deletes, makes a directory). If the
+///   node dies after the disk changed but before the pulled record reached `files` (they are
+///   group-committed), the first scan after the restart finds the intent's content on disk and
+///   adopts its version. Without it that scan saw "content that differs from my record" and
+///   bumped this node's counter for content it never changed: a version concurrent with every
+///   later change, which once brought a deleted file back on every node.
+/// - **The sequence reservation** (`meta.sequenceReserved`): every sequence number handed out
+///   is at most this, and it is written before any number above the previous mark is used, so a
+///   restart after a crash starts above every number peers may have seen and no number is ever
+///   given to two changes. The index ID then stays the same across crashes.
+///
+/// Records are stored as one blob each (the wire form plus the local inode). Writes are batched
+/// into one transaction per flush, so 20,000 new files cost a few commits rather than 20,000.
 public final class IndexStore: Sendable {
     private let pool: DatabasePool
     /// Random ID of this index database, sent in `hello`: when it changes (the database was
     /// deleted), peers know our sequence numbers started over.
     public let indexID: UInt64
+    /// The sequence reservation found at open: the first number to hand out is above it.
+    public let reservedSequence: UInt64
 
     public init(path: String) throws {
         do {
             var config = Configuration()
             config.label = "synckit.index"
             // WAL with synchronous=NORMAL: a commit costs no fsync (the WAL is synced at
-            // checkpoints). A power cut can lose the last commits but never corrupts the
-            // database, and lost records are rebuilt by the next scan: the files are the truth.
+            // checkpoints, and by the group commit's syncfs when the state directory shares the
+            // folder's file system). A power cut can lose the last commits but never corrupts
+            // the database; what is lost is rebuilt by the next scan and the next index exchange.
             config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
             pool = try DatabasePool(path: path, configuration: config)
             try pool.write { db in
@@ -34,21 +55,28 @@ public final class IndexStore: Sendable {
                     );
                     CREATE INDEX IF NOT EXISTS files_sequence ON files(sequence);
                     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL);
+                    CREATE TABLE IF NOT EXISTS intents (path TEXT PRIMARY KEY NOT NULL, record BLOB NOT NULL);
+                    CREATE TABLE IF NOT EXISTS peers (
+                        peer BLOB PRIMARY KEY NOT NULL,
+                        index_id INTEGER NOT NULL,
+                        max_sequence INTEGER NOT NULL
+                    );
+                    CREATE TABLE IF NOT EXISTS peer_files (
+                        peer BLOB NOT NULL,
+                        path TEXT NOT NULL,
+                        record BLOB NOT NULL,
+                        PRIMARY KEY (peer, path)
+                    ) WITHOUT ROWID;
                     """)
             }
-            // After an unclean stop (crash, kill -9, power cut) the last records and sequence
-            // numbers sent to peers may be missing here, and the numbers would be handed out
-            // again for other changes. A new index ID tells peers to forget our old sequence
-            // numbers and ask for everything again: a little traffic instead of lost updates.
-            indexID = try pool.write { db -> UInt64 in
-                let clean = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'cleanShutdown'") ?? 1
-                try db.execute(sql: "INSERT OR REPLACE INTO meta(key, value) VALUES ('cleanShutdown', 0)")
-                if clean == 1, let v = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'indexID'") {
-                    return UInt64(bitPattern: v)
+            (indexID, reservedSequence) = try pool.write { db -> (UInt64, UInt64) in
+                let reserved = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'sequenceReserved'") ?? 0
+                if let v = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'indexID'") {
+                    return (UInt64(bitPattern: v), UInt64(bitPattern: reserved))
                 }
                 let id = UInt64.random(in: 1...UInt64(Int64.max))
                 try db.execute(sql: "INSERT OR REPLACE INTO meta(key, value) VALUES ('indexID', ?)", arguments: [Int64(bitPattern: id)])
-                return id
+                return (id, UInt64(bitPattern: reserved))
             }
         } catch let error as SyncError {
             throw error
@@ -57,37 +85,113 @@ public final class IndexStore: Sendable {
         }
     }
 
-    /// Every stored record.
+    /// Every stored local record.
     public func loadAll() throws -> [FileRecord] {
-        do {
-            return try pool.read { db in
-                var out = [FileRecord]()
-                let rows = try Row.fetchCursor(db, sql: "SELECT record FROM files")
-                while let row = try rows.next() {
-                    let data: Data = row[0]
-                    out.append(try Self.decode(data))
-                }
-                return out
-            }
-        } catch {
-            throw SyncError(.index, "cannot read the index", underlying: error)
+        try read("cannot read the index") { db in
+            try Self.records(db, sql: "SELECT record FROM files", arguments: [])
         }
     }
 
-    /// Stores (replaces) records in one transaction.
+    /// What a flush writes, in one transaction.
+    public struct Changes: Sendable {
+        /// Local records (new or changed).
+        public var records: [FileRecord] = []
+        /// Peers whose stored records are to be dropped first (their index was reset).
+        public var forgottenPeers: Set<NodeID> = []
+        /// Records peers sent, and each such peer's index ID and highest sequence received.
+        public var peerRecords: [NodeID: [FileRecord]] = [:]
+        public var peerState: [NodeID: (indexID: UInt64, maxSequence: UInt64)] = [:]
+        public init() {}
+        public var isEmpty: Bool { records.isEmpty && forgottenPeers.isEmpty && peerRecords.isEmpty && peerState.isEmpty }
+    }
+
+    /// Stores (replaces) local records.
     public func save(_ records: [FileRecord]) throws {
-        guard !records.isEmpty else { return }
-        do {
-            try pool.write { db in
-                let statement = try db.cachedStatement(sql: "INSERT OR REPLACE INTO files(path, sequence, record) VALUES (?, ?, ?)")
-                for r in records {
-                    try statement.execute(arguments: [r.path, Int64(bitPattern: r.sequence), Self.encode(r)])
-                }
+        var changes = Changes()
+        changes.records = records
+        try save(changes)
+    }
+
+    /// Writes a batch of changes in one transaction.
+    public func save(_ changes: Changes) throws {
+        guard !changes.isEmpty else { return }
+        try write("cannot write the index") { db in
+            let file = try db.cachedStatement(sql: "INSERT OR REPLACE INTO files(path, sequence, record) VALUES (?, ?, ?)")
+            for r in changes.records {
+                try file.execute(arguments: [r.path, Int64(bitPattern: r.sequence), Self.encode(r)])
             }
-        } catch {
-            throw SyncError(.index, "cannot write the index", underlying: error)
+            for peer in changes.forgottenPeers {
+                try db.execute(sql: "DELETE FROM peer_files WHERE peer = ?", arguments: [Data(peer.bytes)])
+                try db.execute(sql: "DELETE FROM peers WHERE peer = ?", arguments: [Data(peer.bytes)])
+            }
+            let peerFile = try db.cachedStatement(sql: "INSERT OR REPLACE INTO peer_files(peer, path, record) VALUES (?, ?, ?)")
+            for (peer, records) in changes.peerRecords {
+                let key = Data(peer.bytes)
+                for r in records { try peerFile.execute(arguments: [key, r.path, Self.encode(r)]) }
+            }
+            for (peer, state) in changes.peerState {
+                try db.execute(
+                    sql: "INSERT OR REPLACE INTO peers(peer, index_id, max_sequence) VALUES (?, ?, ?)",
+                    arguments: [Data(peer.bytes), Int64(bitPattern: state.indexID), Int64(bitPattern: state.maxSequence)])
+            }
         }
     }
+
+    /// Records that sequence numbers up to `through` may be handed out (see the type's note).
+    public func reserveSequences(through: UInt64) throws {
+        try write("cannot write the sequence reservation") { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO meta(key, value) VALUES ('sequenceReserved', ?)", arguments: [Int64(bitPattern: through)])
+        }
+    }
+
+    // MARK: intents
+
+    /// Records the targets of pulls about to change the disk (one transaction for the batch).
+    public func saveIntents(_ records: [FileRecord]) throws {
+        try write("cannot write pull intents") { db in
+            let statement = try db.cachedStatement(sql: "INSERT OR REPLACE INTO intents(path, record) VALUES (?, ?)")
+            for r in records { try statement.execute(arguments: [r.path, Self.encode(r)]) }
+        }
+    }
+
+    /// The intents left by the last run (pulls that may have changed the disk unrecorded).
+    public func loadIntents() throws -> [FileRecord] {
+        try read("cannot read pull intents") { db in try Self.records(db, sql: "SELECT record FROM intents", arguments: []) }
+    }
+
+    /// Forgets every intent (after the first scan has looked at them).
+    public func clearIntents() throws {
+        try write("cannot clear pull intents") { db in try db.execute(sql: "DELETE FROM intents") }
+    }
+
+    // MARK: peers
+
+    /// A peer's index as stored: its ID, the highest sequence received and its records.
+    public struct StoredPeer: Sendable {
+        public var id: NodeID
+        public var indexID: UInt64
+        public var maxSequence: UInt64
+        public var records: [FileRecord]
+    }
+
+    /// Every peer's stored index.
+    public func loadPeers() throws -> [StoredPeer] {
+        try read("cannot read peers' indexes") { db in
+            var out = [StoredPeer]()
+            for row in try Row.fetchAll(db, sql: "SELECT peer, index_id, max_sequence FROM peers") {
+                let key: Data = row[0]
+                let indexID: Int64 = row[1]
+                let maxSequence: Int64 = row[2]
+                guard key.count == 32 else { continue }
+                let records = try Self.records(db, sql: "SELECT record FROM peer_files WHERE peer = ?", arguments: [key])
+                out.append(StoredPeer(
+                    id: NodeID(bytes: Array(key)), indexID: UInt64(bitPattern: indexID), maxSequence: UInt64(bitPattern: maxSequence), records: records))
+            }
+            return out
+        }
+    }
+
+    // MARK: encoding
 
     static func encode(_ r: FileRecord) -> Data {
         var b = ByteBufferAllocator().buffer(capacity: 128 + r.blocks.count * 36)
@@ -103,9 +207,26 @@ public final class IndexStore: Sendable {
         return r
     }
 
-    /// Records a clean stop (everything sent to peers is stored) and closes the database.
+    private static func records(_ db: Database, sql: String, arguments: StatementArguments) throws -> [FileRecord] {
+        var out = [FileRecord]()
+        let rows = try Row.fetchCursor(db, sql: sql, arguments: arguments)
+        while let row = try rows.next() {
+            let data: Data = row[0]
+            out.append(try decode(data))
+        }
+        return out
+    }
+
+    private func read<T>(_ what: String, _ body: (Database) throws -> T) throws -> T {
+        do { return try pool.read(body) } catch { throw SyncError(.index, what, underlying: error) }
+    }
+
+    private func write<T>(_ what: String, _ body: (Database) throws -> T) throws -> T {
+        do { return try pool.write(body) } catch { throw SyncError(.index, what, underlying: error) }
+    }
+
+    /// Closes the database.
     public func close() throws {
-        try pool.write { db in try db.execute(sql: "INSERT OR REPLACE INTO meta(key, value) VALUES ('cleanShutdown', 1)") }
         try pool.close()
     }
 }
