@@ -263,3 +263,113 @@ struct SimCluster {
         #expect(NewestWinsPolicy().resolve(Conflict(path: "f", local: tieA, remote: tieB)).winner == .remote)
     }
 }
+
+/// The rule behind the resurrection under churn: a node never bumps its counter for content it
+/// did not change. Content found on disk that equals a version the node knows (a pull's intent,
+/// a peer's record) adopts that version.
+@Suite struct KnownVersionTests {
+    /// B held {A:1}; a pull of A's {A:2} reached B's disk but not B's index (killed in between).
+    static func afterAnUnrecordedPull() -> (engine: SyncEngine, old: FileRecord, pulled: FileRecord) {
+        var engine = SyncEngine(me: TestIDs.b, policy: NewestWinsPolicy())
+        let old = fileRecord("p", [1], by: TestIDs.a, version: .init([TestIDs.a: 1]), mtime: 10, sequence: 5)
+        let pulled = fileRecord("p", [2], by: TestIDs.a, version: .init([TestIDs.a: 2]), mtime: 20, sequence: 9)
+        engine.restore(records: [old])
+        return (engine, old, pulled)
+    }
+
+    static func seen(_ r: FileRecord) -> FileRecord {
+        var s = r
+        s.version = VersionVector()
+        s.modifiedBy = TestIDs.b
+        s.sequence = 0
+        return s
+    }
+
+    @Test func theContentOfAPeersRecordAdoptsItsVersion() {
+        var (engine, _, pulled) = Self.afterAnUnrecordedPull()
+        engine.restorePeer(TestIDs.a, indexID: 1, maxSequence: 9, records: [pulled])
+        let out = engine.localScan([.init(path: "p", record: Self.seen(pulled))])
+        #expect(engine.local["p"]?.version == pulled.version, "adopted, not bumped")
+        #expect(engine.local["p"]?.modifiedBy == TestIDs.a)
+        #expect(!out.events.contains(.localChange(path: "p", deleted: false)))
+    }
+
+    @Test func theContentOfAnIntentAdoptsItsVersion() {
+        var (engine, _, pulled) = Self.afterAnUnrecordedPull()
+        engine.restoreIntents([pulled])
+        _ = engine.localScan([.init(path: "p", record: Self.seen(pulled))])
+        #expect(engine.local["p"]?.version == pulled.version)
+        engine.dropIntents()
+        #expect(engine.intents.isEmpty)
+    }
+
+    /// Then the file is deleted on A: the delete descends from what B holds, and wins there.
+    @Test func theAdoptedVersionLosesToALaterDelete() {
+        var (engine, _, pulled) = Self.afterAnUnrecordedPull()
+        engine.restoreIntents([pulled])
+        _ = engine.localScan([.init(path: "p", record: Self.seen(pulled))])
+        engine.peerConnected(TestIDs.a, indexID: 1)
+        let tomb = FileRecord(path: "p", kind: .file, deleted: true, version: .init([TestIDs.a: 3]), modifiedBy: TestIDs.a, sequence: 10)
+        _ = engine.peerIndex(TestIDs.a, records: [tomb], caughtUp: true)
+        #expect(engine.target(for: "p")?.record.deleted == true, "the delete wins; no resurrection")
+        let jobs = engine.nextJobs()
+        #expect(jobs.map(\.operation) == [.delete])
+    }
+
+    /// Without the rule (what happened): the same scan counts an edit by B, concurrent with the
+    /// delete, and the edit wins.
+    @Test func aBumpWouldHaveResurrectedIt() {
+        var (engine, _, pulled) = Self.afterAnUnrecordedPull()
+        _ = engine.localScan([.init(path: "p", record: Self.seen(pulled))])  // nothing known: an edit
+        #expect(engine.local["p"]?.modifiedBy == TestIDs.b)
+        engine.peerConnected(TestIDs.a, indexID: 1)
+        let tomb = FileRecord(path: "p", kind: .file, deleted: true, version: .init([TestIDs.a: 3]), modifiedBy: TestIDs.a, sequence: 10)
+        _ = engine.peerIndex(TestIDs.a, records: [tomb], caughtUp: true)
+        #expect(engine.target(for: "p")?.record.deleted == false, "edit beats delete")
+    }
+
+    /// Content equal to an *older* version is a revert by the user: a real edit.
+    @Test func revertingToAnOlderVersionIsAnEdit() {
+        var engine = SyncEngine(me: TestIDs.b, policy: NewestWinsPolicy())
+        let v1 = fileRecord("p", [1], by: TestIDs.a, version: .init([TestIDs.a: 1]), mtime: 10)
+        let v2 = fileRecord("p", [2], by: TestIDs.a, version: .init([TestIDs.a: 2]), mtime: 20)
+        engine.restore(records: [v2])
+        engine.restorePeer(TestIDs.c, indexID: 1, maxSequence: 1, records: [v1])  // C is behind
+        _ = engine.localScan([.init(path: "p", record: Self.seen(v1))])
+        #expect(engine.local["p"]?.modifiedBy == TestIDs.b)
+        #expect(engine.local["p"]?.version.compare(to: v2.version) == .newer)
+    }
+
+    /// A different modification time is a change too (a pull sets the time exactly).
+    @Test func sameBytesWithAnotherTimeIsAnEdit() {
+        var (engine, _, pulled) = Self.afterAnUnrecordedPull()
+        engine.restoreIntents([pulled])
+        var touched = Self.seen(pulled)
+        touched.mtimeNs += 1
+        _ = engine.localScan([.init(path: "p", record: touched)])
+        #expect(engine.local["p"]?.modifiedBy == TestIDs.b)
+    }
+
+    /// Concurrent with the local record: the two versions merge, so the result still
+    /// supersedes what this node held (adopting the peer's alone would lose that).
+    @Test func aConcurrentKnownVersionIsMerged() {
+        var engine = SyncEngine(me: TestIDs.b, policy: NewestWinsPolicy())
+        let mine = fileRecord("p", [1], by: TestIDs.b, version: .init([TestIDs.b: 5]), mtime: 10)
+        let theirs = fileRecord("p", [2], by: TestIDs.a, version: .init([TestIDs.a: 7]), mtime: 20)
+        engine.restore(records: [mine])
+        engine.restorePeer(TestIDs.a, indexID: 1, maxSequence: 1, records: [theirs])
+        _ = engine.localScan([.init(path: "p", record: Self.seen(theirs))])
+        #expect(engine.local["p"]?.version == VersionVector([TestIDs.a: 7, TestIDs.b: 5]))
+    }
+
+    /// A file gone from disk whose deletion a peer announced adopts that tombstone.
+    @Test func anAbsenceAPeerAnnouncedAdoptsItsTombstone() {
+        var (engine, old, _) = Self.afterAnUnrecordedPull()
+        let tomb = FileRecord(path: "p", kind: .file, deleted: true, version: .init([TestIDs.a: 3]), modifiedBy: TestIDs.a, sequence: 10)
+        engine.restorePeer(TestIDs.a, indexID: 1, maxSequence: 10, records: [tomb])
+        _ = engine.localScan([.init(path: "p", record: nil)])
+        #expect(engine.local["p"]?.deleted == true)
+        #expect(engine.local["p"]?.version == tomb.version.merged(with: old.version))
+        #expect(engine.local["p"]?.modifiedBy == TestIDs.a)
+    }
+}

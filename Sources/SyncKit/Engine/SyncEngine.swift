@@ -34,6 +34,10 @@ public struct SyncEngine: Sendable {
     /// What each peer told us, by peer and path.
     public private(set) var peers: [NodeID: PeerIndex] = [:]
 
+    /// Pull targets that may be on disk without being recorded (a crash between the disk
+    /// change and the index write), by path; only between a restart and its first full scan.
+    public private(set) var intents: [String: FileRecord] = [:]
+
     /// Jobs waiting, by path; the heap orders them, stale heap entries are skipped.
     /// Paths waiting for their turn: where they sit in `queue` (an entry whose generation is
     /// not the current one is stale and skipped).
@@ -80,12 +84,46 @@ public struct SyncEngine: Sendable {
         self.maxConcurrentJobs = maxConcurrentJobs
     }
 
-    /// Loads the index read from disk at start-up.
-    public mutating func restore(records: [FileRecord]) {
+    /// Loads the index read from disk at start-up. `sequenceFloor` is the sequence reservation
+    /// (`IndexStore.reservedSequence`): numbers up to it may have been handed out and sent to
+    /// peers before a crash, so the next one is above it.
+    public mutating func restore(records: [FileRecord], sequenceFloor: UInt64 = 0) {
+        sequence = max(sequence, sequenceFloor)
         for r in records {
             local[r.path] = r
             sequence = max(sequence, r.sequence)
         }
+    }
+
+    /// Loads a peer's index as stored at the last run (not connected, not caught up): the
+    /// next index request asks it only for what changed since `maxSequence`.
+    public mutating func restorePeer(_ peer: NodeID, indexID: UInt64, maxSequence: UInt64, records: [FileRecord]) {
+        var p = PeerIndex()
+        p.indexID = indexID
+        p.maxSequence = maxSequence
+        peers[peer] = p
+        for r in records { peers[peer]!.records.set(r, box: box(for: r, from: peer)) }
+    }
+
+    /// Loads the intents of pulls that may have changed the disk before the last run stopped
+    /// (see `IndexStore`): the first scan adopts their versions where it finds their content.
+    public mutating func restoreIntents(_ records: [FileRecord]) {
+        for r in records { intents[r.path] = r }
+    }
+
+    /// Forgets the intents once the first scan has looked at the whole folder.
+    public mutating func dropIntents() {
+        intents = [:]
+    }
+
+    /// Decides every known path again (after a restart restored peers' indexes: pulls that were
+    /// pending when the node stopped are queued again).
+    public mutating func reevaluateAll() -> Output {
+        var out = Output()
+        var paths = Set(local.keys)
+        for p in peers.values { paths.formUnion(p.records.paths) }
+        for path in paths.sorted() { reevaluate(path, into: &out) }
+        return out
     }
 
     // MARK: local changes
@@ -119,6 +157,13 @@ public struct SyncEngine: Sendable {
                     continue
                 }
                 var r = seen
+                if let known = knownVersion(of: seen, at: o.path, over: old) {
+                    // Content this node did not make: a version it already knows.
+                    r.version = known.version
+                    r.modifiedBy = known.modifiedBy
+                    commit(r, into: &out)
+                    continue
+                }
                 r.version = (old?.version ?? VersionVector()).bumped(by: me, atLeast: versionClock())
                 r.modifiedBy = me
                 commit(r, into: &out)
@@ -130,6 +175,12 @@ public struct SyncEngine: Sendable {
                 r.size = 0
                 r.symlinkTarget = ""
                 r.inode = 0
+                if let known = knownVersion(of: nil, at: o.path, over: old) {
+                    r.version = known.version
+                    r.modifiedBy = known.modifiedBy
+                    commit(r, into: &out)
+                    continue
+                }
                 r.version = old.version.bumped(by: me, atLeast: versionClock())
                 r.modifiedBy = me
                 commit(r, into: &out)
@@ -138,6 +189,46 @@ public struct SyncEngine: Sendable {
         }
         for o in observations { reevaluate(o.path, into: &out) }
         return out
+    }
+
+    /// A version of `path` this node already knows for exactly what the scanner saw (`seen`;
+    /// nil: nothing on disk), which the scan adopts instead of counting a new local edit.
+    ///
+    /// The rule: a node never bumps its counter for content it did not change. Content found on
+    /// disk that equals a pull's intent (a pull the node made and did not get to record) or a
+    /// peer's record (same bytes, mode and modification time; or absence and a peer's
+    /// tombstone) is that version, not a new one: counting it as an edit made a version
+    /// concurrent with every later change, and "an edit beats a delete" then brought deleted
+    /// files back. Only a version that is not older than the local record qualifies (content
+    /// equal to an older version is a user's revert, a real edit); when it is concurrent with
+    /// the local record the two are merged, so the result still supersedes what this node held.
+    /// Nil when nothing qualifies: a real local change.
+    func knownVersion(of seen: FileRecord?, at path: String, over old: FileRecord?) -> FileRecord? {
+        var candidates = [FileRecord]()
+        if let intent = intents[path] { candidates.append(intent) }
+        for peer in peers.keys.sorted() {
+            if let r = peers[peer]?.records[path] { candidates.append(r) }
+        }
+        var best: FileRecord?
+        for c in candidates where Self.sameAsSeen(c, seen) {
+            if let old {
+                let order = c.version.compare(to: old.version)
+                guard order == .newer || order == .concurrent else { continue }
+            }
+            if let b = best, b.version.compare(to: c.version) != .older { continue }
+            best = c
+        }
+        guard var known = best else { return nil }
+        if let old { known.version = known.version.merged(with: old.version) }
+        return known
+    }
+
+    /// True when `record` describes what the scanner saw: the same content and, for a file, the
+    /// same modification time (a pull sets it exactly); for nil, a tombstone.
+    static func sameAsSeen(_ record: FileRecord, _ seen: FileRecord?) -> Bool {
+        guard let seen else { return record.deleted }
+        guard !record.deleted, record.hasSameContent(as: seen) else { return false }
+        return record.kind != .file || record.mtimeNs == seen.mtimeNs
     }
 
     /// Gives the record the next sequence number and stores it.
