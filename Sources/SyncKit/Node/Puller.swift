@@ -25,6 +25,9 @@ struct Puller: Sendable {
     let committer: GroupCommitter
     /// Where patch journals are kept (the state directory).
     let journalDirectory: String
+    /// Records a job's target in the index before the job changes the disk (see
+    /// `IndexStore`'s intents): batched like the file flushes, one transaction per batch.
+    let intents: GroupCommit<FileRecord>
     /// Paths whose in-place patch failed half way and whose journal could not be replayed yet
     /// (a disk error): no scan may record them and no pull may start on them until a replay
     /// succeeds (see `finishPatch`).
@@ -70,6 +73,14 @@ struct Puller: Sendable {
         _ = entry.remove(name: Self.tempName(forName: entry.name))
     }
 
+    /// Makes the job's target known to the next start before the disk changes: if the node
+    /// dies after the change and before the pulled record is stored, the first scan finds this
+    /// content and adopts this version instead of taking it for a local edit.
+    func recordIntent(_ job: PullJob) async throws {
+        let failed = await intents.submit(job.target)
+        guard failed == 0 else { throw SyncError(.index, "cannot record the intent of the pull of \(job.path)") }
+    }
+
     /// True when the disk at the entry is still what `expected` describes (nil: nothing there).
     func localMatches(_ expected: FileRecord?, at entry: FolderEntry) throws -> Bool {
         let st = try entry.stat()
@@ -97,6 +108,7 @@ struct Puller: Sendable {
                 return (try await writeFile(job, locals: locals, fetch: fetch, stats: &stats), stats)
             case .makeDirectory:
                 guard let entry = try root.entry(path, create: true) else { throw SyncError(.io, "no parent for \(job.path)") }
+                try await recordIntent(job)
                 if let st = try entry.stat(), st.kind != .directory {
                     // A file or link becomes a directory: replace it only if it is still the
                     // version this node knew (else it is a local edit: decide again).
@@ -117,6 +129,7 @@ struct Puller: Sendable {
                 guard entry.makeSymlink(target: job.target.symlinkTarget, name: temp) else {
                     throw SyncError(.io, "cannot create symlink \(job.path): \(FileOps.errorText())")
                 }
+                try await recordIntent(job)
                 guard try localMatches(job.expectedLocal, at: entry) else {
                     _ = entry.remove(name: temp)
                     return (.localChanged, stats)
@@ -125,6 +138,7 @@ struct Puller: Sendable {
                 return (.applied(try appliedRecord(job, entry)), stats)
             case .updateMetadata:
                 guard let entry = try root.entry(path), try localMatches(job.expectedLocal, at: entry) else { return (.localChanged, stats) }
+                try await recordIntent(job)
                 if job.target.kind != .symlink { try entry.setMode(job.target.mode) }
                 if job.target.kind != .directory { try entry.setModificationTime(job.target.mtimeNs) }
                 return (.applied(try appliedRecord(job, entry)), stats)
@@ -134,6 +148,7 @@ struct Puller: Sendable {
                     return (job.expectedLocal == nil || job.expectedLocal!.deleted ? .applied(job.target) : .localChanged, stats)
                 }
                 guard try localMatches(job.expectedLocal, at: entry) else { return (.localChanged, stats) }
+                try await recordIntent(job)
                 let isDirectory = try entry.stat()?.kind == .directory
                 if !entry.remove(directory: isDirectory) {
                     if errno == ENOENT { return (.applied(job.target), stats) }
@@ -177,7 +192,11 @@ struct Puller: Sendable {
             guard copyPath.split.parent == RelativePath.parent(of: job.path) else {
                 throw SyncError(.unsafePath, "the conflict copy \(copy) is not beside \(job.path)")
             }
-            guard entry.rename(entry.name, to: copyPath.split.name) else {
+            // A hard link, not a rename: the target's name never disappears, so a crash before
+            // the rename below leaves the old file where it was (and the copy beside it), never
+            // a missing file that the next scan would take for a local delete.
+            // (A file system without hard links gets the rename.)
+            guard entry.link(entry.name, to: copyPath.split.name) || errno == EEXIST || entry.rename(entry.name, to: copyPath.split.name) else {
                 throw SyncError(.io, "cannot keep the conflict copy \(copy): \(FileOps.errorText())")
             }
         }
@@ -262,8 +281,11 @@ struct Puller: Sendable {
         }
         var times = FileOps.modificationTimes(job.target.mtimeNs)
         guard futimens(fd, &times) == 0 else { throw SyncError(.io, "cannot set the time of the temp file of \(job.path)") }
-        // Data and metadata on disk before the rename (shared with other files landing now).
+        // Data and metadata on disk before the rename (shared with other files landing now),
+        // and the intent in the index, both before the disk changes under the target's name.
+        async let intentRecorded: Void = recordIntent(job)
         let synced = await committer.makeDurable(.file(fd))
+        try await intentRecorded
         guard synced == 0 else { throw SyncError(.io, "fsync of the temp file of \(job.path) failed: \(String(cString: strerror(synced)))") }
         close(fd)
         fdOpen = false
@@ -335,6 +357,7 @@ struct Puller: Sendable {
         guard named == 0 else { throw SyncError(.io, "fsync of the state directory failed: \(String(cString: strerror(named)))") }
         // A local edit while the blocks were fetched wins: decide again.
         guard try localMatches(job.expectedLocal, at: entry) else { return .localChanged }
+        try await recordIntent(job)
 
         let raw = entry.open(O_WRONLY | O_NONBLOCK)
         guard raw >= 0 else { throw SyncError(.io, "cannot open \(job.path) to patch it: \(FileOps.errorText())") }

@@ -295,6 +295,12 @@ public final class FolderEntry: @unchecked Sendable {
         from.withCString { f in to.withCString { renameat(directory, f, directory, $0) } } == 0
     }
 
+    /// Makes `to` a second name of the file `from`, both names in this directory (never
+    /// following a link at `from`); fails with EEXIST when `to` exists.
+    public func link(_ from: String, to: String) -> Bool {
+        from.withCString { f in to.withCString { linkat(directory, f, directory, $0, 0) } } == 0
+    }
+
     /// Sets the permission bits (never setuid, setgid or sticky) of the name, which must be a
     /// file or a directory: the name is opened without following a link (O_PATH, so no read
     /// permission is needed) and changed through that descriptor.
