@@ -52,6 +52,12 @@ public actor SyncNode: Service {
     var interruptedPulls: Set<String> = []
     /// Records changed since the last index write.
     var unsaved: [String: FileRecord] = [:]
+    /// Paths of peers' records received since the last index write (the engine holds them).
+    var unsavedPeers: [NodeID: Set<String>] = [:]
+    /// Peers whose stored index is to be dropped at the next write (their index was reset).
+    var forgottenPeers: Set<NodeID> = []
+    /// Sequence numbers up to this may be handed out (see `reserveSequences`).
+    var reservedSequence: UInt64 = 0
     /// This node's last two block lists of each large file (see `rememberList`).
     var recentLists: [String: [[BlockRef]]] = [:]
     var flushTask: Task<Void, Never>?
@@ -119,7 +125,19 @@ public actor SyncNode: Service {
         self.root = root
         let ignore = IgnoreRules(text: Self.readIgnoreFile(root), reserved: reservedPaths)
         scanner = Scanner(root: root, me: identity.id, ignore: ignore, logger: logger)
-        puller = Puller(root: root, logger: logger, window: config.blockWindow, committer: GroupCommitter(), journalDirectory: config.resolvedStateDirectory)
+        let store = self.store
+        let intentLogger = logger
+        puller = Puller(
+            root: root, logger: logger, window: config.blockWindow, committer: GroupCommitter(), journalDirectory: config.resolvedStateDirectory,
+            intents: GroupCommit(label: "synckit.intents") { records in
+                do {
+                    try store.saveIntents(records)
+                    return records.map { _ in 0 }
+                } catch {
+                    intentLogger.error("cannot record pull intents", metadata: ["error": "\(error)"])
+                    return records.map { _ in EIO }
+                }
+            })
         engine = SyncEngine(me: identity.id, policy: policy, order: config.pullOrder, maxConcurrentJobs: config.maxConcurrentJobs)
     }
 
@@ -185,11 +203,18 @@ public actor SyncNode: Service {
         // Patches a crash interrupted are finished before anything looks at the folder.
         PatchJournal.replayAll(directory: configuration.resolvedStateDirectory, root: root, logger: logger)
         let records = try store.loadAll()
-        engine.restore(records: records)
+        engine.restore(records: records, sequenceFloor: store.reservedSequence)
+        reservedSequence = store.reservedSequence
         for r in records {
             blockMap.update(r)
             rememberList(r)
         }
+        // What the peers held when this node stopped, and the pulls that may have reached the
+        // disk unrecorded: the first scan adopts their versions instead of counting edits.
+        for peer in try store.loadPeers() {
+            engine.restorePeer(peer.id, indexID: peer.indexID, maxSequence: peer.maxSequence, records: peer.records)
+        }
+        engine.restoreIntents(try store.loadIntents())
         logger.info("starting", metadata: ["folder": "\(configuration.folder)", "node.id": "\(id)", "records": "\(records.count)"])
         if configuration.clusterKey.isOpen {
             logger.warning("no cluster key: running in open mode (--open), any SyncKit node on the network that names cluster '\(configuration.clusterName)' can join and change files here. Set SYNCKIT_CLUSTER_KEY or --cluster-key-file.")
@@ -199,6 +224,12 @@ public actor SyncNode: Service {
         let listener = try await transport.listen(port: configuration.port)
         self.listener = listener
         await fullScan()
+        // The intents have served: every path was looked at once.
+        engine.dropIntents()
+        do { try store.clearIntents() } catch { logger.error("cannot clear pull intents", metadata: ["error": "\(error)"]) }
+        // Pulls and deletions that were pending at the last stop are queued again from the
+        // stored peers' indexes (blocks wait for peers to connect; local work starts now).
+        apply(engine.reevaluateAll())
 
         if configuration.watch {
             let w = InotifyWatcher(root: root, ignore: scanner.ignore, logger: logger)
@@ -325,6 +356,8 @@ public actor SyncNode: Service {
 
     /// Carries out what the engine decided: store, broadcast, report, schedule.
     func apply(_ out: SyncEngine.Output) {
+        // No sequence number leaves this node before it is covered by the reservation on disk.
+        if engine.sequence > reservedSequence { reserveSequences() }
         let changed = out.persist + out.persistQuietly
         if !changed.isEmpty {
             for r in changed {
@@ -372,10 +405,24 @@ public actor SyncNode: Service {
         recentLists[r.path] = Array(lists.suffix(2))
     }
 
+    /// Moves the sequence reservation well above the numbers in use (one small write per
+    /// 100,000 changes), synchronously: it must be on disk before a number above the old mark
+    /// is sent to a peer. Without it a crash could hand the same number out twice.
+    func reserveSequences() {
+        let mark = engine.sequence + 100_000
+        do {
+            try store.reserveSequences(through: mark)
+            reservedSequence = mark
+        } catch {
+            logger.error("cannot write the sequence reservation", metadata: ["error": "\(error)"])
+            noteError("sequence reservation failed: \(error)")
+        }
+    }
+
     /// Group commit of the index: records changed within `flushDelay` are written in one
     /// transaction (20,000 pulled files cost a few dozen commits, not 20,000).
     func scheduleFlush() {
-        if unsaved.count >= 2000 {
+        if unsaved.count + unsavedPeers.values.reduce(0, { $0 + $1.count }) >= 2000 {
             flushIndex()
             return
         }
@@ -389,10 +436,19 @@ public actor SyncNode: Service {
     func flushIndex() {
         flushTask?.cancel()
         flushTask = nil
-        guard !unsaved.isEmpty else { return }
-        let records = Array(unsaved.values)
+        guard !unsaved.isEmpty || !unsavedPeers.isEmpty else { return }
+        var changes = IndexStore.Changes()
+        changes.records = Array(unsaved.values)
         unsaved.removeAll(keepingCapacity: true)
-        do { try store.save(records) } catch {
+        changes.forgottenPeers = forgottenPeers
+        forgottenPeers.removeAll()
+        for (peer, paths) in unsavedPeers {
+            guard let index = engine.peers[peer] else { continue }
+            changes.peerRecords[peer] = paths.compactMap { index.records[$0] }
+            changes.peerState[peer] = (index.indexID, index.maxSequence)
+        }
+        unsavedPeers.removeAll(keepingCapacity: true)
+        do { try store.save(changes) } catch {
             logger.error("cannot write the index", metadata: ["error": "\(error)"])
             noteError("index write failed: \(error)")
         }
@@ -764,7 +820,13 @@ public actor SyncNode: Service {
         links[link.id] = link
         metrics.peersConnected.record(links.count)
         indexRequested.remove(link.id)
+        if let known = engine.peers[link.id]?.indexID, known != peerIndexID {
+            // The peer's index was reset: what is stored of the old one means nothing now.
+            forgottenPeers.insert(link.id)
+            unsavedPeers[link.id] = nil
+        }
         let out = engine.peerConnected(link.id, indexID: peerIndexID)
+        if unsavedPeers[link.id] == nil { unsavedPeers[link.id] = [] }  // its index ID, at the next write
         inSync = false
         logger.info("peer connected", metadata: ["peer.id": "\(link.id.short)", "peer.name": "\(link.name)", "peer.address": "\(link.address)"])
         emit(.peerConnected(link.id, name: link.name))
@@ -826,7 +888,11 @@ public actor SyncNode: Service {
             accepted.append(r)
         }
         let hadFailures = !engine.failed.isEmpty
-        apply(engine.peerIndex(link.id, records: accepted, caughtUp: update.caughtUp))
+        let out = engine.peerIndex(link.id, records: accepted, caughtUp: update.caughtUp)
+        // Kept in the index too, so that a restart asks this peer only for what changed.
+        unsavedPeers[link.id, default: []].formUnion(accepted.lazy.map(\.path))
+        if !accepted.isEmpty { scheduleFlush() }
+        apply(out)
         if hadFailures && update.caughtUp { retryFailed() }
         if update.caughtUp { checkInSync() }
     }
