@@ -64,7 +64,7 @@ public struct FileRecord: Hashable, Sendable, CustomStringConvertible {
     public var size: UInt64
     /// Modification time in nanoseconds since 1970.
     public var mtimeNs: Int64
-    /// Permission bits (`0o7777` at most).
+    /// Permission bits (`0o777` at most: setuid, setgid and sticky are never synced).
     public var mode: UInt32
     /// A tombstone: the path was deleted at this version.
     public var deleted: Bool
@@ -117,10 +117,10 @@ public struct FileRecord: Hashable, Sendable, CustomStringConvertible {
         switch kind {
         case .file:
             // The hashes compared in place, not copied out into two arrays first.
-            return size == other.size && mode & 0o7777 == other.mode & 0o7777
+            return size == other.size && mode & 0o777 == other.mode & 0o777
                 && blocks.elementsEqual(other.blocks) { $0.hash == $1.hash }
         case .directory:
-            return mode & 0o7777 == other.mode & 0o7777
+            return mode & 0o777 == other.mode & 0o777
         case .symlink:
             return symlinkTarget == other.symlinkTarget
         }

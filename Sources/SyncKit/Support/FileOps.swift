@@ -92,7 +92,9 @@ extension FileOps.Stat {
         // Saturating: a file dated past 2262 (or before 1678) must not crash the scan.
         let (seconds, overflow) = Int64(st.st_mtim.tv_sec).multipliedReportingOverflow(by: 1_000_000_000)
         mtimeNs = overflow ? (st.st_mtim.tv_sec < 0 ? Int64.min : Int64.max) : seconds.addingReportingOverflow(Int64(st.st_mtim.tv_nsec)).partialValue
-        mode = UInt32(st.st_mode) & 0o7777
+        // Permission bits only: setuid, setgid and sticky are neither synced nor applied, so a
+        // file that has them locally still matches the record its peers hold.
+        mode = UInt32(st.st_mode) & 0o777
         inode = UInt64(st.st_ino)
     }
 }

@@ -251,7 +251,7 @@ public enum WireCodec {
         let target = try r.string()
         let sequence = try r.integer(UInt64.self)
         guard let path else { throw InvalidPathRecord(bytes: pathBytes) }
-        return FileRecord(path: path, kind: kind, size: size, mtimeNs: mtime, mode: mode & 0o7777, deleted: deleted, version: VersionVector(counters), modifiedBy: modifiedBy, blocks: blocks, symlinkTarget: target, sequence: sequence)
+        return FileRecord(path: path, kind: kind, size: size, mtimeNs: mtime, mode: mode & 0o777, deleted: deleted, version: VersionVector(counters), modifiedBy: modifiedBy, blocks: blocks, symlinkTarget: target, sequence: sequence)
     }
 
     /// A bounds-checked cursor over a payload: every read throws `WireError` instead of trapping.
