@@ -2,7 +2,7 @@
 """SyncKit against Syncthing, same workloads, same machine, same run.
 
 Usage (as root; see bench/run.sh, which also builds syncctl and installs Syncthing):
-    python3 bench/bench.py --syncctl PATH [--runs 3] [--quick] [--workloads 1,2,3,4,5]
+    python3 bench/bench.py --syncctl PATH [--runs 3] [--quick] [--workloads 1,2,3,4,5,8]
                            [--tools synckit,syncthing,syncthing-1s] [--markdown OUT]
 
 Everything runs inside a fresh network namespace that has only `lo` (the script re-executes
@@ -148,26 +148,76 @@ class Cluster:
             self.prepare_syncthing()
 
     def start(self):
+        self.procs = [self.launch(i) for i in range(NODES)]
+
+    def launch(self, i):
+        """Starts node i of the tool and returns its process."""
         if self.tool == "synckit":
-            ports = [22201 + i for i in range(NODES)]
-            for i, d in enumerate(self.dirs):
-                cmd = [self.args.syncctl, "run", "--dir", d, "--port", str(ports[i]), "--bind", "127.0.0.1",
-                       "--name", f"n{i}", "--log", "stderr", "--log-level", os.environ.get("BENCH_LOG_LEVEL", "warning")]
-                for j in range(NODES):
-                    if j != i:
-                        cmd += ["--peer", f"127.0.0.1:{ports[j]}"]
-                log = open(os.path.join(self.root, f"n{i}.log"), "ab")
-                env = dict(os.environ, SYNCKIT_CLUSTER_KEY="bench-key")
-                self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=log, env=env))
-        else:
-            for i in range(NODES):
-                home = os.path.join(self.root, f"st{i}")
-                log = open(os.path.join(self.root, f"st{i}.log"), "ab")
-                # STMONITORED: run the worker directly, without Syncthing's restart monitor, so the
-                # process measured is the one doing the work.
-                self.procs.append(subprocess.Popen(
-                    ["syncthing", "serve", f"--home={home}", "--no-browser", "--no-restart", "--no-upgrade"],
-                    stdout=log, stderr=log, env=dict(os.environ, STNOUPGRADE="1", STNODEFAULTFOLDER="1", STMONITORED="1")))
+            ports = [22201 + k for k in range(NODES)]
+            cmd = [self.args.syncctl, "run", "--dir", self.dirs[i], "--port", str(ports[i]), "--bind", "127.0.0.1",
+                   "--name", f"n{i}", "--log", "stderr", "--log-level", os.environ.get("BENCH_LOG_LEVEL", "warning")]
+            for j in range(NODES):
+                if j != i:
+                    cmd += ["--peer", f"127.0.0.1:{ports[j]}"]
+            log = open(os.path.join(self.root, f"n{i}.log"), "ab")
+            env = dict(os.environ, SYNCKIT_CLUSTER_KEY="bench-key")
+            return subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
+        home = os.path.join(self.root, f"st{i}")
+        log = open(os.path.join(self.root, f"st{i}.log"), "ab")
+        # STMONITORED: run the worker directly, without Syncthing's restart monitor, so the
+        # process measured is the one doing the work.
+        return subprocess.Popen(
+            ["syncthing", "serve", f"--home={home}", "--no-browser", "--no-restart", "--no-upgrade"],
+            stdout=log, stderr=log, env=dict(os.environ, STNOUPGRADE="1", STNODEFAULTFOLDER="1", STMONITORED="1"))
+
+    def stop_node(self, i):
+        p = self.procs[i]
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+    def start_node(self, i):
+        self.procs[i] = self.launch(i)
+
+    def wait_back_in_sync(self, i, deadline_s):
+        """The time at which node i reports itself connected to every peer and in sync (None at
+        the deadline): `syncctl status --json`, or Syncthing's REST API."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < deadline_s:
+            if self.node_in_sync(i):
+                return time.monotonic()
+            time.sleep(0.05)
+        return None
+
+    def node_in_sync(self, i):
+        if self.tool == "synckit":
+            out = subprocess.run([self.args.syncctl, "status", "--dir", self.dirs[i], "--json"], capture_output=True, text=True)
+            if out.returncode != 0:
+                return False
+            try:
+                st = json.loads(out.stdout)
+            except ValueError:
+                return False
+            return st.get("inSync") and len(st.get("peers", [])) == NODES - 1 and all(p.get("caughtUp") for p in st["peers"])
+        import urllib.request
+        home = os.path.join(self.root, f"st{i}")
+        key = ET.parse(os.path.join(home, "config.xml")).getroot().find("gui/apikey").text
+        def get(path):
+            req = urllib.request.Request(f"http://127.0.0.1:{8385 + i}{path}", headers={"X-API-Key": key})
+            with urllib.request.urlopen(req, timeout=2) as r:
+                return json.loads(r.read())
+        try:
+            conns = get("/rest/system/connections")["connections"]
+            if sum(1 for c in conns.values() if c.get("connected")) < NODES - 1:
+                return False
+            status = get("/rest/db/status?folder=bench")
+            completion = [get(f"/rest/db/completion?folder=bench&device={d}")["completion"] for d in conns]
+            return status.get("state") == "idle" and status.get("needTotalItems", 1) == 0 and all(x == 100 for x in completion)
+        except Exception:
+            return False
 
     def stop(self):
         for p in self.procs:
@@ -278,7 +328,7 @@ def run_workload(n, tool, args, scale):
             expect = 1
         elif n == 3:
             expect = 0
-        elif n == 5:
+        elif n in (5, 8):
             for k in range(scale["w5_files"]):
                 write_file(os.path.join(c.dirs[0], f"d{k % 100}", f"f{k}.txt"), 1024, k)
             expect = scale["w5_files"]
@@ -307,6 +357,18 @@ def run_workload(n, tool, args, scale):
                     lat.append(seen - t)
                     time.sleep(0.3)
                 result.update(ok=ok, seconds=statistics.median(lat) if lat else None, samples=lat)
+            elif n == 8:
+                # A converged cluster; one node stops cleanly and starts again with nothing
+                # changed. Measured: bytes on lo from its start until it is back in sync with
+                # every peer (connected, indexes exchanged, nothing to pull), and that time.
+                time.sleep(2)
+                c.stop_node(NODES - 1)
+                time.sleep(0.5)
+                lo0, t = lo_bytes(), time.monotonic()
+                c.start_node(NODES - 1)
+                seen = c.wait_back_in_sync(NODES - 1, args.deadline)
+                ok = seen is not None
+                result.update(ok=ok, seconds=seen - t if ok else None, restart_lo_bytes=lo_bytes() - lo0)
             elif n == 4:
                 time.sleep(1.5)
                 lo0, t = lo_bytes(), time.monotonic()
@@ -332,7 +394,8 @@ def run_workload(n, tool, args, scale):
 # ---------------------------------------------------------------- report
 
 NAMES = {1: "1: 4 x 250 x 16 KiB, time to union", 2: "2: 512 MiB to 3 peers", 3: "3: one new 4 KiB file (latency)",
-         4: "4: 1 MiB edit in 512 MiB", 5: "5: 20,000 x 1 KiB to 3 peers"}
+         4: "4: 1 MiB edit in 512 MiB", 5: "5: 20,000 x 1 KiB to 3 peers",
+         8: "8: one of 4 nodes restarts, 20,000 files, nothing changed"}
 
 def write_table(results, path):
     """Medians per workload and tool, with the ratio Syncthing / SyncKit, between the markers
@@ -355,7 +418,8 @@ def write_table(results, path):
             t = med(rows, "seconds")
             ratio = f"{t / base:.1f}x" if t and base and tool != "synckit" else ""
             label = {"synckit": "syncctl", "syncthing": "Syncthing (default)", "syncthing-1s": "Syncthing (watcher delay 1 s)"}[tool]
-            lines.append(f"| {NAMES[n]} | {label} | {t:.3f} | {ratio} | {med(rows, 'cpu'):.2f} | {med(rows, 'rss_mib'):.0f} | {med(rows, 'lo_bytes'):,.0f} |")
+            lo = med(rows, "restart_lo_bytes" if n == 8 else "lo_bytes")
+            lines.append(f"| {NAMES[n]} | {label} | {t:.3f} | {ratio} | {med(rows, 'cpu'):.2f} | {med(rows, 'rss_mib'):.0f} | {lo:,.0f} |")
     text = open(path).read()
     start, end = "<!-- bench:start -->", "<!-- bench:end -->"
     if start in text and end in text:
@@ -369,7 +433,7 @@ def main():
     ap.add_argument("--syncctl", required=True)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--workloads", default="1,2,3,4,5")
+    ap.add_argument("--workloads", default="1,2,3,4,5,8")
     ap.add_argument("--tools", default="synckit,syncthing,syncthing-1s")
     ap.add_argument("--deadline", type=float, default=600)
     ap.add_argument("--workdir", default="/tmp")
