@@ -95,16 +95,22 @@ let package = Package(
             dependencies: ["CSystemd", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // The `--config FILE` loader of syncctl, in a library of its own so the fuzz target
+        // `config` can link it (an executable target cannot be imported).
+        .target(
+            name: "SyncCtlConfig",
+            dependencies: [.product(name: "Yams", package: "Yams")],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "syncctl",
             dependencies: [
-                "SyncKit", "TransportTCP", "DiscoveryStatic", "DiscoveryMDNSLite", "JournaldLogging",
+                "SyncKit", "TransportTCP", "DiscoveryStatic", "DiscoveryMDNSLite", "JournaldLogging", "SyncCtlConfig",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Yams", package: "Yams"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -120,6 +126,7 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(name: "DiscoveryMDNSLiteTests", dependencies: ["DiscoveryMDNSLite"], swiftSettings: strict),
         .testTarget(name: "JournaldLoggingTests", dependencies: ["JournaldLogging"], swiftSettings: strict),
+        .testTarget(name: "SyncCtlConfigTests", dependencies: ["SyncCtlConfig"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["SyncKit", "SyncKitTesting", "TransportTCP", "DiscoveryStatic", "JournaldLogging"],
@@ -128,3 +135,57 @@ let package = Package(
         ),
     ]
 )
+
+// MARK: fuzzing (scripts/fuzz.sh)
+//
+// Only with SYNCKIT_FUZZ=1 in the environment (scripts/fuzz.sh sets it and builds in its own
+// scratch path, .build-fuzz): then the package holds just the libFuzzer targets of Fuzz/Sources
+// and the modules they test. A plain `swift build` / `swift test` never sees any of this.
+//
+// Only our own decoding modules are instrumented (`-sanitize=fuzzer,address` as unsafe flags on
+// those targets): coverage feedback and AddressSanitizer where the decoders are, while the
+// dependencies (SwiftNIO, GRDB, swift-crypto, Yams...) build plain, as fast as in a normal build.
+// They stay at -Onone: -O gave 1.3 to 2.3 times the executions per second, but cost two more
+// minutes of compile on every CI run, more than it gains in a 30-second run.
+if Context.environment["SYNCKIT_FUZZ"] == "1" {
+    let instrumented: Set<String> = ["SyncKit", "DiscoveryMDNSLite", "SyncCtlConfig"]
+    let sanitize = ["-sanitize=fuzzer,address"]
+    // The modules the fuzz targets link (CSyncKitShims is a few C wrappers, left plain).
+    let kept: Set<String> = instrumented.union(["CSyncKitShims"])
+    package.targets = package.targets.filter { kept.contains($0.name) }
+    // `package.dependencies` stays whole, although only syncctl uses swift-argument-parser and
+    // swift-prometheus (SwiftPM warns about the latter): with fewer packages, the fuzz build
+    // would rewrite Package.resolved without them under the normal build's feet.
+    for target in package.targets where instrumented.contains(target.name) {
+        target.swiftSettings = (target.swiftSettings ?? []) + [.unsafeFlags(sanitize)]
+        // The DNS codec alone (two files that import nothing): the rest of DiscoveryMDNSLite
+        // needs SwiftNIO's NIOPosix, a large build that nothing else here uses.
+        if target.name == "DiscoveryMDNSLite" {
+            target.sources = ["DNSCodec.swift", "DNSMessage.swift"]
+            target.dependencies = []
+        }
+    }
+    /// One libFuzzer binary per input class: `name` is the target of scripts/fuzz.sh,
+    /// `module` the executable built for it from Fuzz/Sources/<module>.
+    let fuzzers: [(name: String, module: String, dependencies: [Target.Dependency])] = [
+        ("wire", "FuzzWire", ["SyncKit", .product(name: "NIOCore", package: "swift-nio")]),
+        ("record", "FuzzRecord", ["SyncKit", .product(name: "NIOCore", package: "swift-nio")]),
+        ("path", "FuzzPath", ["SyncKit"]),
+        ("dns", "FuzzDNS", ["DiscoveryMDNSLite"]),
+        ("ignore", "FuzzIgnore", ["SyncKit"]),
+        ("config", "FuzzConfig", ["SyncCtlConfig"]),
+    ]
+    package.products = fuzzers.map { .executable(name: $0.module, targets: [$0.module]) }
+    // The declaration of libFuzzer's driver, which each target's `@main` calls.
+    package.targets.append(.target(name: "CFuzzDriver", path: "Fuzz/Sources/CFuzzDriver"))
+    for f in fuzzers {
+        package.targets.append(.executableTarget(
+            name: f.module,
+            dependencies: f.dependencies + ["CFuzzDriver"],
+            path: "Fuzz/Sources/\(f.module)",
+            // One file with an `@main` type: -parse-as-library so the file is not a script.
+            swiftSettings: strict + [.unsafeFlags(sanitize + ["-parse-as-library"])],
+            linkerSettings: [.unsafeFlags(sanitize)]
+        ))
+    }
+}

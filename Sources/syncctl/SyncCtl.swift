@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import SyncCtlConfig
 import SyncKit
 
 /// Entry point: expands `--config FILE` into flags, then parses the command line.

@@ -13,20 +13,27 @@ import Yams
 ///
 /// The file is turned into flags placed before the ones typed on the command line, so a flag
 /// given there wins over the file (for lists such as `peer`, both add up).
-enum ConfigFile {
-    struct Problem: Error, CustomStringConvertible {
-        var description: String
+///
+/// A library target of its own (not part of `syncctl`) so that the fuzz target `config`
+/// (Fuzz/, scripts/fuzz.sh) can link it; `flags(fromText:path:)` takes the file's text, so the
+/// fuzzer needs no files.
+public enum ConfigFile {
+    /// Why a config file was refused: one sentence for the user.
+    public struct Problem: Error, CustomStringConvertible {
+        public var description: String
     }
 
     /// Keys `run` accepts, and whether each is a switch.
-    static let keys: [String: Bool] = [
+    public static let keys: [String: Bool] = [
         "dir": false, "state-dir": false, "port": false, "bind": false, "name": false, "discovery": false,
         "peer": false, "peers-file": false, "policy": false, "no-conflict-copies": true, "pull-order": false,
         "cluster": false, "cluster-key-file": false, "log": false, "log-level": false, "rescan-interval": false,
         "no-watch": true, "metrics-address": false, "interface": false,
     ]
 
-    static func expand(_ arguments: [String]) throws -> [String] {
+    /// The command line with the flags of the file named by `--config` (of `run` only) put
+    /// right after `run`; other command lines come back unchanged.
+    public static func expand(_ arguments: [String]) throws -> [String] {
         guard let first = arguments.first, first == "run" else { return arguments }
         var path: String?
         for (i, a) in arguments.enumerated() {
@@ -36,6 +43,16 @@ enum ConfigFile {
         guard let path else { return arguments }
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw Problem(description: "cannot read the config file \(path)")
+        }
+        return [first] + (try flags(fromText: text, path: path)) + arguments.dropFirst()
+    }
+
+    /// The flags a config file's `text` stands for, in key order (`path` is for messages only).
+    /// Throws `Problem` for text that is not YAML or JSON, not a mapping, or has an unknown key.
+    public static func flags(fromText text: String, path: String) throws -> [String] {
+        // Shapes Yams cannot take (it would trap, overflow the stack or hang): see YAMLShape.
+        if let problem = YAMLShape.problem(in: text) {
+            throw Problem(description: "the config file \(path) \(problem)")
         }
         let loaded: Any?
         do { loaded = try Yams.load(yaml: text) } catch {
@@ -59,6 +76,6 @@ enum ConfigFile {
                 flags += ["--\(name)", "\(value)"]
             }
         }
-        return [first] + flags + arguments.dropFirst()
+        return flags
     }
 }
