@@ -58,7 +58,10 @@ let package = Package(
         ),
         .target(
             name: "SyncKitTesting",
-            dependencies: ["SyncKit", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "SyncKit", .product(name: "NIOCore", package: "swift-nio"), .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .target(

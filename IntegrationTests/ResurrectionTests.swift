@@ -33,7 +33,7 @@ extension Integration {
                 let store = try IndexStore(path: c.folder(1) + "/.synckit/index.db")
                 try store.save([v1])
                 if knownFrom == "the pull's intent" {
-                    var forget = IndexStore.Changes()
+                    var forget = IndexChanges()
                     forget.forgottenPeers = [writer]
                     try store.save(forget)
                     try store.saveIntents([v2])

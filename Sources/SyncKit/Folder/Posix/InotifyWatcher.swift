@@ -13,14 +13,9 @@ import Logging
 /// A dedicated thread blocks in poll(2) on the inotify descriptor, so no task of the cooperative
 /// pool ever blocks on it.
 public final class InotifyWatcher: @unchecked Sendable {
-    public enum Event: Sendable, Equatable {
-        /// These relative paths (files or directories) were created, changed, moved or deleted.
-        case changed(Set<String>)
-        /// Events were lost: rescan everything.
-        case overflow
-    }
+    /// What the watcher reports (see `FolderChange`).
+    public typealias Event = FolderChange
 
-    /// The folder's handle: directories are opened beneath it before they are watched.
     let root: FolderRoot
     let ignore: IgnoreRules
     let logger: Logger

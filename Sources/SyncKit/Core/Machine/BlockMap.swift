@@ -3,11 +3,17 @@
 /// A rename, a copy, or an edit that keeps most of a file then costs only the changed blocks:
 /// the puller looks every needed block up here first and reads it from the local file (checking
 /// its hash, since the file may have changed since it was indexed).
-struct BlockMap: Sendable {
-    struct Location: Sendable, Equatable {
-        var path: String
-        var offset: UInt64
-        var size: UInt32
+public struct BlockMap: Sendable {
+    /// Where one block is: a file of this node, an offset, a size.
+    public struct Location: Sendable, Equatable {
+        public var path: String
+        public var offset: UInt64
+        public var size: UInt32
+        public init(path: String, offset: UInt64, size: UInt32) {
+            self.path = path
+            self.offset = offset
+            self.size = size
+        }
     }
 
     private var byHash: [BlockHash: [Location]] = [:]

@@ -17,19 +17,16 @@ public struct PullJob: Sendable, Equatable {
     public var target: FileRecord
     /// The local record the job expects on disk (nil: nothing there). If the disk no longer
     /// matches it when the job is about to replace the file, the job fails with
-    /// `.localFileChanged` and the path is rescanned: a local edit is never overwritten blind.
+    /// `.localChanged` and the path is rescanned: a local edit is never overwritten blind.
     public var expectedLocal: FileRecord?
-    /// Peers that hold the target content, to fetch blocks from.
-    public var sources: [NodeID]
     /// Before replacing, keep the local content under this name (a conflict loser's copy).
     public var conflictCopyPath: String?
 
-    public init(operation: Operation, path: String, target: FileRecord, expectedLocal: FileRecord?, sources: [NodeID], conflictCopyPath: String?) {
+    public init(operation: Operation, path: String, target: FileRecord, expectedLocal: FileRecord?, conflictCopyPath: String?) {
         self.operation = operation
         self.path = path
         self.target = target
         self.expectedLocal = expectedLocal
-        self.sources = sources
         self.conflictCopyPath = conflictCopyPath
     }
 }

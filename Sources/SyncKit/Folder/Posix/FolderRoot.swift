@@ -42,6 +42,9 @@ public final class FolderRoot: Sendable {
 
     deinit { close(fd) }
 
+    /// The relative paths never touched: `.synckit` and any configured one.
+    public var reservedPaths: [String] { reserved.map { String(decoding: $0, as: UTF8.self) } }
+
     /// Whether this kernel has openat2(2) (probed once on the root directory).
     public static let kernelHasOpenat2: Bool = {
         let probe = synckit_openat2_beneath(AT_FDCWD, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)

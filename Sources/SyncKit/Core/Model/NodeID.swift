@@ -82,37 +82,3 @@ enum Base32 {
         return out
     }
 }
-
-/// The persistent key pair of a node, kept in the folder's state directory.
-///
-/// The key is made on first start and never changes, so a node keeps its ID across restarts
-/// (peers use it to resume the index exchange where it stopped). The private key is written
-/// with mode 0600. Today only its public half is used (to derive the ID); it is the anchor for
-/// the TLS and signed-announcement work that comes later.
-public struct NodeIdentity: Sendable {
-    /// The raw Curve25519 signing key (kept as bytes: the key type is not `Sendable`).
-    public let privateKeyBytes: Data
-    public let id: NodeID
-
-    public init(privateKey: Curve25519.Signing.PrivateKey) {
-        privateKeyBytes = privateKey.rawRepresentation
-        id = NodeID(publicKey: privateKey.publicKey.rawRepresentation)
-    }
-
-    /// Loads the key at `url`, or makes and stores a new one when there is none.
-    public static func loadOrCreate(at url: URL) throws -> NodeIdentity {
-        if let data = try? Data(contentsOf: url) {
-            do {
-                return NodeIdentity(privateKey: try .init(rawRepresentation: data))
-            } catch {
-                throw SyncError(.configuration, "the identity key at \(url.path) is damaged; move it away to make a new one", underlying: error)
-            }
-        }
-        let key = Curve25519.Signing.PrivateKey()
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        guard FileManager.default.createFile(atPath: url.path, contents: key.rawRepresentation, attributes: [.posixPermissions: 0o600]) else {
-            throw SyncError(.io, "cannot write the identity key at \(url.path)")
-        }
-        return NodeIdentity(privateKey: key)
-    }
-}

@@ -34,6 +34,8 @@ public struct SyncConfiguration: Sendable {
     public var blockWindow: Int = 16
     /// Bytes of block requests in flight per peer.
     public var requestBudgetPerPeer: Int = 8 << 20
+    /// How long a block request may wait for its answer before the job asks another peer.
+    public var requestTimeout: Duration = .seconds(30)
     /// Watch the folder with inotify (off: periodic rescans only).
     public var watch: Bool = true
 

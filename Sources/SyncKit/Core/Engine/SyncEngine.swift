@@ -433,7 +433,7 @@ public struct SyncEngine: Sendable {
             }
         }
         return .job(PullJob(
-            operation: operation, path: path, target: target, expectedLocal: current, sources: [],
+            operation: operation, path: path, target: target, expectedLocal: current,
             conflictCopyPath: localLost && current != nil ? ConflictNaming.copyPath(for: path, loser: current!) : nil))
     }
 
@@ -496,8 +496,8 @@ public struct SyncEngine: Sendable {
         }
     }
 
-    /// Jobs to start now, in pull order, up to the concurrency limit. Each job's sources are the
-    /// connected peers whose record holds the target content.
+    /// Jobs to start now, in pull order, up to the concurrency limit. (Which peer a block is
+    /// asked of is decided when the job asks for it: `NodeMachine.needBlock`.)
     public mutating func nextJobs() -> [PullJob] {
         var out = Output()
         return nextJobs(into: &out)
@@ -536,10 +536,6 @@ public struct SyncEngine: Sendable {
             // without following links, in one step with the write; see `FolderRoot`.)
             _ = queue.removeMin()
             dropPending(top.path)
-            job.sources = peers.keys.sorted().filter { id in
-                guard let p = peers[id], p.connected, let r = p.records[job.path] else { return false }
-                return r.hasSameContent(as: job.target)
-            }
             running[job.path] = job
             jobs.append(job)
         }

@@ -33,15 +33,7 @@ struct Puller: Sendable {
     /// succeeds (see `finishPatch`).
     let unfinishedPatches = Locked<Set<String>>([])
 
-    /// Fetches one block from the peers that have it (nil: nobody could give it). What it
-    /// returns has been checked against the block's size and SHA-256 (`SyncNode.fetchBlock`),
-    /// so it is not hashed a second time here.
-    typealias RemoteFetch = @Sendable (_ block: BlockRef, _ path: String, _ offset: UInt64, _ sources: [NodeID]) async -> ByteBuffer?
-
-    struct Stats: Sendable {
-        var bytesFromNetwork = 0
-        var bytesReused = 0
-    }
+    typealias Stats = PullStats
 
     /// This process's umask, read once from /proc (calling umask(2) to read it would change it
     /// for other threads for an instant); 0o777 (always chmod) when it cannot be read.
@@ -97,7 +89,7 @@ struct Puller: Sendable {
     }
 
     /// Runs a job. `locals` lists where blocks of the target already are on this node.
-    func perform(_ job: PullJob, locals: [BlockHash: [BlockMap.Location]], fetch: @escaping RemoteFetch) async -> (PullOutcome, Stats) {
+    func perform(_ job: PullJob, locals: [BlockHash: [BlockMap.Location]], source: any BlockSource) async -> (PullOutcome, Stats) {
         var stats = Stats()
         do {
             // Checked again here (the node checked it on receipt): nothing reaches the disk
@@ -105,7 +97,7 @@ struct Puller: Sendable {
             let path = try RelativePath(job.path)
             switch job.operation {
             case .writeFile:
-                return (try await writeFile(job, locals: locals, fetch: fetch, stats: &stats), stats)
+                return (try await writeFile(job, locals: locals, source: source, stats: &stats), stats)
             case .makeDirectory:
                 guard let entry = try root.entry(path, create: true) else { throw SyncError(.io, "no parent for \(job.path)") }
                 try await recordIntent(job)
@@ -216,11 +208,11 @@ struct Puller: Sendable {
         _ = await committer.makeDurable(.directory(entry.directory))
     }
 
-    private func writeFile(_ job: PullJob, locals: [BlockHash: [BlockMap.Location]], fetch: @escaping RemoteFetch, stats: inout Stats) async throws -> PullOutcome {
+    private func writeFile(_ job: PullJob, locals: [BlockHash: [BlockMap.Location]], source: any BlockSource, stats: inout Stats) async throws -> PullOutcome {
         guard current(job) else { return .failed("an earlier patch of this file is not finished yet (disk error); retrying its journal") }
         guard let entry = try root.entry(job.path, create: true) else { throw SyncError(.io, "no parent for \(job.path)") }
         if let changed = Self.patchPlan(job) {
-            return try await patchInPlace(job, entry, changed: changed, locals: locals, fetch: fetch, stats: &stats)
+            return try await patchInPlace(job, entry, changed: changed, locals: locals, source: source, stats: &stats)
         }
         let temp = Self.tempName(forName: entry.name)
         // Usually there is no temp file yet: created exclusively, with the target's permission
@@ -272,7 +264,7 @@ struct Puller: Sendable {
         }
 
         let pieces = todo.map { Piece(block: blocks[$0], fileOffset: offsets[$0], destination: offsets[$0]) }
-        let complete = try await fill(pieces, into: fd, path: job.path, sources: job.sources, locals: locals, fetch: fetch, stats: &stats)
+        let complete = try await fill(pieces, into: fd, target: job.target, locals: locals, source: source, stats: &stats)
         if !complete || Task.isCancelled { return .unavailable }
 
         // Permission bits only: a peer never plants setuid, setgid or sticky bits here.
@@ -326,7 +318,7 @@ struct Puller: Sendable {
     /// blocks go to the journal first (from local copies or peers, each verified), the journal is
     /// made durable, then the blocks are written into the file, which is made durable, and the
     /// journal is deleted. Unchanged bytes are neither read nor written.
-    private func patchInPlace(_ job: PullJob, _ entry: FolderEntry, changed: [Int], locals: [BlockHash: [BlockMap.Location]], fetch: @escaping RemoteFetch, stats: inout Stats) async throws -> PullOutcome {
+    private func patchInPlace(_ job: PullJob, _ entry: FolderEntry, changed: [Int], locals: [BlockHash: [BlockMap.Location]], source: any BlockSource, stats: inout Stats) async throws -> PullOutcome {
         // (`writeFile` already checked that no earlier patch of the path is unfinished.)
         guard try localMatches(job.expectedLocal, at: entry), let st = try entry.stat() else { return .localChanged }
         let blocks = job.target.blocks
@@ -345,7 +337,7 @@ struct Puller: Sendable {
         }
         try journal.header().withUnsafeBytes { try FileOps.pwrite(jfd, $0, offset: 0) }
         let pieces = zip(changed, journal.dataOffsets()).map { Piece(block: blocks[$0], fileOffset: offsets[$0], destination: $1) }
-        guard try await fill(pieces, into: jfd, path: job.path, sources: job.sources, locals: locals, fetch: fetch, stats: &stats),
+        guard try await fill(pieces, into: jfd, target: job.target, locals: locals, source: source, stats: &stats),
               !Task.isCancelled else { return .unavailable }
         // The journal, and its name in the state directory, on disk before the file is touched.
         let synced = await committer.makeDurable(.file(jfd))
@@ -407,7 +399,7 @@ struct Puller: Sendable {
     /// Writes `pieces` into `fd`, `window` at a time: each from a local copy when one still
     /// holds it (read, verified), else from a peer (verified). False when some block could not
     /// be had from anyone.
-    private func fill(_ pieces: [Piece], into fd: Int32, path: String, sources: [NodeID], locals: [BlockHash: [BlockMap.Location]], fetch: @escaping RemoteFetch, stats: inout Stats) async throws -> Bool {
+    private func fill(_ pieces: [Piece], into fd: Int32, target: FileRecord, locals: [BlockHash: [BlockMap.Location]], source: any BlockSource, stats: inout Stats) async throws -> Bool {
         let root = self.root
         var unavailable = false
         try await withThrowingTaskGroup(of: (Int, Bool).self) { group in
@@ -426,7 +418,7 @@ struct Puller: Sendable {
                             return (data.readableBytes, false)
                         }
                     }
-                    guard let buffer = await fetch(block, path, piece.fileOffset, sources),
+                    guard let buffer = await source.fetch(block, offset: piece.fileOffset, of: target),
                           buffer.readableBytes == Int(block.size) else { throw PullerMiss() }
                     try buffer.withUnsafeReadableBytes { try FileOps.pwrite(fd, $0, offset: piece.destination) }
                     return (buffer.readableBytes, true)
