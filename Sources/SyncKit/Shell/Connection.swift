@@ -1,5 +1,6 @@
 import DequeModule
 import Foundation
+import NIOCore
 
 /// One live connection in the shell: its channel, and the outbox that writes what the machine
 /// sends on it.
@@ -22,6 +23,8 @@ final class Connection: Sendable {
         var writing = false
         var closed = false
         var bytesSent = 0
+        /// Waiting for the queue to empty (`drained`).
+        var drainWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
     private let state = Locked(State())
@@ -35,9 +38,6 @@ final class Connection: Sendable {
 
     /// Bytes written so far (frames, length prefix included).
     var bytesSent: Int { state.withLock { $0.bytesSent } }
-
-    /// True when nothing is waiting to be written.
-    var isIdle: Bool { state.withLock { $0.queue.isEmpty && !$0.writing } }
 
     /// Queues a message after every message queued before it.
     func send(_ message: WireMessage) {
@@ -54,12 +54,15 @@ final class Connection: Sendable {
     /// Writes what is queued in batches of up to 4 MiB, until the queue is empty.
     private func drain() async {
         while true {
-            let batch = state.withLock { s -> [WireMessage] in
+            let (batch, idle) = state.withLock { s -> ([WireMessage], [CheckedContinuation<Void, Never>]) in
                 let b = Array(s.queue)
                 s.queue.removeAll()
-                if b.isEmpty || s.closed { s.writing = false }
-                return s.closed ? [] : b
+                guard b.isEmpty || s.closed else { return (b, []) }
+                s.writing = false
+                defer { s.drainWaiters.removeAll() }
+                return ([], s.drainWaiters)
             }
+            for w in idle { w.resume() }
             if batch.isEmpty { return }
             var frames = [Frame]()
             var bytes = 0
@@ -91,22 +94,71 @@ final class Connection: Sendable {
             metrics.bytesSent.increment(by: bytes)
             return true
         } catch {
-            state.withLock {
-                $0.closed = true
-                $0.queue.removeAll()
-                $0.writing = false
+            let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+                s.closed = true
+                s.queue.removeAll()
+                s.writing = false
+                defer { s.drainWaiters.removeAll() }
+                return s.drainWaiters
             }
+            for w in waiters { w.resume() }
             await channel.close()
             return false
         }
     }
 
+    /// Returns once everything queued so far is written (or the connection closed).
+    func drained() async {
+        await withCheckedContinuation { continuation in
+            let now = state.withLock { s -> Bool in
+                guard s.writing && !s.closed else { return true }
+                s.drainWaiters.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
     /// Drops what is queued and closes the channel (its inbound stream then ends).
     func close() async {
-        state.withLock {
-            $0.closed = true
-            $0.queue.removeAll()
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.closed = true
+            s.queue.removeAll()
+            defer { s.drainWaiters.removeAll() }
+            return s.drainWaiters
         }
+        for w in waiters { w.resume() }
         await channel.close()
+    }
+
+    /// Reads frames until the connection ends, decoding each (off the node's actor) and handing
+    /// it to `deliver` with its size on the wire; returns why the connection ended.
+    func receive(_ deliver: @Sendable (WireMessage, Int) async -> Void) async -> String {
+        var reason = "connection closed"
+        do {
+            for try await frame in channel.inbound {
+                let message: WireMessage
+                do { message = try WireCodec.decode(frame) } catch {
+                    reason = "undecodable message: \(error)"
+                    break
+                }
+                await deliver(message, frame.wireSize)
+            }
+        } catch {
+            reason = "\(error)"
+        }
+        await close()
+        return reason
+    }
+
+    /// Answers a block request with the block read from `folder` at `location` (nil, or a
+    /// block that cannot be read: "not found").
+    func answer(_ request: WireMessage.BlockRequest, at location: BlockMap.Location?, from folder: any LocalFolder) {
+        var response = WireMessage.BlockResponse(id: request.id, status: .notFound, data: ByteBuffer())
+        if let location, let data = folder.readBlock(location) {
+            response.status = .ok
+            response.data = data
+        }
+        send(.blockResponse(response))
     }
 }

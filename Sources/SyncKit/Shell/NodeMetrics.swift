@@ -23,4 +23,16 @@ struct NodeMetrics: Sendable {
         scanDuration = Metrics.Timer(label: "synckit_scan_duration_seconds", dimensions: d, preferredDisplayUnit: .seconds)
         filesHashed = Counter(label: "synckit_files_hashed_total", dimensions: d)
     }
+
+    /// Moves the counters by what the machine's statistics gained since `before`; returns the
+    /// statistics to compare against next time. The machine's statistics are the one count;
+    /// the metrics follow them.
+    func publish(_ now: NodeMachine.Statistics, since before: NodeMachine.Statistics, peers: Int) -> NodeMachine.Statistics {
+        if now.filesPulled > before.filesPulled { filesPulled.increment(by: now.filesPulled - before.filesPulled) }
+        if now.conflicts > before.conflicts { conflicts.increment(by: now.conflicts - before.conflicts) }
+        if now.filesHashed > before.filesHashed { filesHashed.increment(by: now.filesHashed - before.filesHashed) }
+        if now.bytesReceived > before.bytesReceived { bytesReceived.increment(by: now.bytesReceived - before.bytesReceived) }
+        peersConnected.record(peers)
+        return now
+    }
 }

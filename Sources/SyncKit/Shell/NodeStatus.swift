@@ -45,3 +45,20 @@ public struct NodeStatus: Sendable, Codable {
         recentErrors = statistics.recentErrors
     }
 }
+
+extension NodeStatus {
+    /// The status of a node from its machine; `bytesSent` gives each connection's count.
+    init(id: NodeID, name: String, folder: String, port: Int, machine: NodeMachine, bytesSent: (ConnectionID) -> Int) {
+        let engine = machine.engine
+        self.init(
+            nodeID: id.description, name: name, folder: folder, port: port,
+            peers: machine.connectedPeers.map {
+                .init(nodeID: $0.id.description, name: $0.name, address: $0.address, bytesSent: bytesSent($0.connection),
+                      bytesReceived: $0.bytesReceived, caughtUp: $0.caughtUp)
+            },
+            files: engine.local.values.filter { !$0.deleted && $0.kind == .file }.count,
+            bytes: engine.local.values.filter { !$0.deleted }.reduce(0) { $0 + $1.size },
+            pulling: engine.running.keys.sorted(), failed: engine.failed, inSync: machine.inSync,
+            statistics: machine.statistics)
+    }
+}

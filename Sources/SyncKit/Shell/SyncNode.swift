@@ -27,14 +27,13 @@ public actor SyncNode: Service {
 
     var connections: [ConnectionID: Connection] = [:]
     var nextConnection: UInt64 = 1
-    var nextFetch: UInt64 = 1
-    var fetchWaiters: [FetchID: CheckedContinuation<(ByteBuffer?, NodeID?), Never>] = [:]
+    let fetches = BlockFetches()
     var jobs: [String: Task<Void, Never>] = [:]
-    var timers: [TimerID: Duration] = [:]
-    var timerTask: Task<Void, Never>?
+    /// Set once `run()` starts (it needs the actor).
+    var timers: Timers?
     var background: [Task<Void, Never>] = []
     var listener: (any PeerListener)?
-    var subscribers: [UUID: AsyncStream<SyncEvent>.Continuation] = [:]
+    let subscribers = EventFanout()
     var published = NodeMachine.Statistics()
     /// Full scans started and taken in (for `rescan`).
     var fullScansStarted = 0
@@ -79,30 +78,16 @@ public actor SyncNode: Service {
         metrics = NodeMetrics(node: name)
         // Patches a crash interrupted are finished before anything looks at the folder.
         folder.recover()
-        do {
-            machine = NodeMachine(
-                settings: .init(me: id, name: name, indexID: index.indexID, configuration: configuration, seed: UInt64.random(in: 0...UInt64.max)),
-                policy: policy, records: try index.loadAll(), peers: try index.loadPeers(), intents: try index.loadIntents(),
-                reservedSequence: index.reservedSequence, ignoreText: folder.readIgnoreFile(), logger: logger)
-        } catch let error as SyncError {
-            throw error
-        } catch {
-            throw SyncError(.index, "cannot read the index", underlying: error)
-        }
+        machine = NodeMachine(
+            settings: .init(me: id, name: name, indexID: index.indexID, configuration: configuration, seed: UInt64.random(in: 0...UInt64.max)),
+            policy: policy, records: try index.loadAll(), peers: try index.loadPeers(), intents: try index.loadIntents(),
+            reservedSequence: index.reservedSequence, ignoreText: folder.readIgnoreFile(), logger: logger)
     }
 
     // MARK: public API
 
     /// A new stream of this node's events (each call makes an independent subscriber).
-    public func events() -> AsyncStream<SyncEvent> {
-        let (stream, continuation) = AsyncStream.makeStream(of: SyncEvent.self, bufferingPolicy: .bufferingNewest(10_000))
-        let key = UUID()
-        subscribers[key] = continuation
-        continuation.onTermination = { [weak self] _ in Task { await self?.unsubscribe(key) } }
-        return stream
-    }
-
-    private func unsubscribe(_ key: UUID) { subscribers[key] = nil }
+    public nonisolated func events() -> AsyncStream<SyncEvent> { subscribers.subscribe() }
 
     /// The port peers can reach this node on, once it runs.
     public var listeningPort: Int? { listener?.port }
@@ -117,20 +102,7 @@ public actor SyncNode: Service {
 
     /// A snapshot for `syncctl status`.
     public func status() -> NodeStatus {
-        let engine = machine.engine
-        let bytesSent = Dictionary(machine.connectedPeers.compactMap { peer in
-            connections.values.first { machine.peer(of: $0.id) == peer.id }.map { (peer.id, $0.bytesSent) }
-        }, uniquingKeysWith: { a, _ in a })
-        return NodeStatus(
-            nodeID: id.description, name: name, folder: configuration.folder, port: listener?.port ?? 0,
-            peers: machine.connectedPeers.map {
-                .init(nodeID: $0.id.description, name: $0.name, address: $0.address, bytesSent: bytesSent[$0.id] ?? 0,
-                      bytesReceived: machine.bytesReceived(from: $0.id), caughtUp: $0.caughtUp)
-            },
-            files: engine.local.values.filter { !$0.deleted && $0.kind == .file }.count,
-            bytes: engine.local.values.filter { !$0.deleted }.reduce(0) { $0 + $1.size },
-            pulling: engine.running.keys.sorted(), failed: engine.failed, inSync: machine.inSync,
-            statistics: machine.statistics)
+        NodeStatus(id: id, name: name, folder: configuration.folder, port: listener?.port ?? 0, machine: machine) { self.connections[$0]?.bytesSent ?? 0 }
     }
 
     /// Asks for a full rescan now (tests, `syncctl`); returns once a full scan that started
@@ -155,10 +127,16 @@ public actor SyncNode: Service {
         // Connections wait in the backlog until the first scan is done.
         let listener = try await transport.listen(port: configuration.port)
         self.listener = listener
+        timers = Timers(clock: clock) { [weak self] due in
+            for id in due { await self?.handle(.timer(id)) }
+        }
         handle(.start(port: listener.port))
         // Everything runs in tasks the directives start; wait for cancellation.
-        while !Task.isCancelled {
-            try? await Task.sleep(for: .seconds(3600))
+        let (cancelled, signal) = AsyncStream<Void>.makeStream()
+        await withTaskCancellationHandler {
+            for await _ in cancelled {}
+        } onCancel: {
+            signal.finish()
         }
         await shutdown()
     }
@@ -196,21 +174,22 @@ public actor SyncNode: Service {
         folder.stopWatching()
         for t in background { t.cancel() }
         // Goodbyes go out for at most half a second: a stalled peer must not hold up the stop.
+        let open = Array(connections.values)
+        let clock = self.clock
         let deadline = clock.now + .milliseconds(500)
-        while connections.values.contains(where: { !$0.isIdle }) && clock.now < deadline {
-            await Task.detached { try? await Task.sleep(for: .milliseconds(10)) }.value
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { for c in open { await c.drained() } }
+            group.addTask { try? await Task.detached { try await clock.sleep(until: deadline) }.value }
+            await group.next()
+            group.cancelAll()
         }
-        for c in connections.values { await c.close() }
+        for c in open { await c.close() }
         // Pulls in flight stop where they are; their temp files are resumed at the next start.
-        for (fetch, waiter) in fetchWaiters {
-            fetchWaiters[fetch] = nil
-            waiter.resume(returning: (nil, nil))
-        }
+        fetches.failAll()
         for t in jobs.values { t.cancel() }
         for t in jobs.values { await t.value }
-        timerTask?.cancel()
-        for c in subscribers.values { c.finish() }
-        subscribers.removeAll()
+        timers?.stop()
+        subscribers.finish()
         for w in scanWaiters { w.continuation.resume() }
         scanWaiters.removeAll()
         try? index.close()
@@ -229,7 +208,7 @@ public actor SyncNode: Service {
                 if let more = perform(directive) { inputs.append(more) }
             }
         }
-        publishMetrics()
+        published = metrics.publish(machine.statistics, since: published, peers: machine.peerCount)
         if !scanWaiters.isEmpty {
             let done = fullScansDone
             for w in scanWaiters where w.target <= done { w.continuation.resume() }
@@ -246,10 +225,9 @@ public actor SyncNode: Service {
         case .dial(let endpoint):
             dial(endpoint)
         case .setTimer(let id, let at):
-            timers[id] = at
-            rearmTimers()
+            timers?.set(id, at: at)
         case .cancelTimer(let id):
-            timers[id] = nil
+            timers?.cancel(id)
         case .scan(let request, let known):
             scan(request, known: known)
         case .loadIgnoreRules:
@@ -257,7 +235,7 @@ public actor SyncNode: Service {
         case .startJob(let job, let locals):
             startJob(job, locals: locals)
         case .deliver(let fetch, let data, let peer):
-            fetchWaiters.removeValue(forKey: fetch)?.resume(returning: (data, peer))
+            fetches.deliver(fetch, (data, peer))
         case .serve(let c, let request, let location):
             serve(request, at: location, on: c)
         case .persist(let changes):
@@ -273,47 +251,13 @@ public actor SyncNode: Service {
         case .ready:
             becomeReady()
         case .emit(let event):
-            for c in subscribers.values { c.yield(event) }
+            subscribers.yield(event)
         }
         return nil
     }
 
     private func attempt(_ what: String, _ body: () throws -> Void) {
         do { try body() } catch { logger.error("cannot \(what)", metadata: ["error": "\(error)"]) }
-    }
-
-    /// Updates the swift-metrics handles by what changed since the last input.
-    private func publishMetrics() {
-        let s = machine.statistics
-        if s.filesPulled > published.filesPulled { metrics.filesPulled.increment(by: s.filesPulled - published.filesPulled) }
-        if s.conflicts > published.conflicts { metrics.conflicts.increment(by: s.conflicts - published.conflicts) }
-        if s.filesHashed > published.filesHashed { metrics.filesHashed.increment(by: s.filesHashed - published.filesHashed) }
-        if s.bytesReceived > published.bytesReceived { metrics.bytesReceived.increment(by: s.bytesReceived - published.bytesReceived) }
-        published = s
-        metrics.peersConnected.record(machine.connectedPeers.count)
-    }
-
-    // MARK: timers
-
-    /// One task sleeps until the earliest armed timer, then fires every timer that is due.
-    private func rearmTimers() {
-        timerTask?.cancel()
-        guard let next = timers.values.min() else { return }
-        let clock = self.clock
-        timerTask = Task {
-            do { try await clock.sleep(until: next) } catch { return }
-            await self.fireDueTimers()
-        }
-    }
-
-    private func fireDueTimers() {
-        let now = clock.now
-        let due = timers.filter { $0.value <= now }.sorted { $0.value < $1.value }.map(\.key)
-        for id in due {
-            timers[id] = nil
-            handle(.timer(id))
-        }
-        rearmTimers()
     }
 
     // MARK: connections
@@ -340,43 +284,16 @@ public actor SyncNode: Service {
         Task { await self.receive(on: connection) }
     }
 
-    /// Reads frames until the connection ends, decoding them off the actor.
-    private nonisolated func receive(on connection: Connection) async {
-        var reason = "connection closed"
-        do {
-            for try await frame in connection.channel.inbound {
-                let message: WireMessage
-                do { message = try WireCodec.decode(frame) } catch {
-                    reason = "undecodable message: \(error)"
-                    break
-                }
-                await handle(.received(connection.id, message, wireSize: frame.wireSize))
-            }
-        } catch {
-            reason = "\(error)"
-        }
-        await connection.close()
-        await connectionEnded(connection.id, reason: reason)
-    }
-
-    private func connectionEnded(_ c: ConnectionID, reason: String) {
-        connections[c] = nil
-        handle(.connectionClosed(c, reason: reason))
+    private func receive(on connection: Connection) async {
+        let reason = await connection.receive { message, size in await self.handle(.received(connection.id, message, wireSize: size)) }
+        connections[connection.id] = nil
+        handle(.connectionClosed(connection.id, reason: reason))
     }
 
     private func serve(_ request: WireMessage.BlockRequest, at location: BlockMap.Location?, on c: ConnectionID) {
-        guard let connection = connections[c] else {
-            handle(.served(c))
-            return
-        }
-        let folder = self.folder
+        let (connection, folder) = (connections[c], folder)
         Task {
-            var response = WireMessage.BlockResponse(id: request.id, status: .notFound, data: ByteBuffer())
-            if let location, let data = folder.readBlock(location) {
-                response.status = .ok
-                response.data = data
-            }
-            connection.send(.blockResponse(response))
+            connection?.answer(request, at: location, from: folder)
             await self.handle(.served(c))
         }
     }
@@ -415,42 +332,15 @@ public actor SyncNode: Service {
     }
 
     /// Asks the machine for a block for a job; returns what a peer answered and who it was.
-    func requestBlock(_ block: BlockRef, offset: UInt64, of target: FileRecord, excluding: Set<NodeID>) async -> (ByteBuffer?, NodeID?) {
-        let fetch = FetchID(nextFetch)
-        nextFetch += 1
+    func requestBlock(_ block: BlockRef, offset: UInt64, of target: FileRecord, excluding: Set<NodeID>) async -> BlockFetches.Answer {
+        let fetch = fetches.newFetch()
         return await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                fetchWaiters[fetch] = continuation
+                fetches.wait(fetch, continuation)
                 handle(.needBlock(fetch, target: target, block: block, offset: offset, excluding: excluding))
             }
         } onCancel: {
-            Task { await self.cancelFetch(fetch) }
+            if fetches.deliver(fetch, (nil, nil)) { Task { await self.handle(.fetchCancelled(fetch)) } }
         }
-    }
-
-    private func cancelFetch(_ fetch: FetchID) {
-        guard let waiter = fetchWaiters.removeValue(forKey: fetch) else { return }
-        waiter.resume(returning: (nil, nil))
-        handle(.fetchCancelled(fetch))
-    }
-}
-
-/// The `BlockSource` of a node's jobs: asks the node (which asks the machine for the peer), and
-/// checks what comes back against the block's size and SHA-256, off the node's actor. A wrong
-/// or missing answer is asked of the next peer, until none is left.
-struct NodeBlockSource: BlockSource {
-    let node: SyncNode
-
-    func fetch(_ block: BlockRef, offset: UInt64, of target: FileRecord) async -> ByteBuffer? {
-        var tried = Set<NodeID>()
-        while !Task.isCancelled {
-            let (data, peer) = await node.requestBlock(block, offset: offset, of: target, excluding: tried)
-            if let data, data.readableBytes == Int(block.size), data.withUnsafeReadableBytes({ Chunker.hash($0) }) == block.hash {
-                return data
-            }
-            guard let peer else { return nil }
-            tried.insert(peer)
-        }
-        return nil
     }
 }

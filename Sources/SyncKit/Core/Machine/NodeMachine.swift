@@ -758,16 +758,24 @@ public struct NodeMachine: Sendable {
 
     // MARK: views for the shell
 
-    /// The peers connected now, with their sessions.
-    public var connectedPeers: [(id: NodeID, name: String, address: String, caughtUp: Bool)] {
-        links.sorted { $0.key < $1.key }.compactMap { peer, c in
-            sessions[c].map { (peer, $0.peerName, $0.address, engine.peers[peer]?.caughtUp ?? false) }
-        }
+    /// A connected peer, for status.
+    public struct ConnectedPeer: Sendable {
+        public var id: NodeID
+        public var name: String
+        public var address: String
+        public var connection: ConnectionID
+        public var bytesReceived: Int
+        public var caughtUp: Bool
     }
 
-    /// Bytes received from a connected peer on its current link.
-    public func bytesReceived(from peer: NodeID) -> Int {
-        links[peer].flatMap { sessions[$0]?.bytesReceived } ?? 0
+    /// How many peers are connected now.
+    public var peerCount: Int { links.count }
+
+    /// The peers connected now.
+    public var connectedPeers: [ConnectedPeer] {
+        links.sorted { $0.key < $1.key }.compactMap { peer, c in
+            sessions[c].map { ConnectedPeer(id: peer, name: $0.peerName, address: $0.address, connection: c, bytesReceived: $0.bytesReceived, caughtUp: engine.peers[peer]?.caughtUp ?? false) }
+        }
     }
 
     /// The peer behind a connection, once its handshake is done.
