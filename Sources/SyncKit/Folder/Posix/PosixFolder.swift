@@ -34,6 +34,15 @@ public final class PosixFolder: LocalFolder {
             })
     }
 
+    /// The same folder through another root handle (tests run the openat2 fallback this way).
+    init(root: FolderRoot, from other: PosixFolder) {
+        self.root = root
+        logger = other.logger
+        scanner = Scanner(root: root, me: other.scanner.me, logger: other.logger)
+        puller = Puller(root: root, logger: other.logger, window: other.puller.window, committer: other.puller.committer,
+                        journalDirectory: other.puller.journalDirectory, intents: other.puller.intents)
+    }
+
     public func recover() {
         PatchJournal.replayAll(directory: puller.journalDirectory, root: root, logger: logger)
     }
