@@ -114,6 +114,9 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Whole-cluster simulations from seeds (see SyncKitTesting's SimulatedCluster), built in
+        // release by scripts/simulate.sh so that CI runs thousands of seeds in seconds.
+        .executableTarget(name: "synckit-sim", dependencies: ["SyncKitTesting"], swiftSettings: strict),
         .testTarget(name: "SyncKitTests", dependencies: ["SyncKit", "SyncKitTesting"], swiftSettings: strict),
         .testTarget(
             name: "TransportTCPTests", dependencies: ["TransportTCP", "SyncKit", "SyncKitTesting"],

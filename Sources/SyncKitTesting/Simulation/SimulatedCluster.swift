@@ -458,5 +458,5 @@ struct SimulationRandom {
 
 extension Duration {
     /// Whole milliseconds (for traces).
-    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
+    public var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
 }

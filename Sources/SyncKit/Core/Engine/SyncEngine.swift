@@ -272,12 +272,6 @@ public struct SyncEngine: Sendable {
         return .init(indexID: p?.indexID ?? 0, since: p?.maxSequence ?? 0)
     }
 
-    /// Local records to send a peer that asked for those after `since` of `indexID`
-    /// (everything when it holds another index of ours), in sequence order.
-    public func records(after request: WireMessage.IndexRequest, ourIndexID: UInt64) -> [FileRecord] {
-        keys(after: request, ourIndexID: ourIndexID).map { local[$0.path]! }
-    }
-
     /// A record by path and the sequence it had.
     public struct RecordKey: Sendable, Equatable {
         public var path: String
@@ -496,15 +490,10 @@ public struct SyncEngine: Sendable {
         }
     }
 
-    /// Jobs to start now, in pull order, up to the concurrency limit. (Which peer a block is
-    /// asked of is decided when the job asks for it: `NodeMachine.needBlock`.)
-    public mutating func nextJobs() -> [PullJob] {
-        var out = Output()
-        return nextJobs(into: &out)
-    }
-
-    /// `nextJobs()`, with what a path whose turn came needs besides a job (the agreed record to
-    /// store, when nothing on disk is to change any more) added to `out`.
+    /// Jobs to start now, in pull order, up to the concurrency limit, with what a path whose turn
+    /// came needs besides a job (the agreed record to store, when nothing on disk is to change
+    /// any more) added to `out`. (Which peer a block is asked of is decided when the job asks:
+    /// `NodeMachine`.)
     public mutating func nextJobs(into out: inout Output) -> [PullJob] {
         var jobs = [PullJob]()
         var deferred = [QueueEntry]()

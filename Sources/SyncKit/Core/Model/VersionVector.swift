@@ -22,11 +22,6 @@ public struct VersionVector: Hashable, Sendable, CustomStringConvertible {
         entries = counters.filter { $0.value > 0 }.map { Entry(node: $0.key, value: $0.value) }.sorted { $0.node < $1.node }
     }
 
-    /// The counters as a dictionary (a missing node counts as zero).
-    public var counters: [NodeID: UInt64] {
-        Dictionary(uniqueKeysWithValues: entries.map { ($0.node, $0.value) })
-    }
-
     /// How two versions relate.
     public enum Ordering: Sendable, Equatable {
         case equal, newer, older, concurrent

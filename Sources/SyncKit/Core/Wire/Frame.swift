@@ -68,13 +68,6 @@ public struct FrameDecoder: Sendable {
         buffer.writeBuffer(&bytes)
     }
 
-    /// Validates the length prefix of the frame at the front, if four bytes are there.
-    /// Transports call it before reading more so an oversized frame fails before it buffers.
-    public func checkPendingLength() throws {
-        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return }
-        try Self.validate(length: length, maximum: maximumSize)
-    }
-
     static func validate(length: UInt32, maximum: Int) throws {
         if length == 0 { throw WireError(.malformed, "a frame of length 0") }
         if Int(length) > maximum {
@@ -82,7 +75,8 @@ public struct FrameDecoder: Sendable {
         }
     }
 
-    /// The next complete frame, or nil when more bytes are needed.
+    /// The next complete frame, or nil when more bytes are needed. The length prefix is checked
+    /// as soon as its four bytes are in, so an oversized frame fails before it is buffered.
     public mutating func next() throws -> Frame? {
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return nil }
         try Self.validate(length: length, maximum: maximumSize)

@@ -3,7 +3,8 @@ import Foundation
 import JournaldLogging
 import Logging
 
-enum Logging {
+/// How syncctl sets up swift-log (named so, not `Logging`, to keep the swift-log module visible).
+enum LogSetup {
     /// Sets up swift-log for the process (only the executable does this) and returns its logger.
     ///
     /// `auto` picks journald when the journal's socket exists and stderr otherwise (containers,
