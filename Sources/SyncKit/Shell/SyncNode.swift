@@ -188,6 +188,7 @@ public actor SyncNode: Service {
         fetches.failAll()
         for t in jobs.values { t.cancel() }
         for t in jobs.values { await t.value }
+        handle(.stop)  // what the last jobs recorded is written too
         timers?.stop()
         subscribers.finish()
         for w in scanWaiters { w.continuation.resume() }

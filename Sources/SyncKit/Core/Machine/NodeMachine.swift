@@ -175,11 +175,15 @@ public struct NodeMachine: Sendable {
         out.append(.setTimer(.ping, at: now + config.pingInterval))
     }
 
+    /// Says goodbye to every peer (once) and writes what is unsaved; given again after the last
+    /// jobs ended, it writes what they recorded.
     private mutating func stop() {
-        stopping = true
-        logger.info("stopping")
-        for (c, s) in sessions.sorted(by: { $0.key < $1.key }) where s.phase == .established {
-            out.append(.send(c, .close(reason: "shutting down")))
+        if !stopping {
+            stopping = true
+            logger.info("stopping")
+            for (c, s) in sessions.sorted(by: { $0.key < $1.key }) where s.phase == .established {
+                out.append(.send(c, .close(reason: "shutting down")))
+            }
         }
         flush()
     }
