@@ -17,6 +17,8 @@ public final class InMemoryDisk: Sendable {
 
     private struct State {
         var entries: [String: Entry] = [:]
+        /// Paths with a pull's temp file (assembled, not yet renamed into place).
+        var temps: Set<String> = []
         var nextInode: UInt64 = 1
         var watchers: [UUID: AsyncStream<FolderChange>.Continuation] = [:]
     }
@@ -97,6 +99,15 @@ public final class InMemoryDisk: Sendable {
         }
     }
 
+    /// Paths with a pull's temp file.
+    var temps: Set<String> { state.withLock { $0.temps } }
+
+    func setTemp(_ path: String, _ present: Bool) {
+        state.withLock { s in
+            if present { s.temps.insert(path) } else { s.temps.remove(path) }
+        }
+    }
+
     func watch() -> (UUID, AsyncStream<FolderChange>) {
         let (stream, continuation) = AsyncStream.makeStream(of: FolderChange.self)
         let key = UUID()
@@ -150,6 +161,11 @@ public final class InMemoryFolder: LocalFolder {
     var isAlive: Bool { alive.withLock { $0 } }
 
     public func recover() {}
+
+    public func landed(_ intents: [FileRecord]) -> Set<String> {
+        let temps = disk.temps
+        return Set(intents.filter { !$0.deleted && ($0.kind == .file || $0.kind == .symlink) && !temps.contains($0.path) }.map(\.path))
+    }
 
     public func scan(_ request: ScanRequest, known: [String: FileRecord], ignore: IgnoreRules) async -> ScanResult {
         let entries = disk.entries
@@ -278,6 +294,9 @@ public final class InMemoryFolder: LocalFolder {
             }
         }
         guard isAlive else { return (.failed("the node stopped"), stats) }
+        // The temp file is complete (a write assembles it first, as on disk).
+        let usesTemp = job.operation == .writeFile || job.operation == .makeSymlink
+        if usesTemp { disk.setTemp(job.path, true) }
         // (A directory that is already there is fine for a directory job, as on disk.)
         let directoryThere = job.operation == .makeDirectory && disk.entry(job.path)?.kind == .directory
         guard directoryThere || Self.matches(job.expectedLocal, disk.entry(job.path)) else { return (.localChanged, stats) }
@@ -318,6 +337,8 @@ public final class InMemoryFolder: LocalFolder {
                     applied.inode = 0
                 }
             }
+            // The temp file was renamed into place (no crash can fall between the two here).
+            if usesTemp { disk.setTemp(job.path, false) }
         } catch let refused as Refused where refused.description == "changed" {
             return (.localChanged, stats)
         } catch {

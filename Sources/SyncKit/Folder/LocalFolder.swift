@@ -39,6 +39,10 @@ public enum FolderChange: Sendable, Equatable {
 public protocol LocalFolder: Sendable {
     /// Finishes what a crash interrupted (patch journals), before the first scan.
     func recover()
+    /// Of the intents a crash left (`IndexPersistence.loadIntents`), the paths whose change
+    /// certainly reached the disk: a file or link whose temp file was renamed into place (it is
+    /// gone). Called after `recover`.
+    func landed(_ intents: [FileRecord]) -> Set<String>
     func scan(_ request: ScanRequest, known: [String: FileRecord], ignore: IgnoreRules) async -> ScanResult
     /// Starts watching; the stream ends after `stopWatching`.
     func watch(ignore: IgnoreRules) throws -> AsyncStream<FolderChange>

@@ -78,9 +78,10 @@ public actor SyncNode: Service {
         metrics = NodeMetrics(node: name)
         // Patches a crash interrupted are finished before anything looks at the folder.
         folder.recover()
+        let intents = try index.loadIntents()
         machine = NodeMachine(
             settings: .init(me: id, name: name, indexID: index.indexID, configuration: configuration, seed: UInt64.random(in: 0...UInt64.max)),
-            policy: policy, records: try index.loadAll(), peers: try index.loadPeers(), intents: try index.loadIntents(),
+            policy: policy, records: try index.loadAll(), peers: try index.loadPeers(), intents: intents, landed: folder.landed(intents),
             reservedSequence: index.reservedSequence, ignoreText: folder.readIgnoreFile(), logger: logger)
     }
 

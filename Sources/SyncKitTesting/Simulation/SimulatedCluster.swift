@@ -217,9 +217,10 @@ public final class SimulatedCluster: @unchecked Sendable {
             let settings = NodeMachine.Settings(me: id, name: name, indexID: store.indexID, configuration: Self.configuration(name), seed: cluster.random.next())
             var logger = Logger(label: name) { _ in SwiftLogNoOpLogHandler() }
             logger.logLevel = .critical
+            let intents = (try? store.loadIntents()) ?? []
             let machine = NodeMachine(
                 settings: settings, policy: NewestWinsPolicy(), records: (try? store.loadAll()) ?? [], peers: (try? store.loadPeers()) ?? [],
-                intents: (try? store.loadIntents()) ?? [], reservedSequence: store.reservedSequence, ignoreText: folder.readIgnoreFile(), logger: logger)
+                intents: intents, landed: folder.landed(intents), reservedSequence: store.reservedSequence, ignoreText: folder.readIgnoreFile(), logger: logger)
             let life = Incarnation(number: incarnations, machine: machine, folder: folder)
             running = life
             cluster.schedule(.input(node: index, incarnation: life.number, .start(port: port)), at: cluster.now)

@@ -111,6 +111,29 @@ public struct SyncEngine: Sendable {
         for r in records { intents[r.path] = r }
     }
 
+    /// Takes the intents whose change the folder knows reached the disk (`landed`: a file or
+    /// link renamed into place, its temp file gone) as this node's records, as the pull would
+    /// have recorded them had the node not stopped first. The first scan then compares the disk
+    /// with what the node really had: the content is there (nothing to do), or a user changed
+    /// or deleted it while the node was down, which is an edit made after that version and
+    /// counts as one. (Without this, a file pulled just before a crash and deleted by its user
+    /// before the restart left no trace, and came back from the peers.)
+    public mutating func adoptLandedIntents(_ landed: Set<String>) -> Output {
+        var out = Output()
+        for path in landed.sorted() {
+            guard let intent = intents[path], !intent.deleted, intent.kind == .file || intent.kind == .symlink else { continue }
+            if let current = local[path] {
+                let order = intent.version.compare(to: current.version)
+                guard order == .newer || order == .concurrent else { continue }
+            }
+            var r = intent
+            r.inode = 0  // unknown: the scan reads the file again
+            commit(r, into: &out)
+            reevaluate(path, into: &out)
+        }
+        return out
+    }
+
     /// Forgets the intents once the first scan has looked at the whole folder.
     public mutating func dropIntents() {
         intents = [:]

@@ -100,12 +100,14 @@ public struct NodeMachine: Sendable {
 
     private var now: Duration = .zero
     private var out: [Directive] = []
+    /// Intents whose change the folder found on disk at start (see `adoptLandedIntents`).
+    private let landed: Set<String>
 
     /// A machine over the index loaded from disk: `records` (this node's), `peers` (what each
     /// peer sent before), `intents` (pulls that may have reached the disk unrecorded) and the
     /// sequence reservation.
     public init(settings: Settings, policy: any ConflictPolicy, records: [FileRecord], peers: [StoredPeer], intents: [FileRecord],
-                reservedSequence: UInt64, ignoreText: String, logger: Logger) {
+                landed: Set<String> = [], reservedSequence: UInt64, ignoreText: String, logger: Logger) {
         self.settings = settings
         self.logger = logger
         random = SplitMix64(seed: settings.seed)
@@ -123,6 +125,7 @@ public struct NodeMachine: Sendable {
             engine.restorePeer(p.id, indexID: p.state.indexID, maxSequence: p.state.maxSequence, records: p.records)
         }
         engine.restoreIntents(intents)
+        self.landed = landed
     }
 
     /// Takes one input at `now` (the node's clock: time since it started) and returns what the
@@ -169,6 +172,9 @@ public struct NodeMachine: Sendable {
         if config.clusterKey.isOpen {
             logger.warning("no cluster key: running in open mode (--open), any SyncKit node on the network that names cluster '\(config.clusterName)' can join and change files here. Set SYNCKIT_CLUSTER_KEY or --cluster-key-file.")
         }
+        // Pulls that reached the disk before the last stop but not the index are recorded
+        // first, so that the first scan judges the disk against them.
+        absorb(engine.adoptLandedIntents(landed))
         requestFullScan()
         out.append(.setTimer(.rescan, at: now + config.rescanInterval))
         out.append(.setTimer(.retryFailed, at: now + config.retryInterval))

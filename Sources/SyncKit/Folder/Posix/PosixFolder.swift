@@ -47,6 +47,23 @@ public final class PosixFolder: LocalFolder {
         PatchJournal.replayAll(directory: puller.journalDirectory, root: root, logger: logger)
     }
 
+    /// A write whose temp file is gone was renamed into place (the intent is recorded after the
+    /// temp file is complete, before the rename; a patch has no temp file, and its journal was
+    /// replayed by `recover`).
+    public func landed(_ intents: [FileRecord]) -> Set<String> {
+        var out = Set<String>()
+        for intent in intents where !intent.deleted && (intent.kind == .file || intent.kind == .symlink) {
+            guard let entry = try? root.entry(intent.path) else {
+                out.insert(intent.path)  // not even its directory is left
+                continue
+            }
+            if (try? FolderEntry.stat(entry.directory, Puller.tempName(forName: entry.name), intent.path)) ?? nil == nil {
+                out.insert(intent.path)
+            }
+        }
+        return out
+    }
+
     public func scan(_ request: ScanRequest, known: [String: FileRecord], ignore: IgnoreRules) async -> ScanResult {
         var scanner = self.scanner
         scanner.ignore = ignore
