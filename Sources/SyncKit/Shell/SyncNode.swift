@@ -142,24 +142,26 @@ public actor SyncNode: Service {
         await shutdown()
     }
 
-    /// The first scan is done: watch the folder, accept peers, look for them.
+    /// Watches the folder: what the watcher reports goes to the machine.
+    func watch() {
+        do {
+            let changes = try folder.watch(ignore: machine.ignore)
+            background.append(Task {
+                for await change in changes {
+                    switch change {
+                    case .changed(let paths): await self.handle(.folderChanged(paths))
+                    case .overflow: await self.handle(.folderOverflow)
+                    }
+                }
+            })
+        } catch {
+            logger.error("cannot watch the folder; changes will be found by the periodic rescan only", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// The first scan is done: accept peers, look for them.
     func becomeReady() {
         guard let listener else { return }
-        if configuration.watch {
-            do {
-                let changes = try folder.watch(ignore: machine.ignore)
-                background.append(Task {
-                    for await change in changes {
-                        switch change {
-                        case .changed(let paths): await self.handle(.folderChanged(paths))
-                        case .overflow: await self.handle(.folderOverflow)
-                        }
-                    }
-                })
-            } catch {
-                logger.error("cannot watch the folder; changes will be found by the periodic rescan only", metadata: ["error": "\(error)"])
-            }
-        }
         background.append(Task {
             for await channel in listener.channels { await self.opened(channel, dialed: nil) }
         })
@@ -250,6 +252,8 @@ public actor SyncNode: Service {
             folder.removeTemp(for: path)
         case .cleanStaleTemps:
             folder.cleanStaleTemps()
+        case .watch:
+            watch()
         case .ready:
             becomeReady()
         case .emit(let event):

@@ -315,8 +315,8 @@ public final class SimulatedCluster: @unchecked Sendable {
                 try? store.reserveSequences(through: through)
             case .clearIntents:
                 try? store.clearIntents()
-            case .removeTemp, .cleanStaleTemps:
-                break  // an in-memory folder keeps no temp files
+            case .removeTemp, .cleanStaleTemps, .watch:
+                break  // no temp files to clean; the workload reports changes itself (`notice`)
             case .ready:
                 life.ready = true
                 // Static discovery of every other node.

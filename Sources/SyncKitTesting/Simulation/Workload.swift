@@ -239,10 +239,18 @@ public final class Workload: @unchecked Sendable {
         }
         // No version nobody made: a node counts an edit of a path only where a user touched it
         // on that node (conflict copies are made by the node itself).
+        // A directory may also be counted by a node that had to make it as the parent of
+        // something it pulled before any record of the directory itself arrived (its maker's
+        // watcher missed it): that is allowed when a user made something below it somewhere.
+        let touchedAnywhere = Set(touched.values.flatMap(\.keys))
+        func impliedDirectory(_ path: String) -> Bool {
+            touchedAnywhere.contains { $0.hasPrefix(path + "/") }
+        }
         for node in cluster.nodes {
             var reported = Set<String>()
             for event in node.events {
-                guard case .localChange(let path, _) = event, !path.contains(".sync-conflict-"), touched[node.index]?[path] == nil,
+                guard case .localChange(let path, let deleted) = event, !path.contains(".sync-conflict-"), touched[node.index]?[path] == nil,
+                      deleted || !impliedDirectory(path) || cluster.nodes[node.index].disk.entry(path)?.kind != .directory,
                       reported.insert(path).inserted else { continue }
                 problems.append("version nobody made: n\(node.index) counted an edit of \(path), which no user touched there")
             }

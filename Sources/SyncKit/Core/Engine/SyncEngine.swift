@@ -464,6 +464,11 @@ public struct SyncEngine: Sendable {
             failed[path] = nil
         case .record(let r):
             dropPending(path)
+            // A job of this path is still changing the disk: its end decides again. A record
+            // stored now (a tombstone for a file the job is about to write) would describe a
+            // disk that is not there, and a crash before the job's end would leave the index
+            // ahead of the disk (found by the chaos test).
+            guard running[path] == nil else { return }
             commit(r, into: &out)
         case .job(let job):
             failed[path] = nil

@@ -144,7 +144,9 @@ public enum Directive: Sendable {
     case removeTemp(path: String)
     /// Delete every stale temp file in the folder.
     case cleanStaleTemps
-    /// The first scan is done: watch the folder, accept peers and start discovery.
+    /// Start watching the folder (before the first scan, so nothing made during it is missed).
+    case watch
+    /// The first scan is done: accept peers and start discovery.
     case ready
     /// Report an event to subscribers.
     case emit(SyncEvent)

@@ -175,6 +175,9 @@ public struct NodeMachine: Sendable {
         // Pulls that reached the disk before the last stop but not the index are recorded
         // first, so that the first scan judges the disk against them.
         absorb(engine.adoptLandedIntents(landed))
+        // Watching starts before the first scan: a change made while it runs is then reported
+        // (and scanned after it), instead of waiting for the next full rescan.
+        if config.watch { out.append(.watch) }
         requestFullScan()
         out.append(.setTimer(.rescan, at: now + config.rescanInterval))
         out.append(.setTimer(.retryFailed, at: now + config.retryInterval))
@@ -262,8 +265,11 @@ public struct NodeMachine: Sendable {
         }
         if result.request == .full && !firstScanDone {
             firstScanDone = true
-            // The intents of the last run have served: every path was looked at once.
+            // The intents of the last run have served: every path was looked at once. What the
+            // scan adopted from them is written first (a crash between the two would otherwise
+            // lose both the intents and the records they made).
             engine.dropIntents()
+            flush()
             out.append(.clearIntents)
             // Pulls and deletions pending at the last stop are queued again from the stored
             // peers' indexes (blocks wait for peers to connect; local work starts now).
@@ -577,6 +583,11 @@ public struct NodeMachine: Sendable {
             }
             scheduleFlush()
         }
+        // A version this node made (a local edit) is written to its index before any peer hears
+        // of it: otherwise a crash could leave peers holding a version the node forgot, and a
+        // user's delete of that file while the node was down would leave no trace here (found by
+        // the simulation). Pulled records need not wait: their intents cover them.
+        if decided.events.contains(where: { if case .localChange = $0 { true } else { false } }) { flush() }
         if !decided.persist.isEmpty {
             for (peer, c) in links.sorted(by: { $0.key < $1.key }) where sessions[c]?.indexRequested == true {
                 // No echo: a peer that already holds this exact version (typically the one it

@@ -164,10 +164,15 @@ struct Puller: Sendable {
     }
 
     /// The record of what the job left on disk: the target, with this disk's inode and times.
+    /// When a user deleted or moved the file right after it landed, the job still applied (the
+    /// user saw this version and removed it): the target is recorded with inode 0, and the
+    /// watcher's report of the removal is then scanned as a change made after this version.
+    /// (Failing the job instead made it pull the file again, undoing the user's delete.)
     func appliedRecord(_ job: PullJob, _ entry: FolderEntry) throws -> FileRecord {
         var r = job.target
         guard let st = try entry.stat() else {
-            throw SyncError(.io, "\(job.path) vanished right after it was written")
+            r.inode = 0
+            return r
         }
         r.inode = st.inode
         if r.kind == .file { r.mtimeNs = st.mtimeNs }
