@@ -58,7 +58,10 @@ let package = Package(
         ),
         .target(
             name: "SyncKitTesting",
-            dependencies: ["SyncKit", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "SyncKit", .product(name: "NIOCore", package: "swift-nio"), .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .target(
@@ -117,6 +120,9 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Whole-cluster simulations from seeds (see SyncKitTesting's SimulatedCluster), built in
+        // release by scripts/simulate.sh so that CI runs thousands of seeds in seconds.
+        .executableTarget(name: "synckit-sim", dependencies: ["SyncKitTesting"], swiftSettings: strict),
         .testTarget(name: "SyncKitTests", dependencies: ["SyncKit", "SyncKitTesting"], swiftSettings: strict),
         .testTarget(
             name: "TransportTCPTests", dependencies: ["TransportTCP", "SyncKit", "SyncKitTesting"],

@@ -33,7 +33,7 @@ extension Integration {
                 let store = try IndexStore(path: c.folder(1) + "/.synckit/index.db")
                 try store.save([v1])
                 if knownFrom == "the pull's intent" {
-                    var forget = IndexStore.Changes()
+                    var forget = IndexChanges()
                     forget.forgottenPeers = [writer]
                     try store.save(forget)
                     try store.saveIntents([v2])
@@ -54,6 +54,33 @@ extension Integration {
                 #expect(after.deleted)
                 #expect(after.version == tombstone.version, "node 1 holds node 0's delete, no version of its own")
                 #expect(after.version[c.node(1).id] == 0, "node 1 never counted an edit it did not make")
+            }
+        }
+
+        /// The same kill, then the user deletes the file on that node while it is down: the
+        /// delete is of what the pull put there (its temp file is gone: it was renamed in), so it
+        /// must win over that version, not lose to it as a concurrent edit.
+        @Test func aPulledFileDeletedWhileItsNodeWasDownStaysDeleted() async throws {
+            try await withTestCluster(nodes: 2, seed: { $0.write(0, "p.txt", "version one") }) { c in
+                try await c.waitUntilConverged()
+                let v1 = try #require(await c.node(1).localRecords["p.txt"])
+                c.write(0, "p.txt", "version two, longer")
+                try await c.waitUntilConverged()
+                let v2 = try #require(await c.node(1).localRecords["p.txt"])
+                await c.stop(1)
+                let store = try IndexStore(path: c.folder(1) + "/.synckit/index.db")
+                try store.save([v1])
+                try store.saveIntents([v2])
+                try store.close()
+                c.remove(1, "p.txt")  // the user, while node 1 is down
+
+                try await c.start(1)
+                try await c.waitUntilConverged()
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(c.read(0, "p.txt") == nil, "the user's delete reached node 0")
+                #expect(c.read(1, "p.txt") == nil, "and the file did not come back to node 1")
+                let after = try #require(await c.node(0).localRecords["p.txt"])
+                #expect(after.deleted && after.version.compare(to: v2.version) == .newer)
             }
         }
     }

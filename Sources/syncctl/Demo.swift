@@ -42,7 +42,7 @@ struct Demo: AsyncParsableCommand {
     func run() async throws {
         var level = node.logLevel
         if level == .info { level = .warning }  // keep the demo's screen for progress
-        let logger = try Logging.bootstrap(target: node.log == .auto ? .stderr : node.log, level: level)
+        let logger = try LogSetup.bootstrap(target: node.log == .auto ? .stderr : node.log, level: level)
         let base = dir.map { ($0 as NSString).expandingTildeInPath } ?? FileManager.default.temporaryDirectory.appendingPathComponent("synckit-demo-\(ProcessInfo.processInfo.processIdentifier)").path
         let folders = (0..<nodes).map { base + "/node\($0 + 1)" }
         for (i, f) in folders.enumerated() {

@@ -185,7 +185,7 @@ struct Run: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let logger = try Logging.bootstrap(target: node.log, level: node.logLevel)
+        let logger = try LogSetup.bootstrap(target: node.log, level: node.logLevel)
         let registry = metricsAddress == nil ? nil : MetricsServer.bootstrap()
         var config = SyncConfiguration(folder: folder.absoluteDir)
         config.stateDirectory = folder.stateDir

@@ -18,7 +18,7 @@ import Testing
     func job(from old: [UInt8], to new: [UInt8]) -> PullJob {
         let current = fileRecord("big.bin", old, by: TestIDs.a)
         let target = fileRecord("big.bin", new, by: TestIDs.b, version: .init([TestIDs.a: 1, TestIDs.b: 1]), mtime: 1_700_000_123_000_000_000)
-        return PullJob(operation: .writeFile, path: "big.bin", target: target, expectedLocal: current, sources: [TestIDs.b], conflictCopyPath: nil)
+        return PullJob(operation: .writeFile, path: "big.bin", target: target, expectedLocal: current, conflictCopyPath: nil)
     }
 
     @Test func anOverwriteIsPatchedAndAnInsertNearTheStartIsNot() {

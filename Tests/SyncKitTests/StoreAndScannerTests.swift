@@ -52,12 +52,12 @@ extension IndexStoreTests {
         let intent = fileRecord("y", [9], by: TestIDs.c, version: .init([TestIDs.c: 1]))
         do {
             let store = try IndexStore(path: dir + "/index.db")
-            var changes = IndexStore.Changes()
+            var changes = IndexChanges()
             changes.peerRecords = [TestIDs.b: fromB, TestIDs.c: [intent]]
-            changes.peerState = [TestIDs.b: (indexID: 42, maxSequence: 4), TestIDs.c: (indexID: 7, maxSequence: 1)]
+            changes.peerState = [TestIDs.b: PeerIndexState(indexID: 42, maxSequence: 4), TestIDs.c: PeerIndexState(indexID: 7, maxSequence: 1)]
             try store.save(changes)
             try store.saveIntents([intent])
-            var forget = IndexStore.Changes()
+            var forget = IndexChanges()
             forget.forgottenPeers = [TestIDs.c]
             try store.save(forget)
             try store.close()
@@ -65,7 +65,7 @@ extension IndexStoreTests {
         let store = try IndexStore(path: dir + "/index.db")
         let peers = try store.loadPeers()
         #expect(peers.count == 1)
-        #expect(peers.first?.id == TestIDs.b && peers.first?.indexID == 42 && peers.first?.maxSequence == 4)
+        #expect(peers.first?.id == TestIDs.b && peers.first?.state == PeerIndexState(indexID: 42, maxSequence: 4))
         #expect(peers.first?.records.sorted { $0.path < $1.path } == fromB.sorted { $0.path < $1.path })
         #expect(try store.loadIntents() == [intent])
         try store.clearIntents()

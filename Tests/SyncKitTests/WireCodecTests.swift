@@ -54,7 +54,7 @@ import Testing
         var header = ByteBuffer()
         header.writeInteger(UInt32(1 << 30))
         decoder.append(header)
-        #expect { try decoder.checkPendingLength() } throws: { ($0 as? WireError)?.code == .frameTooLarge }
+        #expect { try decoder.next() } throws: { ($0 as? WireError)?.code == .frameTooLarge }
         #expect(throws: WireError.self) { try decoder.next() }
     }
 
@@ -84,7 +84,7 @@ import Testing
         var encoded = ByteBuffer()
         WireCodec.writeRecord(r, to: &encoded)
         // Patch the block count (after path, kind, flag, size, mtime, mode, modifiedBy, vector).
-        let vectorEnd = 2 + r.path.utf8.count + 1 + 1 + 8 + 8 + 4 + 32 + 2 + r.version.counters.count * 40
+        let vectorEnd = 2 + r.path.utf8.count + 1 + 1 + 8 + 8 + 4 + 32 + 2 + r.version.entries.count * 40
         encoded.setInteger(UInt32.max, at: encoded.readerIndex + vectorEnd)
         b.writeBuffer(&encoded)
         #expect { try WireCodec.decode(Frame(type: WireMessage.Kind.indexUpdate.rawValue, payload: b)) } throws: { ($0 as? WireError)?.code == .frameTooLarge }

@@ -28,7 +28,7 @@ import NIOCore
 ///
 /// Records are stored as one blob each (the wire form plus the local inode). Writes are batched
 /// into one transaction per flush, so 20,000 new files cost a few commits rather than 20,000.
-public final class IndexStore: Sendable {
+public final class IndexStore: IndexPersistence {
     private let pool: DatabasePool
     /// Random ID of this index database, sent in `hello`: when it changes (the database was
     /// deleted), peers know our sequence numbers started over.
@@ -92,28 +92,15 @@ public final class IndexStore: Sendable {
         }
     }
 
-    /// What a flush writes, in one transaction.
-    public struct Changes: Sendable {
-        /// Local records (new or changed).
-        public var records: [FileRecord] = []
-        /// Peers whose stored records are to be dropped first (their index was reset).
-        public var forgottenPeers: Set<NodeID> = []
-        /// Records peers sent, and each such peer's index ID and highest sequence received.
-        public var peerRecords: [NodeID: [FileRecord]] = [:]
-        public var peerState: [NodeID: (indexID: UInt64, maxSequence: UInt64)] = [:]
-        public init() {}
-        public var isEmpty: Bool { records.isEmpty && forgottenPeers.isEmpty && peerRecords.isEmpty && peerState.isEmpty }
-    }
-
     /// Stores (replaces) local records.
     public func save(_ records: [FileRecord]) throws {
-        var changes = Changes()
+        var changes = IndexChanges()
         changes.records = records
         try save(changes)
     }
 
     /// Writes a batch of changes in one transaction.
-    public func save(_ changes: Changes) throws {
+    public func save(_ changes: IndexChanges) throws {
         guard !changes.isEmpty else { return }
         try write("cannot write the index") { db in
             let file = try db.cachedStatement(sql: "INSERT OR REPLACE INTO files(path, sequence, record) VALUES (?, ?, ?)")
@@ -166,14 +153,6 @@ public final class IndexStore: Sendable {
 
     // MARK: peers
 
-    /// A peer's index as stored: its ID, the highest sequence received and its records.
-    public struct StoredPeer: Sendable {
-        public var id: NodeID
-        public var indexID: UInt64
-        public var maxSequence: UInt64
-        public var records: [FileRecord]
-    }
-
     /// Every peer's stored index.
     public func loadPeers() throws -> [StoredPeer] {
         try read("cannot read peers' indexes") { db in
@@ -185,7 +164,7 @@ public final class IndexStore: Sendable {
                 guard key.count == 32 else { continue }
                 let records = try Self.records(db, sql: "SELECT record FROM peer_files WHERE peer = ?", arguments: [key])
                 out.append(StoredPeer(
-                    id: NodeID(bytes: Array(key)), indexID: UInt64(bitPattern: indexID), maxSequence: UInt64(bitPattern: maxSequence), records: records))
+                    id: NodeID(bytes: Array(key)), state: PeerIndexState(indexID: UInt64(bitPattern: indexID), maxSequence: UInt64(bitPattern: maxSequence)), records: records))
             }
             return out
         }

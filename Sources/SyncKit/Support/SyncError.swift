@@ -22,20 +22,12 @@ public struct SyncError: Error, CustomStringConvertible, Sendable {
         public static let index = Code("index")
         /// A peer sent bytes that do not decode: it loses its connection.
         public static let protocolViolation = Code("protocolViolation")
-        /// A peer failed the cluster-key challenge.
-        public static let authenticationFailed = Code("authenticationFailed")
         /// A path from a peer was refused (absolute, `..`, NUL, state dir ...).
         public static let unsafePath = Code("unsafePath")
-        /// A block could not be had from any source.
-        public static let blockUnavailable = Code("blockUnavailable")
-        /// The local file changed while a pull was writing its replacement.
-        public static let localFileChanged = Code("localFileChanged")
         /// A connection or transport failed.
         public static let transport = Code("transport")
         /// Invalid configuration given by the user.
         public static let configuration = Code("configuration")
-        /// The operation was cancelled because the node is shutting down.
-        public static let shuttingDown = Code("shuttingDown")
     }
 
     public var code: Code

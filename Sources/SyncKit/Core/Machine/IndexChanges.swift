@@ -1,0 +1,55 @@
+/// What one index write holds: this node's changed records, and what peers sent. The machine
+/// decides what and when (group commit); the shell writes it in one transaction
+/// (`IndexPersistence.save`).
+public struct IndexChanges: Sendable {
+    /// Local records (new or changed).
+    public var records: [FileRecord] = []
+    /// Peers whose stored records are to be dropped first (their index was reset).
+    public var forgottenPeers: Set<NodeID> = []
+    /// Records peers sent, and each such peer's index ID and highest sequence received.
+    public var peerRecords: [NodeID: [FileRecord]] = [:]
+    public var peerState: [NodeID: PeerIndexState] = [:]
+    public init() {}
+    public var isEmpty: Bool { records.isEmpty && forgottenPeers.isEmpty && peerRecords.isEmpty && peerState.isEmpty }
+}
+
+/// Where a peer's index stands: which of its databases, and up to which of its sequence
+/// numbers this node holds its records.
+public struct PeerIndexState: Sendable, Equatable {
+    public var indexID: UInt64
+    public var maxSequence: UInt64
+    public init(indexID: UInt64, maxSequence: UInt64) {
+        self.indexID = indexID
+        self.maxSequence = maxSequence
+    }
+}
+
+/// A peer's index as stored: its ID, where it stands, and its records.
+public struct StoredPeer: Sendable {
+    public var id: NodeID
+    public var state: PeerIndexState
+    public var records: [FileRecord]
+    public init(id: NodeID, state: PeerIndexState, records: [FileRecord]) {
+        self.id = id
+        self.state = state
+        self.records = records
+    }
+}
+
+/// The index on disk, as the node uses it: SQLite in production (`IndexStore`), a dictionary
+/// in tests and simulations (`InMemoryIndex` in SyncKitTesting). Every write is durable when
+/// the call returns (a crash loses only what was never written).
+public protocol IndexPersistence: Sendable {
+    /// Identifies this index database; a new one tells peers to forget our sequence numbers.
+    var indexID: UInt64 { get }
+    /// Every sequence number handed out so far is at most this.
+    var reservedSequence: UInt64 { get }
+    func loadAll() throws -> [FileRecord]
+    func loadPeers() throws -> [StoredPeer]
+    func loadIntents() throws -> [FileRecord]
+    func save(_ changes: IndexChanges) throws
+    func reserveSequences(through: UInt64) throws
+    func saveIntents(_ records: [FileRecord]) throws
+    func clearIntents() throws
+    func close() throws
+}

@@ -1,0 +1,164 @@
+import DequeModule
+import Foundation
+import NIOCore
+
+/// One live connection in the shell: its channel, and the outbox that writes what the machine
+/// sends on it.
+///
+/// Messages are queued without waiting (the machine's directives are carried out in order, on
+/// the node's actor) and one writer task drains the queue: it encodes what is queued (off the
+/// actor) and hands up to 4 MiB of frames to the channel in one write, so the many small frames
+/// of a burst (block requests and responses for small files) cost one system call and one
+/// wake-up of the I/O thread, not one each. The channel's backpressure holds the writer, not
+/// the node. When an index update has been handed over, the node hears of it (the machine
+/// sends the next one then: one in flight per connection keeps memory bounded).
+final class Connection: Sendable {
+    let id: ConnectionID
+    let channel: any PeerChannel
+    private let metrics: NodeMetrics
+    private let indexSent: @Sendable (ConnectionID) async -> Void
+
+    private struct State {
+        var queue = Deque<WireMessage>()
+        var writing = false
+        var closed = false
+        var bytesSent = 0
+        /// Waiting for the queue to empty (`drained`).
+        var drainWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let state = Locked(State())
+
+    init(id: ConnectionID, channel: any PeerChannel, metrics: NodeMetrics, indexSent: @escaping @Sendable (ConnectionID) async -> Void) {
+        self.id = id
+        self.channel = channel
+        self.metrics = metrics
+        self.indexSent = indexSent
+    }
+
+    /// Bytes written so far (frames, length prefix included).
+    var bytesSent: Int { state.withLock { $0.bytesSent } }
+
+    /// Queues a message after every message queued before it.
+    func send(_ message: WireMessage) {
+        let start = state.withLock { s -> Bool in
+            guard !s.closed else { return false }
+            s.queue.append(message)
+            guard !s.writing else { return false }
+            s.writing = true
+            return true
+        }
+        if start { Task { await self.drain() } }
+    }
+
+    /// Writes what is queued in batches of up to 4 MiB, until the queue is empty.
+    private func drain() async {
+        while true {
+            let (batch, idle) = state.withLock { s -> ([WireMessage], [CheckedContinuation<Void, Never>]) in
+                let b = Array(s.queue)
+                s.queue.removeAll()
+                guard b.isEmpty || s.closed else { return (b, []) }
+                s.writing = false
+                defer { s.drainWaiters.removeAll() }
+                return ([], s.drainWaiters)
+            }
+            for w in idle { w.resume() }
+            if batch.isEmpty { return }
+            var frames = [Frame]()
+            var bytes = 0
+            var indexUpdates = 0
+            for message in batch {
+                let frame = WireCodec.encode(message)
+                if case .indexUpdate = message { indexUpdates += 1 }
+                frames.append(frame)
+                bytes += frame.wireSize
+                if bytes >= 4 << 20 {
+                    guard await write(frames, bytes) else { return }
+                    frames.removeAll()
+                    bytes = 0
+                }
+            }
+            if !frames.isEmpty {
+                guard await write(frames, bytes) else { return }
+            }
+            for _ in 0..<indexUpdates { await indexSent(id) }
+        }
+    }
+
+    /// Hands frames to the channel; false (and the outbox closed) when the channel failed: the
+    /// receive side then reports the connection closed.
+    private func write(_ frames: [Frame], _ bytes: Int) async -> Bool {
+        do {
+            try await channel.send(contentsOf: frames)
+            state.withLock { $0.bytesSent += bytes }
+            metrics.bytesSent.increment(by: bytes)
+            return true
+        } catch {
+            let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+                s.closed = true
+                s.queue.removeAll()
+                s.writing = false
+                defer { s.drainWaiters.removeAll() }
+                return s.drainWaiters
+            }
+            for w in waiters { w.resume() }
+            await channel.close()
+            return false
+        }
+    }
+
+    /// Returns once everything queued so far is written (or the connection closed).
+    func drained() async {
+        await withCheckedContinuation { continuation in
+            let now = state.withLock { s -> Bool in
+                guard s.writing && !s.closed else { return true }
+                s.drainWaiters.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    /// Drops what is queued and closes the channel (its inbound stream then ends).
+    func close() async {
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.closed = true
+            s.queue.removeAll()
+            defer { s.drainWaiters.removeAll() }
+            return s.drainWaiters
+        }
+        for w in waiters { w.resume() }
+        await channel.close()
+    }
+
+    /// Reads frames until the connection ends, decoding each (off the node's actor) and handing
+    /// it to `deliver` with its size on the wire; returns why the connection ended.
+    func receive(_ deliver: @Sendable (WireMessage, Int) async -> Void) async -> String {
+        var reason = "connection closed"
+        do {
+            for try await frame in channel.inbound {
+                let message: WireMessage
+                do { message = try WireCodec.decode(frame) } catch {
+                    reason = "undecodable message: \(error)"
+                    break
+                }
+                await deliver(message, frame.wireSize)
+            }
+        } catch {
+            reason = "\(error)"
+        }
+        await close()
+        return reason
+    }
+
+    /// Answers a block request with the block read from `folder` at `location` (nil, or a
+    /// block that cannot be read: "not found").
+    func answer(_ request: WireMessage.BlockRequest, at location: BlockMap.Location?, from folder: any LocalFolder) {
+        var response = WireMessage.BlockResponse(id: request.id, status: .notFound, data: ByteBuffer())
+        if let location, let data = folder.readBlock(location) {
+            response.status = .ok
+            response.data = data
+        }
+        send(.blockResponse(response))
+    }
+}

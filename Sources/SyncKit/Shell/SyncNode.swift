@@ -1,0 +1,352 @@
+import Foundation
+import Logging
+import NIOCore
+import ServiceLifecycle
+
+/// A running SyncKit node: one folder, one discovery, one transport, one conflict policy.
+///
+/// The actor is the shell around `NodeMachine`, and decides nothing: it turns what happens
+/// (a scan finished, a frame arrived, a timer fired, a job ended) into `NodeInput`s, and carries
+/// out the machine's `Directive`s with real I/O (connections, the folder, the index, timers on
+/// an injected clock). It is a swift-service-lifecycle `Service`: `run()` works until the task
+/// is cancelled or a graceful shutdown is triggered, then tells its peers goodbye, writes its
+/// index and closes everything; jobs in flight are cancelled and leave their temp files, which
+/// the next start resumes.
+public actor SyncNode: Service {
+    public nonisolated let id: NodeID
+    public nonisolated let configuration: SyncConfiguration
+    public nonisolated let name: String
+    let discovery: any PeerDiscovery
+    let transport: any SyncTransport
+    let folder: any LocalFolder
+    let index: any IndexPersistence
+    let logger: Logger
+    let clock: NodeClock
+    let metrics: NodeMetrics
+    var machine: NodeMachine
+
+    var connections: [ConnectionID: Connection] = [:]
+    var nextConnection: UInt64 = 1
+    let fetches = BlockFetches()
+    var jobs: [String: Task<Void, Never>] = [:]
+    /// Set once `run()` starts (it needs the actor).
+    var timers: Timers?
+    var background: [Task<Void, Never>] = []
+    var listener: (any PeerListener)?
+    let subscribers = EventFanout()
+    var published = NodeMachine.Statistics()
+    /// Full scans started and taken in (for `rescan`).
+    var fullScansStarted = 0
+    var fullScansDone = 0
+    var scanWaiters: [(target: Int, continuation: CheckedContinuation<Void, Never>)] = []
+
+    /// Opens the folder's state (identity, index) and checks it is safe to sync (see
+    /// `StateDirectory`), with the folder on disk (`PosixFolder`).
+    public init(
+        configuration: SyncConfiguration, discovery: any PeerDiscovery, transport: any SyncTransport,
+        policy: any ConflictPolicy, logger: Logger, clock: some Clock<Duration> = ContinuousClock()
+    ) throws {
+        var config = configuration
+        config.folder = (config.folder as NSString).standardizingPath
+        let state = try StateDirectory(config)
+        let name = config.name ?? state.identity.id.short
+        var logger = logger
+        logger[metadataKey: "node"] = "\(name)"
+        logger[metadataKey: "node.id"] = "\(state.identity.id)"
+        let folder = try PosixFolder(
+            path: config.folder, stateDirectory: config.resolvedStateDirectory, reserved: config.reservedPaths, index: state.index,
+            me: state.identity.id, blockWindow: config.blockWindow, logger: logger)
+        try self.init(id: state.identity.id, name: name, configuration: config, folder: folder, index: state.index,
+                      discovery: discovery, transport: transport, policy: policy, logger: logger, clock: clock)
+    }
+
+    /// A node over any folder and index (tests run nodes on in-memory ones).
+    public init(
+        id: NodeID, name: String, configuration: SyncConfiguration, folder: any LocalFolder, index: any IndexPersistence,
+        discovery: any PeerDiscovery, transport: any SyncTransport, policy: any ConflictPolicy, logger: Logger,
+        clock: some Clock<Duration> = ContinuousClock()
+    ) throws {
+        self.id = id
+        self.name = name
+        self.configuration = configuration
+        self.folder = folder
+        self.index = index
+        self.discovery = discovery
+        self.transport = transport
+        self.logger = logger
+        self.clock = NodeClock(clock)
+        metrics = NodeMetrics(node: name)
+        // Patches a crash interrupted are finished before anything looks at the folder.
+        folder.recover()
+        let intents = try index.loadIntents()
+        machine = NodeMachine(
+            settings: .init(me: id, name: name, indexID: index.indexID, configuration: configuration, seed: UInt64.random(in: 0...UInt64.max)),
+            policy: policy, records: try index.loadAll(), peers: try index.loadPeers(), intents: intents, landed: folder.landed(intents),
+            reservedSequence: index.reservedSequence, ignoreText: folder.readIgnoreFile(), logger: logger)
+    }
+
+    // MARK: public API
+
+    /// A new stream of this node's events (each call makes an independent subscriber).
+    public nonisolated func events() -> AsyncStream<SyncEvent> { subscribers.subscribe() }
+
+    /// The port peers can reach this node on, once it runs.
+    public var listeningPort: Int? { listener?.port }
+
+    /// This node's index (what it has on disk, plus tombstones).
+    public var localRecords: [String: FileRecord] { machine.engine.local }
+
+    /// True when nothing is pending and every connected peer has sent its index.
+    public var isInSync: Bool { machine.inSync }
+
+    public var statistics: NodeMachine.Statistics { machine.statistics }
+
+    /// A snapshot for `syncctl status`.
+    public func status() -> NodeStatus {
+        NodeStatus(id: id, name: name, folder: configuration.folder, port: listener?.port ?? 0, machine: machine) { self.connections[$0]?.bytesSent ?? 0 }
+    }
+
+    /// Asks for a full rescan now (tests, `syncctl`); returns once a full scan that started
+    /// after the call has been taken in.
+    public func rescan() async {
+        let target = fullScansStarted + 1
+        handle(.rescanRequested)
+        guard fullScansDone < target else { return }
+        await withCheckedContinuation { scanWaiters.append((target, $0)) }
+    }
+
+    // MARK: lifecycle
+
+    public func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            try await self.runUntilCancelled()
+        }
+    }
+
+    func runUntilCancelled() async throws {
+        // Bind first: a port in use must fail at once, not after scanning a large folder.
+        // Connections wait in the backlog until the first scan is done.
+        let listener = try await transport.listen(port: configuration.port)
+        self.listener = listener
+        timers = Timers(clock: clock) { [weak self] due in
+            for id in due { await self?.handle(.timer(id)) }
+        }
+        handle(.start(port: listener.port))
+        // Everything runs in tasks the directives start; wait for cancellation.
+        let (cancelled, signal) = AsyncStream<Void>.makeStream()
+        await withTaskCancellationHandler {
+            for await _ in cancelled {}
+        } onCancel: {
+            signal.finish()
+        }
+        await shutdown()
+    }
+
+    /// Watches the folder: what the watcher reports goes to the machine.
+    func watch() {
+        do {
+            let changes = try folder.watch(ignore: machine.ignore)
+            background.append(Task {
+                for await change in changes {
+                    switch change {
+                    case .changed(let paths): await self.handle(.folderChanged(paths))
+                    case .overflow: await self.handle(.folderOverflow)
+                    }
+                }
+            })
+        } catch {
+            logger.error("cannot watch the folder; changes will be found by the periodic rescan only", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// The first scan is done: accept peers, look for them.
+    func becomeReady() {
+        guard let listener else { return }
+        background.append(Task {
+            for await channel in listener.channels { await self.opened(channel, dialed: nil) }
+        })
+        let announcement = LocalAnnouncement(nodeID: id, name: name, clusterTag: configuration.clusterName, port: listener.port)
+        background.append(Task {
+            for await event in self.discovery.events(announcing: announcement) { await self.handle(.discovered(event)) }
+        })
+    }
+
+    func shutdown() async {
+        handle(.stop)
+        await listener?.close()
+        folder.stopWatching()
+        for t in background { t.cancel() }
+        // Goodbyes go out for at most half a second: a stalled peer must not hold up the stop.
+        let open = Array(connections.values)
+        let clock = self.clock
+        let deadline = clock.now + .milliseconds(500)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { for c in open { await c.drained() } }
+            group.addTask { try? await Task.detached { try await clock.sleep(until: deadline) }.value }
+            await group.next()
+            group.cancelAll()
+        }
+        for c in open { await c.close() }
+        // Pulls in flight stop where they are; their temp files are resumed at the next start.
+        fetches.failAll()
+        for t in jobs.values { t.cancel() }
+        for t in jobs.values { await t.value }
+        handle(.stop)  // what the last jobs recorded is written too
+        timers?.stop()
+        subscribers.finish()
+        for w in scanWaiters { w.continuation.resume() }
+        scanWaiters.removeAll()
+        try? index.close()
+    }
+
+    // MARK: the machine
+
+    /// Hands an input to the machine and carries out its directives, in order. Directives that
+    /// answer at once (reading `.syncignore`) feed their input back in the same turn.
+    func handle(_ input: NodeInput) {
+        if case .scanned(let result) = input, result.request == .full { fullScansDone += 1 }
+        var inputs = [input]
+        while !inputs.isEmpty {
+            let next = inputs.removeFirst()
+            for directive in machine.handle(next, now: clock.now) {
+                if let more = perform(directive) { inputs.append(more) }
+            }
+        }
+        published = metrics.publish(machine.statistics, since: published, peers: machine.peerCount)
+        if !scanWaiters.isEmpty {
+            let done = fullScansDone
+            for w in scanWaiters where w.target <= done { w.continuation.resume() }
+            scanWaiters.removeAll { $0.target <= done }
+        }
+    }
+
+    private func perform(_ directive: Directive) -> NodeInput? {
+        switch directive {
+        case .send(let c, let message):
+            connections[c]?.send(message)
+        case .close(let c, _):
+            if let connection = connections[c] { Task { await connection.close() } }
+        case .dial(let endpoint):
+            dial(endpoint)
+        case .setTimer(let id, let at):
+            timers?.set(id, at: at)
+        case .cancelTimer(let id):
+            timers?.cancel(id)
+        case .scan(let request, let known):
+            scan(request, known: known)
+        case .loadIgnoreRules:
+            return .ignoreRulesLoaded(folder.readIgnoreFile())
+        case .startJob(let job, let locals):
+            startJob(job, locals: locals)
+        case .deliver(let fetch, let data, let peer):
+            fetches.deliver(fetch, (data, peer))
+        case .serve(let c, let request, let location):
+            serve(request, at: location, on: c)
+        case .persist(let changes):
+            attempt("write the index") { try index.save(changes) }
+        case .reserveSequences(let through):
+            attempt("write the sequence reservation") { try index.reserveSequences(through: through) }
+        case .clearIntents:
+            attempt("clear pull intents") { try index.clearIntents() }
+        case .removeTemp(let path):
+            folder.removeTemp(for: path)
+        case .cleanStaleTemps:
+            folder.cleanStaleTemps()
+        case .watch:
+            watch()
+        case .ready:
+            becomeReady()
+        case .emit(let event):
+            subscribers.yield(event)
+        }
+        return nil
+    }
+
+    private func attempt(_ what: String, _ body: () throws -> Void) {
+        do { try body() } catch { logger.error("cannot \(what)", metadata: ["error": "\(error)"]) }
+    }
+
+    // MARK: connections
+
+    private func dial(_ endpoint: PeerEndpoint) {
+        let transport = self.transport
+        Task {
+            do {
+                let channel = try await transport.connect(to: endpoint)
+                await self.opened(channel, dialed: endpoint)
+            } catch {
+                await self.handle(.dialFailed(endpoint, reason: "\(error)"))
+            }
+        }
+    }
+
+    /// A connection is up: its outbox, its receive loop, and the machine hears of it.
+    private func opened(_ channel: any PeerChannel, dialed: PeerEndpoint?) {
+        let c = ConnectionID(nextConnection)
+        nextConnection += 1
+        let connection = Connection(id: c, channel: channel, metrics: metrics) { [weak self] c in await self?.handle(.indexBatchSent(c)) }
+        connections[c] = connection
+        handle(.connectionOpened(c, address: channel.remoteDescription, dialed: dialed, nonce: ClusterKey.nonce()))
+        Task { await self.receive(on: connection) }
+    }
+
+    private func receive(on connection: Connection) async {
+        let reason = await connection.receive { message, size in await self.handle(.received(connection.id, message, wireSize: size)) }
+        connections[connection.id] = nil
+        handle(.connectionClosed(connection.id, reason: reason))
+    }
+
+    private func serve(_ request: WireMessage.BlockRequest, at location: BlockMap.Location?, on c: ConnectionID) {
+        let (connection, folder) = (connections[c], folder)
+        Task {
+            connection?.answer(request, at: location, from: folder)
+            await self.handle(.served(c))
+        }
+    }
+
+    // MARK: scans and jobs
+
+    private func scan(_ request: ScanRequest, known: [String: FileRecord]) {
+        if request == .full { fullScansStarted += 1 }
+        let folder = self.folder
+        let ignore = machine.ignore
+        let clock = self.clock
+        let metrics = self.metrics
+        Task.detached {
+            let started = clock.now
+            let result = await folder.scan(request, known: known, ignore: ignore)
+            if request == .full {
+                let elapsed = clock.now - started
+                metrics.scanDuration.recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+            }
+            await self.handle(.scanned(result))
+        }
+    }
+
+    private func startJob(_ job: PullJob, locals: [BlockHash: [BlockMap.Location]]) {
+        let folder = self.folder
+        let source = NodeBlockSource(node: self)
+        jobs[job.path] = Task {
+            let (outcome, stats) = await folder.apply(job, locals: locals, blocks: source)
+            await self.jobEnded(job, outcome, stats)
+        }
+    }
+
+    private func jobEnded(_ job: PullJob, _ outcome: PullOutcome, _ stats: PullStats) {
+        jobs[job.path] = nil
+        handle(.jobFinished(job, outcome, stats))
+    }
+
+    /// Asks the machine for a block for a job; returns what a peer answered and who it was.
+    func requestBlock(_ block: BlockRef, offset: UInt64, of target: FileRecord, excluding: Set<NodeID>) async -> BlockFetches.Answer {
+        let fetch = fetches.newFetch()
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                fetches.wait(fetch, continuation)
+                handle(.needBlock(fetch, target: target, block: block, offset: offset, excluding: excluding))
+            }
+        } onCancel: {
+            if fetches.deliver(fetch, (nil, nil)) { Task { await self.handle(.fetchCancelled(fetch)) } }
+        }
+    }
+}
