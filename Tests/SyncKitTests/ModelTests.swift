@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Testing
 import SyncKitTesting
@@ -72,21 +73,30 @@ import SyncKitTesting
 
 @Suite struct NodeIDTests {
     @Test func textFormRoundTrips() {
-        let id = NodeID(publicKey: Data("key".utf8))
-        #expect(id.description.count == 52)
+        let id = NodeID(certificateDER: Array("a certificate".utf8))
+        #expect(id.description.count == 63)
         #expect(NodeID(id.description) == id)
         #expect(id.short.count == 7)
         #expect(NodeID("not base32!") == nil)
     }
 
+    /// The identity is made once, kept with a private key only its owner may read, and the same
+    /// at every load; a node that had only the old key keeps that key.
     @Test func identityPersistsAcrossLoads() throws {
-        let dir = makeTempDirectory()
-        let url = URL(fileURLWithPath: dir + "/state/identity.key")
-        let first = try NodeIdentity.loadOrCreate(at: url)
-        let second = try NodeIdentity.loadOrCreate(at: url)
-        #expect(first.id == second.id)
-        let attrs = try FileManager.default.attributesOfItem(atPath: url.path)
+        let dir = makeTempDirectory() + "/state"
+        let first = try NodeIdentity.loadOrCreate(in: dir)
+        let second = try NodeIdentity.loadOrCreate(in: dir)
+        #expect(first.id == second.id && first.certificateDER == second.certificateDER)
+        let attrs = try FileManager.default.attributesOfItem(atPath: dir + "/key.pem")
         #expect((attrs[.posixPermissions] as? Int) == 0o600)
+
+        let old = makeTempDirectory()
+        let key = Curve25519.Signing.PrivateKey()
+        FileManager.default.createFile(atPath: old + "/identity.key", contents: key.rawRepresentation)
+        let migrated = try NodeIdentity.loadOrCreate(in: old)
+        let pem = try String(contentsOfFile: old + "/key.pem", encoding: .utf8)
+        #expect(pem.contains("PRIVATE KEY"))
+        #expect(migrated.id == NodeID(certificateDER: migrated.certificateDER))
     }
 }
 
@@ -173,5 +183,52 @@ import SyncKitTesting
         #expect(ConflictNaming.copyPath(for: "docs/report.txt", loser: loser) == "docs/report.sync-conflict-20251124-160000-\(TestIDs.b.short).txt")
         #expect(ConflictNaming.copyPath(for: "Makefile", loser: loser) == "Makefile.sync-conflict-20251124-160000-\(TestIDs.b.short)")
         #expect(ConflictNaming.copyPath(for: ".bashrc", loser: loser) == ".bashrc.sync-conflict-20251124-160000-\(TestIDs.b.short)")
+    }
+}
+
+/// Node IDs read and print as Syncthing's device IDs do (lib/protocol deviceid.go, luhn.go),
+/// with the vectors of Syncthing's own tests.
+@Suite struct NodeIDFormatTests {
+    static let raw: [UInt8] = {
+        let hex = Array("7f7c8723ecca5b4d22061c4981b34c34d865ec376be1eb74330873c9a6f9b205".utf8)
+        return stride(from: 0, to: hex.count, by: 2).map { UInt8(String(decoding: hex[$0...$0 + 1], as: UTF8.self), radix: 16)! }
+    }()
+    static let formatted = "P56IOI7-MZJNU2Y-IQGDREY-DM2MGTI-MGL3BXN-PQ6W5BM-TBBZ4TJ-XZWICQ2"
+
+    @Test func printsAsSyncthing() {
+        #expect(NodeID(bytes: Self.raw).description == Self.formatted)
+        #expect(NodeID(bytes: Self.raw).short == "P56IOI7")
+        #expect(Luhn32.check(Array("AB725E4GHIQPL3ZFGT".utf8)) == UInt8(ascii: "G"))
+    }
+
+    /// Every form Syncthing's tests accept parses to the same ID.
+    @Test(arguments: [
+        "P56IOI7MZJNU2IQGDREYDM2MGTMGL3BXNPQ6W5BTBBZ4TJXZWICQ",
+        "P56IOI7-MZJNU2Y-IQGDREY-DM2MGTI-MGL3BXN-PQ6W5BM-TBBZ4TJ-XZWICQ2",
+        "P56IOI7 MZJNU2I QGDREYD M2MGTMG L3BXNPQ 6W5BTBB Z4TJXZW ICQ",
+        "P56IOI7 MZJNU2Y IQGDREY DM2MGTI MGL3BXN PQ6W5BM TBBZ4TJ XZWICQ2",
+        "P56IOI7MZJNU2YIQGDREYDM2MGTIMGL3BXNPQ6W5BMTBBZ4TJXZWICQ2",
+        "p56ioi7mzjnu2iqgdreydm2mgtmgl3bxnpq6w5btbbz4tjxzwicq",
+        "p56ioi7mzjnu2yiqgdreydm2mgtimgl3bxnpq6w5bmtbbz4tjxzwicq2",
+        "P561017MZJNU2YIQGDREYDM2MGTIMGL3BXNPQ6W5BMT88Z4TJXZWICQ2",
+        "p561017mzjnu2yiqgdreydm2mgtimgl3bxnpq6w5bmt88z4tjxzwicq2",
+    ])
+    func parsesEverySyncthingForm(_ text: String) {
+        #expect(NodeID(text) == NodeID(bytes: Self.raw), "\(text)")
+    }
+
+    /// A typo is caught by the check characters.
+    @Test func aTypoIsCaught() {
+        var typo = Array(Self.formatted.utf8)
+        typo[3] = typo[3] == UInt8(ascii: "A") ? UInt8(ascii: "C") : UInt8(ascii: "A")
+        #expect(NodeID(String(decoding: typo, as: UTF8.self)) == nil)
+        #expect(NodeID("P56IOI7-MZJNU2Y") == nil)
+    }
+
+    /// A fresh identity's ID is the SHA-256 of its certificate's DER bytes and reads back from its text.
+    @Test func theIDOfACertificateIsItsHash() throws {
+        let identity = try NodeIdentity.make()
+        #expect(identity.id == NodeID(certificateDER: identity.certificateDER))
+        #expect(NodeID(identity.id.description) == identity.id)
     }
 }

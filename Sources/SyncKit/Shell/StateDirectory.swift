@@ -1,5 +1,7 @@
 import Crypto
 import Foundation
+import SwiftASN1
+import X509
 
 /// The folder's state directory, opened: what a node needs before its first scan.
 ///
@@ -31,7 +33,7 @@ struct StateDirectory {
         }
         try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: markerDir, withIntermediateDirectories: true)
-        identity = try NodeIdentity.loadOrCreate(at: URL(fileURLWithPath: stateDir + "/identity.key"))
+        identity = try NodeIdentity.loadOrCreate(in: stateDir)
         index = try IndexStore(path: indexPath)
         if !FileManager.default.fileExists(atPath: marker) {
             FileManager.default.createFile(atPath: marker, contents: Data("This folder is synced by SyncKit. Do not delete this file.\n".utf8))
@@ -40,36 +42,81 @@ struct StateDirectory {
     }
 }
 
-/// The persistent key pair of a node, kept in the folder's state directory.
+/// A node's identity: a private key and the self-signed certificate of its public key, kept in
+/// the state directory (`cert.pem`, and `key.pem` with mode 0600). The node ID is the SHA-256 of
+/// the certificate's DER encoding, as Syncthing's device IDs are: TLS proves, in every
+/// connection, that the peer holds the key behind the ID it shows (issue 14).
 ///
-/// The key is made on first start and never changes, so a node keeps its ID across restarts
-/// (peers use it to resume the index exchange where it stopped). The private key is written
-/// with mode 0600. Today only its public half is used (to derive the ID); it is the anchor for
-/// the TLS and signed-announcement work that comes later.
+/// The key is Ed25519; the certificate names "syncthing" (common name and DNS name) and is valid
+/// for 20 years, as Syncthing's own are, so that a Syncthing device accepts it. A node that ran
+/// before certificates (only `identity.key`, an Ed25519 key) keeps its key: a certificate is
+/// made for it, and its ID, now the certificate's hash, changes once (its peers' trust lists
+/// name the new one; no data is lost: versions made under the old ID stay valid).
 public struct NodeIdentity: Sendable {
-    /// The raw Curve25519 signing key (kept as bytes: the key type is not `Sendable`).
-    public let privateKeyBytes: Data
+    /// The certificate, DER.
+    public let certificateDER: [UInt8]
+    /// The private key, PKCS#8 PEM.
+    public let privateKeyPEM: String
     public let id: NodeID
 
-    public init(privateKey: Curve25519.Signing.PrivateKey) {
-        privateKeyBytes = privateKey.rawRepresentation
-        id = NodeID(publicKey: privateKey.publicKey.rawRepresentation)
+    public init(certificateDER: [UInt8], privateKeyPEM: String) {
+        self.certificateDER = certificateDER
+        self.privateKeyPEM = privateKeyPEM
+        id = NodeID(certificateDER: certificateDER)
     }
 
-    /// Loads the key at `url`, or makes and stores a new one when there is none.
-    public static func loadOrCreate(at url: URL) throws -> NodeIdentity {
-        if let data = try? Data(contentsOf: url) {
+    /// Loads the identity in `directory`, or makes and stores one when there is none.
+    public static func loadOrCreate(in directory: String) throws -> NodeIdentity {
+        let certPath = directory + "/cert.pem", keyPath = directory + "/key.pem"
+        if let certPEM = try? String(contentsOfFile: certPath, encoding: .utf8), let keyPEM = try? String(contentsOfFile: keyPath, encoding: .utf8) {
             do {
-                return NodeIdentity(privateKey: try .init(rawRepresentation: data))
+                let certificate = try Certificate(pemEncoded: certPEM)
+                _ = try Certificate.PrivateKey(pemEncoded: keyPEM)
+                var serializer = DER.Serializer()
+                try serializer.serialize(certificate)
+                return NodeIdentity(certificateDER: serializer.serializedBytes, privateKeyPEM: keyPEM)
             } catch {
-                throw SyncError(.configuration, "the identity key at \(url.path) is damaged; move it away to make a new one", underlying: error)
+                throw SyncError(.configuration, "the identity in \(directory) (cert.pem, key.pem) is damaged; move both away to make a new one", underlying: error)
             }
         }
-        let key = Curve25519.Signing.PrivateKey()
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        guard FileManager.default.createFile(atPath: url.path, contents: key.rawRepresentation, attributes: [.posixPermissions: 0o600]) else {
-            throw SyncError(.io, "cannot write the identity key at \(url.path)")
+        // Before certificates, the key alone was kept here: keep it.
+        var key = Curve25519.Signing.PrivateKey()
+        if let raw = try? Data(contentsOf: URL(fileURLWithPath: directory + "/identity.key")), let old = try? Curve25519.Signing.PrivateKey(rawRepresentation: raw) {
+            key = old
         }
-        return NodeIdentity(privateKey: key)
+        let identity = try make(key: key)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        guard FileManager.default.createFile(atPath: keyPath, contents: Data(identity.privateKeyPEM.utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw SyncError(.io, "cannot write the private key at \(keyPath)")
+        }
+        let certPEM = try Certificate(derEncoded: identity.certificateDER).serializeAsPEM().pemString
+        guard FileManager.default.createFile(atPath: certPath, contents: Data((certPEM + "\n").utf8), attributes: [.posixPermissions: 0o644]) else {
+            throw SyncError(.io, "cannot write the certificate at \(certPath)")
+        }
+        return identity
+    }
+
+    /// A new self-signed certificate for `key`.
+    public static func make(key: Curve25519.Signing.PrivateKey = .init()) throws -> NodeIdentity {
+        let privateKey = Certificate.PrivateKey(key)
+        let name = try DistinguishedName {
+            CommonName("syncthing")
+            OrganizationName("SyncKit")
+        }
+        let now = Date()
+        let certificate = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: privateKey.publicKey,
+            notValidBefore: now.addingTimeInterval(-86_400), notValidAfter: now.addingTimeInterval(20 * 365 * 86_400),
+            issuer: name, subject: name, signatureAlgorithm: .ed25519,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.notCertificateAuthority)
+                Critical(KeyUsage(digitalSignature: true))
+                try ExtendedKeyUsage([.serverAuth, .clientAuth])
+                SubjectAlternativeNames([.dnsName("syncthing")])
+            },
+            issuerPrivateKey: privateKey)
+        var serializer = DER.Serializer()
+        try serializer.serialize(certificate)
+        return NodeIdentity(certificateDER: serializer.serializedBytes, privateKeyPEM: try privateKey.serializeAsPEM().pemString)
     }
 }

@@ -1,12 +1,16 @@
 import Crypto
 import Foundation
 
-/// The identity of one node: the SHA-256 digest of its public key.
+/// The identity of one node: the SHA-256 digest of its TLS certificate (DER), as Syncthing's
+/// device IDs are.
 ///
 /// It is stored as four big-endian words so that hashing and comparison (used to break ties
-/// deterministically on every node) are cheap; its text form is unpadded RFC 4648 base32, as
-/// Syncthing's device IDs are, and the first seven characters make the short form used in logs
-/// and conflict-copy names.
+/// deterministically on every node) are cheap. Its text form is Syncthing's (lib/protocol
+/// deviceid.go): the 32 bytes in unpadded RFC 4648 base32 (52 characters), cut into four
+/// groups of 13, each followed by a Luhn mod 32 check character, written as eight groups of
+/// seven joined by dashes: `MFZWI3D-BONSGYC-...`. An ID can be pasted between syncctl and
+/// Syncthing, and a typo is caught by the check characters. The first seven characters make
+/// the short form used in logs and conflict-copy names.
 public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible {
     public let w0: UInt64, w1: UInt64, w2: UInt64, w3: UInt64
 
@@ -18,14 +22,34 @@ public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible {
         (w0, w1, w2, w3) = (words[0], words[1], words[2], words[3])
     }
 
-    /// The ID of the holder of `publicKey` (its raw representation is hashed).
-    public init(publicKey: Data) {
-        self.init(bytes: Array(SHA256.hash(data: publicKey)))
+    /// The ID of the holder of a certificate: the SHA-256 of its DER encoding.
+    public init(certificateDER: [UInt8]) {
+        self.init(bytes: Array(SHA256.hash(data: certificateDER)))
     }
 
-    /// Parses the base32 text form; nil when it is not 52 valid characters.
+    /// Parses an ID as Syncthing does: case, dashes and spaces do not matter, the look-alikes
+    /// 0, 1 and 8 read as O, I and B, and the 56-character form's check characters must hold
+    /// (the 52-character form without them is accepted too). Nil when it is not an ID.
     public init?(_ text: String) {
-        guard let bytes = Base32.decode(text), bytes.count == 32 else { return nil }
+        var chars = Array(text.uppercased().utf8).filter { $0 != UInt8(ascii: "-") && $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "=") }
+        for i in chars.indices {
+            switch chars[i] {
+            case UInt8(ascii: "0"): chars[i] = UInt8(ascii: "O")
+            case UInt8(ascii: "1"): chars[i] = UInt8(ascii: "I")
+            case UInt8(ascii: "8"): chars[i] = UInt8(ascii: "B")
+            default: break
+            }
+        }
+        if chars.count == 56 {
+            var plain = [UInt8]()
+            for group in 0..<4 {
+                let body = Array(chars[(group * 14)..<(group * 14 + 13)])
+                guard let check = Luhn32.check(body), check == chars[group * 14 + 13] else { return nil }
+                plain += body
+            }
+            chars = plain
+        }
+        guard chars.count == 52, let bytes = Base32.decode(String(decoding: chars, as: UTF8.self)), bytes.count == 32 else { return nil }
         self.init(bytes: bytes)
     }
 
@@ -37,7 +61,21 @@ public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible {
         return out
     }
 
-    public var description: String { Base32.encode(bytes) }
+    /// The Syncthing form: eight dash-separated groups of seven (see the type's note).
+    public var description: String {
+        let plain = Array(Base32.encode(bytes).utf8)
+        var withChecks = [UInt8]()
+        for group in 0..<4 {
+            let body = Array(plain[(group * 13)..<(group * 13 + 13)])
+            withChecks += body + [Luhn32.check(body)!]
+        }
+        var out = [UInt8]()
+        for (i, c) in withChecks.enumerated() {
+            if i > 0 && i % 7 == 0 { out.append(UInt8(ascii: "-")) }
+            out.append(c)
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
     /// Seven characters: enough to tell the nodes of a LAN apart in logs and file names.
     public var short: String { String(description.prefix(7)) }
 
@@ -80,5 +118,25 @@ enum Base32 {
             }
         }
         return out
+    }
+}
+
+/// Syncthing's check character for a group of base32 characters (lib/protocol/luhn.go): from
+/// the left, each character's value times a factor that alternates 1, 2, 1, ..., folded to base
+/// 32 (quotient plus remainder), summed; the check is what brings the sum to a multiple of 32.
+/// (Not the textbook Luhn order, which runs from the right: Syncthing's, so IDs match.)
+enum Luhn32 {
+    /// The check character of `body` (nil when a character is not base32).
+    static func check(_ body: [UInt8]) -> UInt8? {
+        var factor = 1
+        var sum = 0
+        for c in body {
+            guard let value = Base32.alphabet.firstIndex(of: c) else { return nil }
+            var addend = factor * value
+            factor = factor == 2 ? 1 : 2
+            addend = addend / 32 + addend % 32
+            sum += addend
+        }
+        return Base32.alphabet[(32 - sum % 32) % 32]
     }
 }
