@@ -1,6 +1,8 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
+import NIOTLS
 import SyncKit
 
 #if canImport(Glibc)
@@ -40,16 +42,22 @@ public struct TCPTransport: SyncTransport {
         public var maximumFrameSize: Int
         /// How long one connection attempt may take.
         public var connectTimeout: Duration
+        /// TLS 1.3 with this node's certificate on every connection, or nil for plain TCP
+        /// (benchmarks and debugging only: `--insecure-plaintext`).
+        public var tls: TLSSettings?
 
-        /// Creates a configuration; the defaults are loopback, SyncKit's frame limit and 5 s.
+        /// Creates a configuration; the defaults are loopback, SyncKit's frame limit, 5 s and
+        /// plain TCP.
         public init(
             bindHost: String = "127.0.0.1",
             maximumFrameSize: Int = Frame.defaultMaximumSize,
-            connectTimeout: Duration = .seconds(5)
+            connectTimeout: Duration = .seconds(5),
+            tls: TLSSettings? = nil
         ) {
             self.bindHost = bindHost
             self.maximumFrameSize = maximumFrameSize
             self.connectTimeout = connectTimeout
+            self.tls = tls
         }
     }
 
@@ -90,7 +98,8 @@ public struct TCPTransport: SyncTransport {
     /// Throws `SyncError(.transport, "port N is already in use")` when the port is taken.
     public func listen(port: Int) async throws -> any PeerListener {
         let maximumFrameSize = configuration.maximumFrameSize
-        let server: NIOAsyncChannel<NIOAsyncChannel<Frame, Frame>, Never>
+        let tls = configuration.tls
+        let server: NIOAsyncChannel<EventLoopFuture<ReadyConnection>, Never>
         do {
             server = try await ServerBootstrap(group: eventLoopGroup)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -100,7 +109,7 @@ public struct TCPTransport: SyncTransport {
                 .childChannelOption(.writeBufferWaterMark, value: Self.writeBufferWaterMark)
                 .bind(host: configuration.bindHost, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try Self.configureConnection(channel, maximumFrameSize: maximumFrameSize)
+                        try Self.prepare(channel, tls: tls, server: true, maximumFrameSize: maximumFrameSize)
                     }
                 }
         } catch let error as IOError where error.errnoCode == EADDRINUSE {
@@ -120,7 +129,8 @@ public struct TCPTransport: SyncTransport {
     /// name not resolved).
     public func connect(to endpoint: PeerEndpoint) async throws -> any PeerChannel {
         let maximumFrameSize = configuration.maximumFrameSize
-        let connection: NIOAsyncChannel<Frame, Frame>
+        let tls = configuration.tls
+        let connection: ReadyConnection
         do {
             connection = try await ClientBootstrap(group: eventLoopGroup)
                 .connectTimeout(TimeAmount(configuration.connectTimeout))
@@ -129,9 +139,10 @@ public struct TCPTransport: SyncTransport {
                 .channelOption(.writeBufferWaterMark, value: Self.writeBufferWaterMark)
                 .connect(host: endpoint.host, port: endpoint.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try Self.configureConnection(channel, maximumFrameSize: maximumFrameSize)
+                        try Self.prepare(channel, tls: tls, server: false, maximumFrameSize: maximumFrameSize)
                     }
                 }
+                .get()
         } catch ChannelError.connectTimeout(let limit) {
             throw SyncError(.transport, "connecting to \(endpoint) timed out after \(limit)")
         } catch {
@@ -139,6 +150,72 @@ public struct TCPTransport: SyncTransport {
         }
         logger.debug("connected", metadata: ["peer.endpoint": "\(endpoint)"])
         return await TCPPeerChannel.start(connection, maximumFrameSize: maximumFrameSize, logger: logger)
+    }
+
+    /// A connection once its pipeline is ready (after the TLS handshake, with TLS): the async
+    /// channel of frames, and what the handshake proved.
+    ///
+    /// A class with a deinit because a ready connection can be dropped unused: the listener
+    /// closes while a handshake is finishing, and the accepted future completes after the accept
+    /// loop stopped. An `NIOAsyncChannel` must end inside `executeThenClose` (its writer traps in
+    /// debug builds when it is deinited unfinished, and the socket would stay open), so one that
+    /// nobody took is closed that way here.
+    final class ReadyConnection: Sendable {
+        let security: PeerChannelSecurity?
+        private let state: Locked<NIOAsyncChannel<Frame, Frame>?>
+
+        init(channel: NIOAsyncChannel<Frame, Frame>, security: PeerChannelSecurity? = nil) {
+            self.security = security
+            state = Locked(channel)
+        }
+
+        /// The channel, once: whoever takes it runs `executeThenClose`.
+        func take() -> NIOAsyncChannel<Frame, Frame>? {
+            state.withLock { channel in
+                defer { channel = nil }
+                return channel
+            }
+        }
+
+        deinit {
+            guard let unused = take() else { return }
+            Task { try? await unused.executeThenClose { _, _ in } }
+        }
+    }
+
+    /// Sets up a new connection: with TLS, the handshake first (bounded by its timeout), then the
+    /// framing; the future completes once frames can flow. Runs on the channel's event loop.
+    static func prepare(_ channel: any Channel, tls: TLSSettings?, server: Bool, maximumFrameSize: Int) throws -> EventLoopFuture<ReadyConnection> {
+        guard let tls else {
+            return channel.eventLoop.makeSucceededFuture(ReadyConnection(channel: try configureConnection(channel, maximumFrameSize: maximumFrameSize)))
+        }
+        let keyLog = KeyLog()
+        let context = try NIOSSLContext(configuration: tls.configuration(server: server, keyLog: keyLog))
+        let handler: NIOSSLHandler = server
+            ? NIOSSLServerHandler(context: context, customVerificationCallback: acceptSelfSigned)
+            : try NIOSSLClientHandler(context: context, serverHostname: nil, customVerificationCallback: acceptSelfSigned)
+        let negotiation = NIOTypedApplicationProtocolNegotiationHandler<ReadyConnection> { result, channel in
+            channel.eventLoop.makeCompletedFuture {
+                let ssl = try channel.pipeline.syncOperations.handler(type: NIOSSLHandler.self)
+                guard let certificate = ssl.peerCertificate, let binding = keyLog.exporter(label: TLSSettings.exporterLabel) else {
+                    throw SyncError(.transport, "the TLS handshake ended without the peer's certificate")
+                }
+                let negotiated: String? = if case .negotiated(let name) = result { name } else { nil }
+                let security = PeerChannelSecurity(
+                    peer: NodeID(certificateDER: try certificate.toDERBytes()), binding: binding, applicationProtocol: negotiated)
+                return ReadyConnection(channel: try configureConnection(channel, maximumFrameSize: maximumFrameSize), security: security)
+            }
+        }
+        let errors = FirstError()
+        let pipeline = channel.pipeline.syncOperations
+        try pipeline.addHandler(handler)
+        try pipeline.addHandler(negotiation)
+        try pipeline.addHandler(errors)
+        // NIOSSL has no handshake timeout of its own.
+        let timeout = channel.eventLoop.scheduleTask(in: TimeAmount(tls.handshakeTimeout)) { channel.close(promise: nil) }
+        return negotiation.protocolNegotiationResult
+            .flatMapErrorThrowing { error in throw errors.error ?? error }
+            .always { _ in timeout.cancel() }
     }
 
     /// Adds the framing handlers to a new connection's pipeline and wraps it in an
@@ -177,7 +254,7 @@ final class TCPListener: PeerListener {
     private let acceptLoop: Task<Void, Never>
 
     init(
-        server: NIOAsyncChannel<NIOAsyncChannel<Frame, Frame>, Never>,
+        server: NIOAsyncChannel<EventLoopFuture<TCPTransport.ReadyConnection>, Never>,
         port: Int,
         maximumFrameSize: Int,
         logger: Logger
@@ -191,16 +268,21 @@ final class TCPListener: PeerListener {
         acceptLoop = Task {
             do {
                 try await server.executeThenClose { inbound in
-                    for try await connection in inbound {
-                        let peer = await TCPPeerChannel.start(
-                            connection,
-                            maximumFrameSize: maximumFrameSize,
-                            logger: logger
-                        )
-                        logger.debug("accepted", metadata: ["peer.address": "\(peer.remoteDescription)"])
-                        if case .terminated = continuation.yield(peer) {
-                            // Nobody takes connections any more: do not leave this one open.
-                            await peer.close()
+                    for try await ready in inbound {
+                        // Each handshake runs on its own: a slow or hostile one must not hold up
+                        // the connections behind it.
+                        Task {
+                            let connection: TCPTransport.ReadyConnection
+                            do { connection = try await ready.get() } catch {
+                                logger.info("a connection failed its TLS handshake", metadata: ["error": "\(error)"])
+                                return
+                            }
+                            let peer = await TCPPeerChannel.start(connection, maximumFrameSize: maximumFrameSize, logger: logger)
+                            logger.debug("accepted", metadata: ["peer.address": "\(peer.remoteDescription)"])
+                            if case .terminated = continuation.yield(peer) {
+                                // Nobody takes connections any more: do not leave this one open.
+                                await peer.close()
+                            }
                         }
                     }
                 }
@@ -232,6 +314,8 @@ final class TCPPeerChannel: PeerChannel {
     private let maximumFrameSize: Int
     /// True once either side closed: `send` then throws rather than writing into a dead socket.
     private let closed: Locked<Bool>
+    /// What the TLS handshake proved (nil over plain TCP).
+    let security: PeerChannelSecurity?
 
     private init(
         remoteDescription: String,
@@ -239,8 +323,10 @@ final class TCPPeerChannel: PeerChannel {
         writer: NIOAsyncChannelOutboundWriter<Frame>,
         queue: BoundedQueue<Frame>,
         closed: Locked<Bool>,
-        maximumFrameSize: Int
+        maximumFrameSize: Int,
+        security: PeerChannelSecurity?
     ) {
+        self.security = security
         self.remoteDescription = remoteDescription
         self.channel = channel
         self.writer = writer
@@ -254,10 +340,12 @@ final class TCPPeerChannel: PeerChannel {
     /// Starts the reader task of `connection` and returns the channel once the task has handed
     /// over the outbound writer (which exists only inside `executeThenClose`).
     static func start(
-        _ connection: NIOAsyncChannel<Frame, Frame>,
+        _ ready: TCPTransport.ReadyConnection,
         maximumFrameSize: Int,
         logger: Logger
     ) async -> TCPPeerChannel {
+        // Taken once, right here (a ReadyConnection is started at most once).
+        let connection = ready.take()!
         let remote = describe(connection.channel.remoteAddress)
         // A few frames: NIO keeps more behind it (`inboundBackPressure`), and the socket more.
         let queue = BoundedQueue<Frame>(maxCount: 4, maxCost: 1 << 20)
@@ -289,7 +377,8 @@ final class TCPPeerChannel: PeerChannel {
             writer: writer,
             queue: queue,
             closed: closed,
-            maximumFrameSize: maximumFrameSize
+            maximumFrameSize: maximumFrameSize,
+            security: ready.security
         )
     }
 

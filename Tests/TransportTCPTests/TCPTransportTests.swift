@@ -26,6 +26,49 @@ struct TCPTransportTests {
         ).run()
     }
 
+    @Test("passes TransportConformance over TLS 1.3")
+    func conformanceOverTLS() async throws {
+        // Each transport made by the kit has an identity of its own, as nodes do.
+        try await TransportConformance(
+            makeTransport: { TCPTransport(configuration: .init(tls: TLSSettings(identity: try NodeIdentity.make()))) },
+            endpointFor: Self.loopback,
+            options: .init(maximumFrameSize: Frame.defaultMaximumSize)
+        ).run()
+    }
+
+    /// Over TLS each end learns the other's node ID from its certificate, both derive the same
+    /// connection-unique binding, and another connection gets another binding.
+    @Test func tlsProvesEachEndsIdentityAndBindsTheConnection() async throws {
+        let (a, b) = (try NodeIdentity.make(), try NodeIdentity.make())
+        let server = TCPTransport(configuration: .init(tls: TLSSettings(identity: a)))
+        let client = TCPTransport(configuration: .init(tls: TLSSettings(identity: b)))
+        let listener = try await server.listen(port: 0)
+        var accepted = listener.channels.makeAsyncIterator()
+        let first = try await client.connect(to: Self.loopback(listener.port))
+        let firstServer = try #require(await accepted.next())
+        #expect(first.security?.peer == a.id, "the client sees the server's certificate")
+        #expect(firstServer.security?.peer == b.id, "the server sees the client's certificate")
+        #expect(first.security?.binding == firstServer.security?.binding && first.security?.binding.count == 32)
+        #expect(first.security?.applicationProtocol == TLSSettings.syncKitProtocol)
+        let second = try await client.connect(to: Self.loopback(listener.port))
+        #expect(second.security?.binding != first.security?.binding, "each connection has its own")
+        await first.close()
+        await second.close()
+        await listener.close()
+    }
+
+    /// A plain-TCP client cannot talk to a TLS listener: nothing but a failed handshake.
+    @Test func aPlainClientGetsNothingFromATLSListener() async throws {
+        let server = TCPTransport(configuration: .init(tls: TLSSettings(identity: try NodeIdentity.make())))
+        let listener = try await server.listen(port: 0)
+        let plain = try await TCPTransport().connect(to: Self.loopback(listener.port))
+        try? await plain.send(Frame(type: 1, payload: ByteBuffer(bytes: [1, 2, 3])))
+        var frames = 0
+        do { for try await _ in plain.inbound { frames += 1 } } catch {}
+        #expect(frames == 0)
+        await listener.close()
+    }
+
     @Test("passes TransportConformance with a small frame limit and \"localhost\"")
     func conformanceSmallLimit() async throws {
         let configuration = TCPTransport.Configuration(maximumFrameSize: 2 << 20)

@@ -12,6 +12,10 @@
 public protocol PeerChannel: Sendable {
     /// For logs: the remote address.
     var remoteDescription: String { get }
+    /// What the transport's security handshake proved about this link (TLS: the peer's
+    /// certificate and a value unique to the connection), or nil when it proves nothing (plain
+    /// TCP, in-memory links).
+    var security: PeerChannelSecurity? { get }
     var inbound: AsyncThrowingStream<Frame, any Error> { get }
     func send(_ frame: Frame) async throws
     /// Sends several frames in order, as one write where the transport can (one system call
@@ -21,7 +25,28 @@ public protocol PeerChannel: Sendable {
     func close() async
 }
 
+/// What a link's security handshake proved.
+public struct PeerChannelSecurity: Sendable, Equatable {
+    /// The peer's node ID: the SHA-256 of the certificate it presented and proved it holds the
+    /// key of. Never taken from a message.
+    public var peer: NodeID
+    /// A value unique to this connection that both ends derive from the handshake (the TLS
+    /// exporter, RFC 8446 section 7.5): a proof bound to it cannot be used in another connection.
+    public var binding: [UInt8]
+    /// The application protocol chosen (ALPN), if any.
+    public var applicationProtocol: String?
+
+    public init(peer: NodeID, binding: [UInt8], applicationProtocol: String? = nil) {
+        self.peer = peer
+        self.binding = binding
+        self.applicationProtocol = applicationProtocol
+    }
+}
+
 extension PeerChannel {
+    /// Plain links prove nothing.
+    public var security: PeerChannelSecurity? { nil }
+
     public func send(contentsOf frames: [Frame]) async throws {
         for frame in frames { try await send(frame) }
     }
