@@ -286,7 +286,9 @@ public actor SyncNode: Service {
         nextConnection += 1
         let connection = Connection(id: c, channel: channel, metrics: metrics) { [weak self] c in await self?.handle(.indexBatchSent(c)) }
         connections[c] = connection
-        handle(.connectionOpened(c, address: channel.remoteDescription, dialed: dialed, nonce: ClusterKey.nonce()))
+        let security = channel.security
+        let trusted = security.map { configuration.trust.trusts($0.peer) } ?? false
+        handle(.connectionOpened(c, address: channel.remoteDescription, dialed: dialed, nonce: ClusterKey.nonce(), security: security, trusted: trusted))
         Task { await self.receive(on: connection) }
     }
 

@@ -89,8 +89,9 @@ public enum NodeInput: Sendable {
     /// A dial the machine asked for failed.
     case dialFailed(PeerEndpoint, reason: String)
     /// A connection is up (accepted, or dialed to `dialed`); `nonce` is 32 fresh random bytes
-    /// for its handshake.
-    case connectionOpened(ConnectionID, address: String, dialed: PeerEndpoint?, nonce: [UInt8])
+    /// for its handshake; `security` is what its TLS handshake proved (nil over plain TCP), and
+    /// `trusted` whether that peer was in the trust list when it connected.
+    case connectionOpened(ConnectionID, address: String, dialed: PeerEndpoint?, nonce: [UInt8], security: PeerChannelSecurity? = nil, trusted: Bool = false)
     /// A message arrived on a connection (`wireSize`: its bytes on the wire).
     case received(ConnectionID, WireMessage, wireSize: Int)
     /// A connection ended (closed by either side, or broken).

@@ -144,7 +144,8 @@ public struct NodeMachine: Sendable {
         case .timer(let id): timerFired(id)
         case .discovered(let event): discovered(event)
         case .dialFailed(let endpoint, let reason): dialFailed(endpoint, reason)
-        case .connectionOpened(let c, let address, let dialed, let nonce): opened(c, address: address, dialed: dialed, nonce: nonce)
+        case .connectionOpened(let c, let address, let dialed, let nonce, let security, let trusted):
+            opened(c, address: address, dialed: dialed, nonce: nonce, security: security, trusted: trusted)
         case .received(let c, let message, let size): received(message, on: c, size: size)
         case .connectionClosed(let c, let reason): closed(c, reason: reason)
         case .indexBatchSent(let c):
@@ -371,12 +372,12 @@ public struct NodeMachine: Sendable {
 
     // MARK: connections
 
-    private mutating func opened(_ c: ConnectionID, address: String, dialed: PeerEndpoint?, nonce: [UInt8]) {
+    private mutating func opened(_ c: ConnectionID, address: String, dialed: PeerEndpoint?, nonce: [UInt8], security: PeerChannelSecurity?, trusted: Bool) {
         guard !stopping else {
             close(c, "shutting down")
             return
         }
-        let session = PeerSession(connection: c, address: address, dialed: dialed, nonce: nonce, now: now)
+        let session = PeerSession(connection: c, address: address, dialed: dialed, nonce: nonce, security: security, trusted: trusted, now: now)
         sessions[c] = session
         out.append(.send(c, session.ourHello(id: settings.me, name: settings.name, clusterName: config.clusterName, port: port, indexID: settings.indexID)))
         out.append(.setTimer(.handshake(c), at: now + config.handshakeTimeout))
@@ -452,7 +453,9 @@ public struct NodeMachine: Sendable {
             out.append(.cancelTimer(.handshake(c)))
             close(c, "connected to itself")
         case .refuse(let reason):
-            logger.warning("peer refused at handshake", metadata: ["peer.address": "\(session.address)", "error": "\(reason)"])
+            logger.warning("peer refused at handshake", metadata: [
+                "peer.address": "\(session.address)", "peer.id": "\(session.security?.peer.description ?? session.hello?.nodeID.description ?? "unknown")",
+                "error": "\(reason)"])
             out.append(.emit(.peerRejected(address: session.address, reason: reason)))
             noteError("peer \(session.address) refused: \(reason)")
             out.append(.send(c, .close(reason: "handshake failed")))

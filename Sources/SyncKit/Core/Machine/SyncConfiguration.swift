@@ -10,8 +10,10 @@ public struct SyncConfiguration: Sendable {
     public var name: String?
     /// Nodes sync only with peers that name the same cluster...
     public var clusterName: String = "default"
-    /// ...and prove they hold the same key (open mode when none).
+    /// ...and prove they hold the same key (open mode when none)...
     public var clusterKey: ClusterKey = .open
+    /// ...or are trusted by ID (over TLS, where the ID is the certificate's hash).
+    public var trust = TrustList()
     /// Port to accept peers on (0: pick a free one).
     public var port: Int = 0
     public var pullOrder: PullOrder = .smallestFirst
@@ -41,7 +43,8 @@ public struct SyncConfiguration: Sendable {
 
     public init(folder: String) { self.folder = folder }
 
-    var resolvedStateDirectory: String { stateDirectory ?? folder + "/" + PathSafety.stateDirectory }
+    /// The state directory: the one configured, or `.synckit` in the folder.
+    public var resolvedStateDirectory: String { stateDirectory ?? folder + "/" + PathSafety.stateDirectory }
 
     /// The state directory's path relative to the folder when it is inside it (and is not the
     /// default `.synckit`, which is always reserved): never synced, never written by a pull.

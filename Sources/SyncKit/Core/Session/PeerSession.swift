@@ -24,6 +24,10 @@ struct PeerSession: Sendable {
     let dialed: PeerEndpoint?
     /// Our handshake nonce (fresh per connection).
     let nonce: [UInt8]
+    /// What the transport proved (TLS: the peer's certificate, the connection's exporter).
+    let security: PeerChannelSecurity?
+    /// The proven peer was in the trust list when the connection opened (or `--open`).
+    let trusted: Bool
     private(set) var phase = Phase.awaitingHello
     /// Set by their `hello`.
     private(set) var hello: WireMessage.Hello?
@@ -34,11 +38,14 @@ struct PeerSession: Sendable {
     private(set) var lastReceived: Duration
     private(set) var bytesReceived = 0
 
-    init(connection: ConnectionID, address: String, dialed: PeerEndpoint?, nonce: [UInt8], now: Duration) {
+    init(connection: ConnectionID, address: String, dialed: PeerEndpoint?, nonce: [UInt8], security: PeerChannelSecurity? = nil,
+         trusted: Bool = false, now: Duration) {
         self.connection = connection
         self.address = address
         self.dialed = dialed
         self.nonce = nonce
+        self.security = security
+        self.trusted = trusted
         self.lastReceived = now
     }
 
@@ -72,15 +79,29 @@ struct PeerSession: Sendable {
         switch (phase, message) {
         case (.awaitingHello, .hello(let theirs)):
             if theirs.nodeID == me { return .isSelf }
+            // The ID a peer claims must be the one its certificate proves.
+            if let security, security.peer != theirs.nodeID {
+                return .refuse("presents the node ID \(theirs.nodeID) with the certificate of \(security.peer)")
+            }
             guard theirs.clusterName == clusterName else {
                 return .refuse("peer belongs to cluster '\(theirs.clusterName)', not '\(clusterName)'")
             }
             hello = theirs
             phase = .awaitingAuth
-            return .sendAuth(.auth(.init(mac: key.proof(sender: me, receiver: theirs.nodeID, receiverNonce: theirs.nonce, senderNonce: nonce))))
+            let mac = security.map { key.proof(sender: me, receiver: theirs.nodeID, binding: $0.binding) }
+                ?? key.proof(sender: me, receiver: theirs.nodeID, receiverNonce: theirs.nonce, senderNonce: nonce)
+            return .sendAuth(.auth(.init(mac: mac)))
         case (.awaitingAuth, .auth(let auth)):
-            guard let theirs = hello, key.verify(auth.mac, sender: theirs.nodeID, receiver: me, receiverNonce: nonce, senderNonce: theirs.nonce) else {
-                return .refuse("peer does not hold this cluster's key")
+            guard let theirs = hello else { return .refuse("no hello") }
+            if let security {
+                // Over TLS: a trusted certificate, or the cluster key proven for this very connection.
+                guard trusted || !key.isOpen && key.verify(auth.mac, sender: theirs.nodeID, receiver: me, binding: security.binding) else {
+                    return .refuse(key.isOpen ? "not in the trust list" : "not in the trust list, and no proof of the cluster key for this connection")
+                }
+            } else {
+                guard key.verify(auth.mac, sender: theirs.nodeID, receiver: me, receiverNonce: nonce, senderNonce: theirs.nonce) else {
+                    return .refuse("peer does not hold this cluster's key")
+                }
             }
             phase = .established
             return .established
