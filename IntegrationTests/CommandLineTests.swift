@@ -34,7 +34,7 @@ extension Integration {
             let noKey = ["SYNCKIT_CLUSTER_KEY": ""]
             let (status, out) = try DaemonTests.run(MultiProcessTests.syncctl, ["run", "--dir", dir, "--peer", "127.0.0.1:9"], env: noKey)
             #expect(status != 0)
-            #expect(out.contains("No cluster key: set SYNCKIT_CLUSTER_KEY or --cluster-key-file"), "\(out)")
+            #expect(out.contains("No cluster key and no trust list: set SYNCKIT_CLUSTER_KEY or --cluster-key-file"), "\(out)")
             #expect(!FileManager.default.fileExists(atPath: dir + "/.synckit"), "refused before touching the folder")
             let (both, bothOut) = try DaemonTests.run(MultiProcessTests.syncctl, ["run", "--dir", dir, "--peer", "127.0.0.1:9", "--open"])
             #expect(both != 0)
@@ -86,7 +86,10 @@ extension Integration {
             let (_, second) = try Self.syncctl(["id", "--dir", dir])
             #expect(s1 == 0)
             #expect(first == second)
-            #expect(NodeID(first.trimmingCharacters(in: .whitespacesAndNewlines)) != nil)
+            // The first line is the ID alone (what --trust takes); the second says where the certificate is.
+            let lines = first.split(separator: "\n")
+            #expect(lines.count == 2 && NodeID(String(lines[0])) != nil, "\(first)")
+            #expect(lines.count == 2 && lines[1].contains("cert.pem"), "\(first)")
         }
     }
 }

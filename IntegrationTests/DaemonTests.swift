@@ -85,7 +85,7 @@ extension Integration {
                 #expect((e["CODE_FILE"] as? String)?.hasSuffix(".swift") == true)
                 #expect(Int(e["CODE_LINE"] as? String ?? "") != nil)
                 #expect(e["CODE_FUNC"] as? String != nil)
-                #expect((e["SYNCKIT_NODE_ID"] as? String)?.count == 52, "the node ID is on every entry")
+                #expect((e["SYNCKIT_NODE_ID"] as? String).flatMap(NodeID.init) != nil, "the node ID is on every entry")
             }
             let starting = entries.first { ($0["MESSAGE"] as? String) == "starting" }
             #expect(starting?["SYNCKIT_FOLDER"] as? String == dir)

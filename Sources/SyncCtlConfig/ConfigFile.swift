@@ -28,7 +28,8 @@ public enum ConfigFile {
         "dir": false, "state-dir": false, "port": false, "bind": false, "name": false, "discovery": false,
         "peer": false, "peers-file": false, "policy": false, "no-conflict-copies": true, "pull-order": false,
         "cluster": false, "cluster-key-file": false, "log": false, "log-level": false, "rescan-interval": false,
-        "no-watch": true, "metrics-address": false, "interface": false,
+        "no-watch": true, "metrics-address": false, "interface": false, "open": true, "trust": false, "trust-file": false,
+        "insecure-plaintext": true,
     ]
 
     /// The command line with the flags of the file named by `--config` (of `run` only) put

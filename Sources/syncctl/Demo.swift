@@ -53,9 +53,8 @@ struct Demo: AsyncParsableCommand {
         print("SyncKit demo: \(nodes) nodes on 127.0.0.1, ports \(ports.map(String.init).joined(separator: ", "))")
         print("Folders under \(base)")
 
-        // A fresh random key unless one was given: the demo's nodes listen on loopback only,
-        // but there is no reason to run them in open mode.
-        // The demo's nodes share a fresh random key unless one is configured: never open mode.
+        // The demo's nodes share a fresh random key unless one is configured (never open mode),
+        // and talk TLS like any other nodes.
         let demoKey = try node.configuredKey() ?? ClusterKey(secret: ClusterKey.nonce().map { String($0, radix: 16) }.joined())
         var services = [ServiceGroupConfiguration.ServiceConfiguration]()
         var syncNodes = [SyncNode]()
@@ -69,9 +68,10 @@ struct Demo: AsyncParsableCommand {
             let peers = ports.enumerated().filter { $0.offset != i }.map { PeerEndpoint(host: "127.0.0.1", port: $0.element) }
             var nodeLogger = logger
             nodeLogger[metadataKey: "node"] = "node\(i + 1)"
+            let identity = try NodeIdentity.loadOrCreate(in: config.resolvedStateDirectory)
             let n = try SyncNode(
                 configuration: config, discovery: StaticDiscovery(peers: peers, logger: nodeLogger),
-                transport: TCPTransport(configuration: .init(bindHost: "127.0.0.1")), policy: node.policyValue(), logger: nodeLogger)
+                transport: node.transport(bindHost: "127.0.0.1", identity: identity, logger: nodeLogger), policy: node.policyValue(), logger: nodeLogger)
             syncNodes.append(n)
             services.append(.init(service: n))
         }

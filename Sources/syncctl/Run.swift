@@ -43,8 +43,17 @@ struct NodeOptions: ParsableArguments {
     @Option(help: ArgumentHelp("File holding the cluster's shared secret (or set SYNCKIT_CLUSTER_KEY). `run` refuses to start without one unless --open is given.", valueName: "path"))
     var clusterKeyFile: String?
 
-    @Flag(help: "Run without a cluster key (open mode): any SyncKit node on the network that names the same cluster may join and change files here. For tests and throwaway demos only; `run` refuses to start without a key otherwise.")
+    @Flag(help: "Open mode: accept any SyncKit node on the network that names the same cluster, with no cluster key and no trust list; it may then change files here. For tests and throwaway demos only; `run` refuses to start without a key or a trust list otherwise.")
     var open = false
+
+    @Option(name: .customLong("trust"), help: ArgumentHelp("A node ID allowed to connect (repeatable), as `syncctl id` or Syncthing prints it (XXXXXXX-XXXXXXX-...). A trusted node needs no cluster key.", valueName: "id"))
+    var trust: [String] = []
+
+    @Option(help: ArgumentHelp("A file of trusted node IDs, one per line ('#' starts a comment); read again when it changes, so removing an ID shuts that node out at its next connection.", valueName: "path"))
+    var trustFile: String?
+
+    @Flag(help: "Plain TCP instead of TLS: every file crosses the network in clear and no node's identity is proven. For benchmarks and debugging only; needs a cluster key or --open (a trust list needs TLS).")
+    var insecurePlaintext = false
 
     @Option(help: ArgumentHelp("Where logs go: 'auto' (journald when its socket exists, else stderr), 'journald' or 'stderr'.", valueName: "target"))
     var log: LogTarget = .auto
@@ -59,16 +68,36 @@ struct NodeOptions: ParsableArguments {
         }
     }
 
-    /// The key `run` uses: the configured one, or open mode only when asked for with `--open`.
+    /// The key `run` uses: the configured one, or none when the trust list (over TLS) or `--open`
+    /// says who may connect. Never open mode without `--open`.
     func clusterKey() throws -> ClusterKey {
+        let hasTrust = !trust.isEmpty || trustFile != nil
+        if insecurePlaintext && hasTrust {
+            throw ValidationError("--trust and --trust-file need TLS: a node ID is proven by its certificate. Drop --insecure-plaintext, or use a cluster key.")
+        }
         if let key = try configuredKey() {
             if open { throw ValidationError("--open runs without a cluster key, but a key is set (SYNCKIT_CLUSTER_KEY or --cluster-key-file); give one or the other.") }
             return key
         }
-        guard open else {
-            throw ValidationError("No cluster key: set SYNCKIT_CLUSTER_KEY or --cluster-key-file to a long random secret shared by every node (for example `head -c 32 /dev/urandom | base64 > cluster.key`), or pass --open to let any SyncKit node on the network join.")
+        guard open || hasTrust else {
+            throw ValidationError("No cluster key and no trust list: set SYNCKIT_CLUSTER_KEY or --cluster-key-file to a long random secret shared by every node (for example `head -c 32 /dev/urandom | base64 > cluster.key`), or --trust the IDs of the other nodes (`syncctl id --dir ...` prints them), or pass --open to let any SyncKit node on the network join.")
         }
         return .open
+    }
+
+    /// Who may connect without the cluster key.
+    func trustList() throws -> TrustList {
+        var ids = Set<NodeID>()
+        for text in trust {
+            guard let id = NodeID(text) else {
+                throw ValidationError("'\(text)' is not a node ID: it has eight groups of seven letters and digits (XXXXXXX-XXXXXXX-...), as `syncctl id` prints it; check for a typo.")
+            }
+            ids.insert(id)
+        }
+        if let trustFile {
+            do { _ = try TrustList.read(trustFile) } catch let error as SyncError { throw ValidationError(error.message) }
+        }
+        return TrustList(ids: ids, file: trustFile, acceptsAnyone: open)
     }
 
     /// The key given by `--cluster-key-file` or `SYNCKIT_CLUSTER_KEY`, nil when there is none.
@@ -90,6 +119,15 @@ struct NodeOptions: ParsableArguments {
             throw ValidationError("--no-conflict-copies only applies to --policy newest.")
         }
         _ = try configuredKey()
+        _ = try trustList()
+    }
+
+    /// The transport: TLS with this node's identity, or plain TCP when asked.
+    func transport(bindHost: String, identity: NodeIdentity, logger: Logger) -> TCPTransport {
+        if insecurePlaintext {
+            logger.warning("INSECURE: --insecure-plaintext: files cross the network in clear, and no peer's identity is proven. For benchmarks and debugging only.")
+        }
+        return TCPTransport(configuration: .init(bindHost: bindHost, tls: insecurePlaintext ? nil : TLSSettings(identity: identity)), logger: logger)
     }
 }
 
@@ -103,7 +141,9 @@ struct Run: AsyncParsableCommand {
               syncctl run --dir ~/Shared --discovery multicast --policy keep-both
               SYNCKIT_CLUSTER_KEY=s3cret syncctl run --dir /data --peers-file /etc/synckit/peers
 
-            Every node needs the same --cluster name and cluster key; without a key `run` \
+            Links are TLS 1.3; each node's ID is its certificate's hash (`syncctl id`). A peer \
+            may connect when its ID is trusted (--trust, --trust-file) or it proves the \
+            cluster key (same --cluster name and key on every node); without either `run` \
             refuses to start unless --open is given. Stop with Ctrl-C or \
             SIGTERM: transfers in flight are parked and resumed at the next start; a second \
             signal exits at once.
@@ -192,12 +232,18 @@ struct Run: AsyncParsableCommand {
         config.name = name
         config.clusterName = node.cluster
         config.clusterKey = try node.clusterKey()
+        config.trust = try node.trustList()
         config.port = port
         config.pullOrder = node.pullOrder
         config.watch = !noWatch
         config.rescanInterval = .seconds(rescanInterval)
 
-        let transport = TCPTransport(configuration: .init(bindHost: bind))
+        let identity: NodeIdentity
+        do { identity = try NodeIdentity.loadOrCreate(in: config.resolvedStateDirectory) } catch let error as SyncError {
+            FileHandle.standardError.write(Data("syncctl: \(error.message)\n".utf8))
+            throw ExitCode(1)
+        }
+        let transport = node.transport(bindHost: bind, identity: identity, logger: logger)
         let discoveryPlugin: any PeerDiscovery
         switch discovery {
         case .static:

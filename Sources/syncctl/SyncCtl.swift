@@ -66,14 +66,17 @@ struct FolderOptions: ParsableArguments {
 
 /// `syncctl id`: prints the node ID of a folder (making the identity on first use).
 struct ID: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print this folder's node ID.")
+    static let configuration = CommandConfiguration(
+        abstract: "Print this folder's node ID (its TLS certificate's hash), making the identity on first use.",
+        discussion: "The first line is the ID alone, in the form Syncthing uses: other nodes trust it with --trust.")
     @OptionGroup var folder: FolderOptions
 
     func validate() throws { try folder.validateFolder() }
 
     func run() throws {
         let state = folder.stateDir ?? folder.absoluteDir + "/.synckit"
-        let identity = try NodeIdentity.loadOrCreate(at: URL(fileURLWithPath: state + "/identity.key"))
+        let identity = try NodeIdentity.loadOrCreate(in: state)
         print(identity.id.description)
+        print("certificate: \(state)/cert.pem (give the ID above to the other nodes: --trust \(identity.id))")
     }
 }
