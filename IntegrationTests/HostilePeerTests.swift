@@ -26,8 +26,7 @@ extension Integration {
                 let refusals = await victim.events()
                 let stateBefore = Set(try FileManager.default.contentsOfDirectory(atPath: c.folder(0) + "/.synckit"))
                 let port = try #require(await victim.listeningPort)
-                let channel = try await c.rawTransport().connect(to: PeerEndpoint(host: "127.0.0.1", port: port))
-                let hostile = HostilePeer(channel: channel, key: c.clusterKey)
+                let hostile = try await HostilePeer.connect(to: port, in: c)
                 try await hostile.handshake()
                 let me = hostile.id
                 // A legitimate file in the same batch: once it lands, the batch was processed.
@@ -158,8 +157,7 @@ extension Integration {
                 symlink(secretPath, c.folder(0) + "/secret-link")
                 await c.node(0).rescan()
                 let port = try #require(await c.node(0).listeningPort)
-                let channel = try await c.rawTransport().connect(to: PeerEndpoint(host: "127.0.0.1", port: port))
-                let hostile = HostilePeer(channel: channel, key: c.clusterKey)
+                let hostile = try await HostilePeer.connect(to: port, in: c)
                 try await hostile.handshake()
                 let block = Chunker.standard.blocks(of: secret)[0]
                 for (id, hint) in [(UInt32(1), "../" + (secretPath as NSString).lastPathComponent), (2, secretPath), (3, "secret-link")] {
@@ -176,26 +174,49 @@ extension Integration {
     }
 }
 
-/// The hostile side: a hand-driven protocol endpoint.
+/// The hostile side: a hand-driven protocol endpoint. Over TLS its ID is its certificate's
+/// (`claim` lets a test present another); its proof of the key is bound to the connection
+/// (`binding` lets a test present one made for another connection).
 final class HostilePeer: Sendable {
     let channel: any PeerChannel
     let key: ClusterKey
-    let id = NodeID(bytes: [UInt8](repeating: 0xEE, count: 32))
+    let id: NodeID
     let nonce = ClusterKey.nonce()
 
-    init(channel: any PeerChannel, key: ClusterKey) {
+    init(channel: any PeerChannel, key: ClusterKey, id: NodeID? = nil) {
         self.channel = channel
         self.key = key
+        self.id = id ?? NodeID(bytes: [UInt8](repeating: 0xEE, count: 32))
+    }
+
+    /// Connects to a node of `c` with an identity of its own (a new one by default).
+    static func connect(to port: Int, in c: TestCluster, identity: NodeIdentity? = nil, key: ClusterKey? = nil) async throws -> HostilePeer {
+        let identity = try identity ?? NodeIdentity.make()
+        let channel = try await c.rawTransport(identity: identity).connect(to: PeerEndpoint(host: "127.0.0.1", port: port))
+        return HostilePeer(channel: channel, key: key ?? c.clusterKey, id: identity.id)
     }
 
     func send(_ m: WireMessage) async throws { try await channel.send(WireCodec.encode(m)) }
 
-    func handshake() async throws {
-        try await send(.hello(.init(nodeID: id, nodeName: "mallory", clusterName: "itest", listenPort: 0, nonce: nonce, indexID: 1)))
+    /// Runs the handshake as a node would; `claim` is the ID sent in `hello`, `binding` what the
+    /// proof is bound to (this connection's by default). Throws when the victim refuses.
+    func handshake(claim: NodeID? = nil, binding: [UInt8]? = nil) async throws {
+        let me = claim ?? id
+        try await send(.hello(.init(nodeID: me, nodeName: "mallory", clusterName: "itest", listenPort: 0, nonce: nonce, indexID: 1)))
         var it = channel.inbound.makeAsyncIterator()
         guard let f = try await it.next(), case .hello(let theirs) = try WireCodec.decode(f) else { throw SyncError(.protocolViolation, "no hello") }
-        try await send(.auth(.init(mac: key.proof(sender: id, receiver: theirs.nodeID, receiverNonce: theirs.nonce, senderNonce: nonce))))
-        guard let g = try await it.next(), case .auth = try WireCodec.decode(g) else { throw SyncError(.protocolViolation, "no auth") }
+        let mac = (binding ?? channel.security?.binding).map { key.proof(sender: me, receiver: theirs.nodeID, binding: $0) }
+            ?? key.proof(sender: me, receiver: theirs.nodeID, receiverNonce: theirs.nonce, senderNonce: nonce)
+        try await send(.auth(.init(mac: mac)))
+        // The victim sends its own proof before it checks ours; what follows tells: an index
+        // request once it took us in, a close (or the end of the stream) when it refused.
+        guard let g = try await it.next(), case .auth = try WireCodec.decode(g) else { throw SyncError(.protocolViolation, "refused") }
+        guard let h = try await it.next() else { throw SyncError(.protocolViolation, "refused: the connection ended") }
+        switch try WireCodec.decode(h) {
+        case .close(let reason): throw SyncError(.protocolViolation, "refused: \(reason)")
+        case .indexRequest: return
+        case let other: throw SyncError(.protocolViolation, "unexpected \(other) after the handshake")
+        }
     }
 
     /// An index update holding one record whose path is the bytes `bad\xff\xfe.txt` (not UTF-8),
@@ -225,7 +246,8 @@ final class HostilePeer: Sendable {
 
 extension TestCluster {
     /// A transport that is not one of the nodes (for hand-made peers).
-    func rawTransport() -> any SyncTransport {
-        transportKind == .tcp ? TCPTransport(configuration: .init(bindHost: "127.0.0.1")) : network.transport(name: "outsider")
+    func rawTransport(identity: NodeIdentity? = nil) -> any SyncTransport {
+        guard transportKind == .tcp else { return network.transport(name: "outsider") }
+        return TCPTransport(configuration: .init(bindHost: "127.0.0.1", tls: TLSSettings(identity: identity ?? (try! NodeIdentity.make()))))
     }
 }

@@ -90,6 +90,7 @@ struct CountingChannel: PeerChannel {
     let name: String
     let injector: FaultInjector
     var remoteDescription: String { inner.remoteDescription }
+    var security: PeerChannelSecurity? { inner.security }
     var inbound: AsyncThrowingStream<Frame, any Error> {
         let name = self.name, injector = self.injector, source = inner.inbound
         return AsyncThrowingStream { continuation in

@@ -82,7 +82,10 @@ final class TestCluster: @unchecked Sendable {
         config.retryInterval = .milliseconds(500)
         config.maxRedialDelay = .seconds(1)
         configure(&config)
-        let inner: any SyncTransport = transportKind == .tcp ? TCPTransport(configuration: .init(bindHost: "127.0.0.1")) : network.transport(name: name(i))
+        // TLS with the node's own certificate, as syncctl runs it.
+        let inner: any SyncTransport = transportKind == .tcp
+            ? TCPTransport(configuration: .init(bindHost: "127.0.0.1", tls: TLSSettings(identity: try NodeIdentity.loadOrCreate(in: config.resolvedStateDirectory))))
+            : network.transport(name: name(i))
         let transport = FaultyTransport(inner: inner, name: name(i), injector: injector)
         let discovery: any PeerDiscovery = HostMappedDiscovery(inner: bus.discovery(), host: transportKind == .tcp ? "127.0.0.1" : "memory")
         let node = try SyncNode(configuration: config, discovery: discovery, transport: transport, policy: policy, logger: logs.logger(label: name(i)))
