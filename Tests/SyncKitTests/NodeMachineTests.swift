@@ -193,23 +193,34 @@ import Testing
         #expect(done.contains { if case .setTimer(.debounce, _) = $0 { true } else { false } }, "then c's turn")
     }
 
-    @Test func indexWritesAreGroupCommittedAndReservedBeforeTheyLeave() {
+    /// A version this node made is written before any peer hears of it (a crash must not leave
+    /// peers holding a version the node forgot), after the sequence reservation; what peers send
+    /// waits for the group commit (100 ms), unless 2,000 changes are pending.
+    @Test func ownVersionsAreWrittenBeforeTheyLeaveAndPeersRecordsAreGroupCommitted() {
         var h = Harness()
         h.start()
         let c = h.connect(TestIDs.b)
         let obs = (0..<3).map { SyncEngine.Observation(path: "f\($0)", record: fileRecord("f\($0)", [UInt8($0)], by: TestIDs.a)) }
         let out = h.handle(.scanned(ScanResult(request: .paths(["f0", "f1", "f2"]), observations: obs, known: [:])))
         let reserve = out.firstIndex { if case .reserveSequences = $0 { true } else { false } }
+        let persist = out.firstIndex { if case .persist = $0 { true } else { false } }
         let send = out.firstIndex { if case .send(c, .indexUpdate) = $0 { true } else { false } }
         #expect(reserve != nil && send != nil && reserve! < send!, "the reservation is written before a number leaves")
-        #expect(!out.contains { if case .persist = $0 { true } else { false } }, "records wait for the group commit")
-        h.now = .milliseconds(100)
+        #expect(persist != nil && send != nil && persist! < send!, "a local edit is written before a peer hears of it")
+
+        // A peer's records: no write at once, one at the group commit.
+        let theirs = (0..<3).map { fileRecord("p\($0)", [UInt8($0)], by: TestIDs.b) }
+        let received = h.handle(.received(c, .indexUpdate(.init(indexID: 99, records: theirs, caughtUp: true)), wireSize: 100))
+        #expect(!received.contains { if case .persist = $0 { true } else { false } }, "peer records wait for the group commit")
+        #expect(received.contains { if case .setTimer(.flushIndex, _) = $0 { true } else { false } })
+        h.now = .milliseconds(200)
         let flush = h.handle(.timer(.flushIndex))
         guard case .persist(let changes)? = flush.first(where: { if case .persist = $0 { true } else { false } }) else { Issue.record("no write"); return }
-        #expect(Set(changes.records.map(\.path)).isSuperset(of: ["f0", "f1", "f2"]))
-        // 2,000 changes are written at once, without waiting.
-        let many = (0..<2000).map { SyncEngine.Observation(path: "m\($0)", record: fileRecord("m\($0)", [1], by: TestIDs.a)) }
-        #expect(h.handle(.scanned(ScanResult(request: .full, observations: many, known: h.machine.engine.local))).contains { if case .persist = $0 { true } else { false } })
+        #expect(Set((changes.peerRecords[TestIDs.b] ?? []).map(\.path)).isSuperset(of: ["p0", "p1", "p2"]))
+        // 2,000 pending changes are written at once, without waiting for the timer.
+        let many = (0..<2000).map { fileRecord("m\($0)", [1], by: TestIDs.b) }
+        #expect(h.handle(.received(c, .indexUpdate(.init(indexID: 99, records: many, caughtUp: true)), wireSize: 100_000))
+            .contains { if case .persist = $0 { true } else { false } })
     }
 
     @Test func inSyncNeedsTheFirstScanAndEveryPeersIndex() {
