@@ -3,7 +3,9 @@
 
 Usage (as root; see bench/run.sh, which also builds syncctl and installs Syncthing):
     python3 bench/bench.py --syncctl PATH [--runs 3] [--quick] [--workloads 1,2,3,4,5,8]
-                           [--tools synckit,syncthing,syncthing-1s] [--markdown OUT]
+                           [--tools synckit,synckit-plain,syncthing,syncthing-1s] [--markdown OUT]
+    (synckit runs over TLS, as a user runs it; synckit-plain is the same with --insecure-plaintext,
+    to measure what TLS costs)
 
 Everything runs inside a fresh network namespace that has only `lo` (the script re-executes
 itself under `unshare -n`), so no packet leaves the machine, and Syncthing's discovery, relays,
@@ -152,13 +154,16 @@ class Cluster:
 
     def launch(self, i):
         """Starts node i of the tool and returns its process."""
-        if self.tool == "synckit":
+        if self.tool.startswith("synckit"):
             ports = [22201 + k for k in range(NODES)]
             cmd = [self.args.syncctl, "run", "--dir", self.dirs[i], "--port", str(ports[i]), "--bind", "127.0.0.1",
                    "--name", f"n{i}", "--log", "stderr", "--log-level", os.environ.get("BENCH_LOG_LEVEL", "warning")]
             for j in range(NODES):
                 if j != i:
                     cmd += ["--peer", f"127.0.0.1:{ports[j]}"]
+            # synckit-plain: the same nodes without TLS, to measure what encryption costs.
+            if self.tool == "synckit-plain":
+                cmd += ["--insecure-plaintext"]
             log = open(os.path.join(self.root, f"n{i}.log"), "ab")
             env = dict(os.environ, SYNCKIT_CLUSTER_KEY="bench-key")
             return subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
@@ -193,7 +198,7 @@ class Cluster:
         return None
 
     def node_in_sync(self, i):
-        if self.tool == "synckit":
+        if self.tool.startswith("synckit"):
             out = subprocess.run([self.args.syncctl, "status", "--dir", self.dirs[i], "--json"], capture_output=True, text=True)
             if out.returncode != 0:
                 return False
@@ -406,18 +411,18 @@ def write_table(results, path):
     import platform
     lines = [f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({platform.machine()}), "
              f"{subprocess.run(['syncthing', '--version'], capture_output=True, text=True).stdout.split('(')[0].strip()}; "
-             f"medians of {max(r['run'] for r in results) + 1} runs; ratio = Syncthing time / SyncKit time.", "",
+             f"medians of {max(r['run'] for r in results) + 1} runs; ratio = that row's time / syncctl's time (syncctl runs over TLS).", "",
              "| workload | tool | time (s) | ratio | CPU (s) | peak RSS per node (MiB) | bytes on lo |",
              "|---|---|---|---|---|---|---|"]
     for n in sorted({r["workload"] for r in results}):
         base = med([r for r in results if r["workload"] == n and r["tool"] == "synckit"], "seconds")
-        for tool in ["synckit", "syncthing", "syncthing-1s"]:
+        for tool in ["synckit", "synckit-plain", "syncthing", "syncthing-1s"]:
             rows = [r for r in results if r["workload"] == n and r["tool"] == tool]
             if not rows:
                 continue
             t = med(rows, "seconds")
-            ratio = f"{t / base:.1f}x" if t and base and tool != "synckit" else ""
-            label = {"synckit": "syncctl", "syncthing": "Syncthing (default)", "syncthing-1s": "Syncthing (watcher delay 1 s)"}[tool]
+            ratio = f"{t / base:.2f}x" if t and base and tool != "synckit" else ""
+            label = {"synckit": "syncctl", "synckit-plain": "syncctl --insecure-plaintext", "syncthing": "Syncthing (default)", "syncthing-1s": "Syncthing (watcher delay 1 s)"}[tool]
             lo = med(rows, "restart_lo_bytes" if n == 8 else "lo_bytes")
             lines.append(f"| {NAMES[n]} | {label} | {t:.3f} | {ratio} | {med(rows, 'cpu'):.2f} | {med(rows, 'rss_mib'):.0f} | {lo:,.0f} |")
     text = open(path).read()
