@@ -5,7 +5,8 @@ Usage (as root; see bench/run.sh, which also builds syncctl and installs Syncthi
     python3 bench/bench.py --syncctl PATH [--runs 3] [--quick] [--workloads 1,2,3,4,5,8]
                            [--tools synckit,synckit-plain,syncthing,syncthing-1s] [--markdown OUT]
     (synckit runs over TLS, as a user runs it; synckit-plain is the same with --insecure-plaintext,
-    to measure what TLS costs)
+    to measure what TLS costs; synckit-before runs the binary given by --syncctl-before, for
+    before/after figures of a change in one run)
 
 Everything runs inside a fresh network namespace that has only `lo` (the script re-executes
 itself under `unshare -n`), so no packet leaves the machine, and Syncthing's discovery, relays,
@@ -156,7 +157,8 @@ class Cluster:
         """Starts node i of the tool and returns its process."""
         if self.tool.startswith("synckit"):
             ports = [22201 + k for k in range(NODES)]
-            cmd = [self.args.syncctl, "run", "--dir", self.dirs[i], "--port", str(ports[i]), "--bind", "127.0.0.1",
+            binary = self.args.syncctl_before if self.tool == "synckit-before" else self.args.syncctl
+            cmd = [binary, "run", "--dir", self.dirs[i], "--port", str(ports[i]), "--bind", "127.0.0.1",
                    "--name", f"n{i}", "--log", "stderr", "--log-level", os.environ.get("BENCH_LOG_LEVEL", "warning")]
             for j in range(NODES):
                 if j != i:
@@ -199,7 +201,8 @@ class Cluster:
 
     def node_in_sync(self, i):
         if self.tool.startswith("synckit"):
-            out = subprocess.run([self.args.syncctl, "status", "--dir", self.dirs[i], "--json"], capture_output=True, text=True)
+            binary = self.args.syncctl_before if self.tool == "synckit-before" else self.args.syncctl
+            out = subprocess.run([binary, "status", "--dir", self.dirs[i], "--json"], capture_output=True, text=True)
             if out.returncode != 0:
                 return False
             try:
@@ -416,13 +419,13 @@ def write_table(results, path):
              "|---|---|---|---|---|---|---|"]
     for n in sorted({r["workload"] for r in results}):
         base = med([r for r in results if r["workload"] == n and r["tool"] == "synckit"], "seconds")
-        for tool in ["synckit", "synckit-plain", "syncthing", "syncthing-1s"]:
+        for tool in ["synckit", "synckit-plain", "synckit-before", "syncthing", "syncthing-1s"]:
             rows = [r for r in results if r["workload"] == n and r["tool"] == tool]
             if not rows:
                 continue
             t = med(rows, "seconds")
             ratio = f"{t / base:.2f}x" if t and base and tool != "synckit" else ""
-            label = {"synckit": "syncctl", "synckit-plain": "syncctl --insecure-plaintext", "syncthing": "Syncthing (default)", "syncthing-1s": "Syncthing (watcher delay 1 s)"}[tool]
+            label = {"synckit": "syncctl", "synckit-plain": "syncctl --insecure-plaintext", "synckit-before": "syncctl (before)", "syncthing": "Syncthing (default)", "syncthing-1s": "Syncthing (watcher delay 1 s)"}[tool]
             lo = med(rows, "restart_lo_bytes" if n == 8 else "lo_bytes")
             lines.append(f"| {NAMES[n]} | {label} | {t:.3f} | {ratio} | {med(rows, 'cpu'):.2f} | {med(rows, 'rss_mib'):.0f} | {lo:,.0f} |")
     text = open(path).read()
@@ -440,6 +443,8 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--workloads", default="1,2,3,4,5,8")
     ap.add_argument("--tools", default="synckit,syncthing,syncthing-1s")
+    ap.add_argument("--syncctl-before", default=None,
+                    help="another syncctl binary (an older commit), run as the tool synckit-before: before/after figures in one run")
     ap.add_argument("--deadline", type=float, default=600)
     ap.add_argument("--workdir", default="/tmp")
     ap.add_argument("--keep", action="store_true")
@@ -447,6 +452,8 @@ def main():
     ap.add_argument("--markdown", default=None, help="write the table of medians into this file, between the bench markers")
     ap.add_argument("--in-netns", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if "synckit-before" in args.tools.split(",") and not args.syncctl_before:
+        ap.error("the tool synckit-before needs --syncctl-before PATH")
 
     if not args.in_netns:
         # A namespace with only lo: nothing can leave the machine.

@@ -1,8 +1,15 @@
 /// Wire encoding and decoding of `DNSMessage` (RFC 1035 section 4.1, name compression 4.1.4).
+///
+/// Packets come from anyone on the link, so decoding trusts nothing: sizes are checked against
+/// what is left before anything is allocated, compression pointers may only point backwards
+/// (no loops), and every malformed packet is a thrown `DNSError`, never a trap. The fuzz target
+/// `dns` (Fuzz/) checks that, and that what decodes encodes back to the same message.
 public enum DNSCodec {
     // MARK: encoding
 
-    /// Encodes a message, compressing names against earlier ones.
+    /// Encodes a message, compressing names against earlier ones. Flags other than QR and AA are
+    /// zero (mDNS needs no others); every class is IN, with the top bit as unicast-response (in a
+    /// question) or cache-flush (in a record), RFC 6762 sections 5.4 and 10.2.
     public static func encode(_ m: DNSMessage) -> [UInt8] {
         var w = Writer()
         w.u16(m.id)
@@ -23,13 +30,19 @@ public enum DNSCodec {
         return w.bytes
     }
 
+    /// Appends big-endian fields to a growing packet and remembers where each name suffix was
+    /// written, so a later name ending the same way becomes a two-byte pointer.
     struct Writer {
         var bytes: [UInt8] = []
+        /// Offset of every name suffix written so far, keyed by its lower-cased labels (names
+        /// compare case-insensitively, RFC 1035 section 2.3.3).
         var offsets: [[[UInt8]]: Int] = [:]
 
         mutating func u16(_ v: UInt16) { bytes += [UInt8(v >> 8), UInt8(v & 0xff)] }
         mutating func u32(_ v: UInt32) { u16(UInt16(v >> 16)); u16(UInt16(v & 0xffff)) }
 
+        /// Writes `n` label by label until a suffix was already written, then points at it.
+        /// Only offsets below 0x3FFF can be pointed at (14 bits); labels are cut at 63 bytes.
         mutating func name(_ n: DNSName) {
             let canonical = n.canonical
             for i in n.labels.indices {
@@ -46,6 +59,8 @@ public enum DNSCodec {
             bytes.append(0)
         }
 
+        /// Writes a resource record; its data length is patched in once the data is written
+        /// (a compressed name inside it has a length known only then).
         mutating func record(_ r: DNSRecord) {
             name(r.name)
             u16(r.type.rawValue)
@@ -102,6 +117,9 @@ public enum DNSCodec {
         return m
     }
 
+    /// A cursor over a received packet. Every read checks what is left and throws on a short
+    /// packet; names may jump backwards through compression pointers without moving the cursor
+    /// past the pointer.
     struct Reader {
         let bytes: [UInt8]
         var at = 0
@@ -116,13 +134,16 @@ public enum DNSCodec {
         mutating func u16() throws -> UInt16 { UInt16(try u8()) << 8 | UInt16(try u8()) }
         mutating func u32() throws -> UInt32 { UInt32(try u16()) << 16 | UInt32(try u16()) }
 
+        /// The next `n` bytes, or a throw when fewer are left (or `n` is negative).
         mutating func take(_ n: Int) throws -> [UInt8] {
             guard n >= 0, n <= remaining else { throw DNSError("truncated packet") }
             defer { at += n }
             return Array(bytes[at..<at + n])
         }
 
-        /// Reads a possibly compressed name starting at the cursor.
+        /// Reads a possibly compressed name starting at the cursor. Bounded three ways, so a
+        /// hostile packet cannot make it loop or grow: 255 bytes of name in all, at most 32
+        /// pointers, and each pointer strictly before every earlier one.
         mutating func name() throws -> DNSName {
             var labels = [[UInt8]]()
             var total = 0
@@ -161,6 +182,8 @@ public enum DNSCodec {
             }
         }
 
+        /// Reads one resource record. A, AAAA, PTR, SRV and TXT are parsed (their data must fill
+        /// the stated length exactly); any other type is kept as raw bytes.
         mutating func record() throws -> DNSRecord {
             let owner = try name()
             let type = DNSRecordType(rawValue: try u16())

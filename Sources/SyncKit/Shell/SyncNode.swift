@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import NIOCore
 import ServiceLifecycle
 
@@ -286,9 +287,9 @@ public actor SyncNode: Service {
         nextConnection += 1
         let connection = Connection(id: c, channel: channel, metrics: metrics) { [weak self] c in await self?.handle(.indexBatchSent(c)) }
         connections[c] = connection
-        let security = channel.security
-        let trusted = security.map { configuration.trust.trusts($0.peer) } ?? false
-        handle(.connectionOpened(c, address: channel.remoteDescription, dialed: dialed, nonce: ClusterKey.nonce(), security: security, trusted: trusted))
+        // Trusted: the certificate's ID is in the trust list (read again if its file changed).
+        let trusted = channel.security.map { configuration.trust.trusts($0.peer) } ?? false
+        handle(.connectionOpened(c, address: channel.remoteDescription, dialed: dialed, nonce: ClusterKey.nonce(), security: channel.security, trusted: trusted))
         Task { await self.receive(on: connection) }
     }
 
@@ -310,17 +311,11 @@ public actor SyncNode: Service {
 
     private func scan(_ request: ScanRequest, known: [String: FileRecord]) {
         if request == .full { fullScansStarted += 1 }
-        let folder = self.folder
-        let ignore = machine.ignore
-        let clock = self.clock
-        let metrics = self.metrics
+        let (folder, ignore, clock, metrics) = (self.folder, machine.ignore, self.clock, self.metrics)
         Task.detached {
             let started = clock.now
             let result = await folder.scan(request, known: known, ignore: ignore)
-            if request == .full {
-                let elapsed = clock.now - started
-                metrics.scanDuration.recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
-            }
+            if request == .full { metrics.scanDuration.record(duration: clock.now - started) }
             await self.handle(.scanned(result))
         }
     }
