@@ -46,12 +46,11 @@ func frames(of chunks: [ByteBuffer]) -> (frames: [Frame], failed: Bool) {
     var decoder = FrameDecoder()
     var out = [Frame]()
     do {
+        // `next()` checks the length prefix as soon as it is complete, whole frame or not.
         for chunk in chunks {
-            try decoder.checkPendingLength()
             decoder.append(chunk)
             while let frame = try decoder.next() { out.append(frame) }
         }
-        try decoder.checkPendingLength()
     } catch is WireError {
         return (out, true)
     } catch {
