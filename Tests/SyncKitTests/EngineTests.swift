@@ -208,6 +208,32 @@ struct SimCluster {
         #expect(engine.isIdle)
     }
 
+    /// A node that pulled everything from a peer does not send it all back when that peer asks
+    /// for its index (after a restart, the peer asks from where it last heard): only records the
+    /// peer does not hold at the same version, plus the highest one, so the peer's `since` moves
+    /// up. A peer whose index was reset gets everything.
+    @Test func anIndexAnswerLeavesOutWhatThePeerAlreadyHolds() {
+        var c = SimCluster(count: 2, policy: NewestWinsPolicy())
+        for i in 0..<50 { c.write(0, "f\(i)", [UInt8(i)]) }
+        c.send(from: 0, to: 1)
+        c.write(1, "mine", [9])
+        let b = c.nodes[1].engine
+        let all = b.keys(after: .init(indexID: 1, since: 0), ourIndexID: 1)
+        #expect(all.count == 51)
+        let answer = b.keys(after: .init(indexID: 1, since: 0), ourIndexID: 1, for: c.ids[0])
+        #expect(answer.map(\.path) == ["mine"], "only what node 0 lacks (here also the highest)")
+        // Nothing new on B: still the highest, so node 0's `since` reaches B's last sequence.
+        var quiet = SimCluster(count: 2, policy: NewestWinsPolicy())
+        for i in 0..<50 { quiet.write(0, "f\(i)", [UInt8(i)]) }
+        quiet.send(from: 0, to: 1)
+        let keys = quiet.nodes[1].engine.keys(after: .init(indexID: 1, since: 0), ourIndexID: 1, for: quiet.ids[0])
+        #expect(keys.count == 1 && keys[0].sequence == quiet.nodes[1].engine.sequence)
+        // The peer's index was reset: everything goes.
+        var reset = quiet.nodes[1].engine
+        reset.peerConnected(quiet.ids[0], indexID: 7)
+        #expect(reset.keys(after: .init(indexID: 1, since: 0), ourIndexID: 1, for: quiet.ids[0]).count == 50)
+    }
+
     /// When a queued path's turn comes and only the agreed record is left to store (the disk
     /// already holds the content), `nextJobs(into:)` stores it instead of dropping it.
     @Test func aRecordDecidedAtAPathsTurnIsStored() {

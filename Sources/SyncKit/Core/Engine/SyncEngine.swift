@@ -303,11 +303,21 @@ public struct SyncEngine: Sendable {
 
     /// The keys of those records, in sequence order (an index backlog reads the records
     /// themselves as it sends them).
-    public func keys(after request: WireMessage.IndexRequest, ourIndexID: UInt64) -> [RecordKey] {
+    ///
+    /// With `peer`, records that peer's own index already holds at the same version are left
+    /// out (no echo, as for broadcasts): a node restarted after pulling 20,000 files from its
+    /// peers would otherwise send every one of them back at each connection, since the peers
+    /// never had them from it. The highest key is always kept, so the peer's `since` moves up
+    /// to it and the next request starts there. A peer whose index was reset is forgotten at
+    /// `peerConnected`, before its request, so nothing is left out for it.
+    public func keys(after request: WireMessage.IndexRequest, ourIndexID: UInt64, for peer: NodeID? = nil) -> [RecordKey] {
         let since = request.indexID == ourIndexID ? request.since : 0
         var keys = [RecordKey]()
         for r in local.values where r.sequence > since { keys.append(RecordKey(path: r.path, sequence: r.sequence)) }
         keys.sort { $0.sequence < $1.sequence }
+        guard let peer, let known = peers[peer]?.records, let last = keys.popLast() else { return keys }
+        keys.removeAll { key in local[key.path].map { known[key.path]?.version == $0.version } ?? false }
+        keys.append(last)
         return keys
     }
 

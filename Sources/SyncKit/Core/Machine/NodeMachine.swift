@@ -406,7 +406,7 @@ public struct NodeMachine: Sendable {
                 protocolViolation(c, "\(error)")
             }
         case .indexRequest(let request):
-            let keys = engine.keys(after: request, ourIndexID: settings.indexID)
+            let keys = engine.keys(after: request, ourIndexID: settings.indexID, for: session.peer)
             sessions[c]!.answerIndexRequest(keys)
             pumpIndex(c)
         case .blockRequest(let request):
