@@ -12,6 +12,8 @@ final class FrameDecodingHandler: ChannelInboundHandler, RemovableChannelHandler
     typealias InboundOut = Frame
 
     private var decoder: FrameDecoder
+    /// Payloads up to this size are copied out of the read buffer (see `channelRead`).
+    static let copyLimit = 16 << 10
     /// Set once the stream was found malformed: later reads are dropped, not decoded.
     private var failed = false
 
@@ -23,14 +25,17 @@ final class FrameDecodingHandler: ChannelInboundHandler, RemovableChannelHandler
         guard !failed else { return }
         decoder.append(Self.unwrapInboundIn(data))
         do {
-            while let frame = try decoder.next() {
-                // The decoder returns a slice of its accumulation buffer. Pass on a copy, so the
-                // buffer stays uniquely referenced: otherwise the next append copies all of it
-                // (copy-on-write) whenever the consumer still holds a frame, and a retained small
-                // frame would pin the whole buffer in memory.
-                var payload = context.channel.allocator.buffer(capacity: frame.payload.readableBytes)
-                payload.writeImmutableBuffer(frame.payload)
-                context.fireChannelRead(Self.wrapInboundOut(Frame(type: frame.type, payload: payload)))
+            while var frame = try decoder.next() {
+                // The decoder returns a slice of the read or of its own gathering buffer. A small
+                // frame is copied, so that keeping it (an index update, a request) does not pin a
+                // whole read buffer in memory; a large one (a block) is most of its buffer anyway
+                // and goes on as is, saving a copy of every block received.
+                if frame.payload.readableBytes <= Self.copyLimit {
+                    var payload = context.channel.allocator.buffer(capacity: frame.payload.readableBytes)
+                    payload.writeImmutableBuffer(frame.payload)
+                    frame.payload = payload
+                }
+                context.fireChannelRead(Self.wrapInboundOut(frame))
             }
         } catch {
             failed = true

@@ -39,6 +39,15 @@ public struct Frame: Sendable, Equatable {
 public struct FrameDecoder: Sendable {
     public let maximumSize: Int
     private var buffer: ByteBuffer
+    /// False while `buffer` is the caller's own buffer taken as is (no copy): its storage may
+    /// still be shared (NIOSSL keeps a reference to the buffer it decrypts into), so nothing is
+    /// written into it and a partial frame is not kept in it.
+    private var owned = true
+
+    /// The most a partial frame's buffer is given up front: room for a whole block frame, so its
+    /// pieces are copied once each; a larger declared frame grows as its bytes come, so a peer
+    /// that announces a big frame and sends nothing costs no more than this.
+    static let preallocationLimit = 1 << 20
 
     public init(maximumSize: Int = Frame.defaultMaximumSize) {
         self.maximumSize = maximumSize
@@ -50,22 +59,37 @@ public struct FrameDecoder: Sendable {
 
     /// Adds bytes received from the stream.
     ///
-    /// Frames handed out are slices of this buffer, and a caller may keep them; appending to a
-    /// buffer that is still shared would copy all of it, consumed bytes included. So an empty
-    /// buffer is replaced by the new bytes (no copy at all), and otherwise only the unread tail
-    /// moves into a fresh buffer before the new bytes are added.
+    /// Each byte is copied at most once: frames that arrive whole in one read are slices of the
+    /// caller's buffer (no copy at all); a frame that spans reads is gathered in a buffer of its
+    /// own, made once with room for the whole frame. A frame handed out may be kept by the
+    /// caller: the decoder never writes into storage a handed-out frame shares (it moves the
+    /// unread tail into a fresh buffer first), so keeping one never makes the next append copy
+    /// everything (copy-on-write).
     public mutating func append(_ bytes: ByteBuffer) {
         if buffer.readableBytes == 0 {
             buffer = bytes
+            owned = false
             return
         }
-        if buffer.readerIndex > 0 {
-            var fresh = ByteBufferAllocator().buffer(capacity: buffer.readableBytes + bytes.readableBytes)
-            fresh.writeBuffer(&buffer)
-            buffer = fresh
-        }
         var bytes = bytes
+        if !owned || buffer.readerIndex > 0 || buffer.writableBytes < bytes.readableBytes {
+            adopt(extra: bytes.readableBytes)
+        }
         buffer.writeBuffer(&bytes)
+    }
+
+    /// Moves the unread bytes into a fresh buffer of this decoder's own, with room for `extra`
+    /// more bytes and, when the pending frame's length is known, for all of that frame (up to
+    /// `preallocationLimit`).
+    private mutating func adopt(extra: Int) {
+        var room = buffer.readableBytes + extra
+        if let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self), Int(length) <= maximumSize {
+            room = max(room, min(4 + Int(length), Self.preallocationLimit))
+        }
+        var fresh = ByteBufferAllocator().buffer(capacity: room)
+        fresh.writeBuffer(&buffer)
+        buffer = fresh
+        owned = true
     }
 
     static func validate(length: UInt32, maximum: Int) throws {
@@ -78,13 +102,25 @@ public struct FrameDecoder: Sendable {
     /// The next complete frame, or nil when more bytes are needed. The length prefix is checked
     /// as soon as its four bytes are in, so an oversized frame fails before it is buffered.
     public mutating func next() throws -> Frame? {
-        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return nil }
+        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else {
+            keepPartial()
+            return nil
+        }
         try Self.validate(length: length, maximum: maximumSize)
-        guard buffer.readableBytes >= 4 + Int(length) else { return nil }
+        guard buffer.readableBytes >= 4 + Int(length) else {
+            keepPartial()
+            return nil
+        }
         buffer.moveReaderIndex(forwardBy: 4)
         let type: UInt8 = buffer.readInteger()!
         let payload = buffer.readSlice(length: Int(length) - 1)!
         return Frame(type: type, payload: payload)
+    }
+
+    /// A partial frame left in the caller's buffer moves into one of our own now, so that the
+    /// caller's storage is released (and not copied on its next write).
+    private mutating func keepPartial() {
+        if !owned && buffer.readableBytes > 0 { adopt(extra: 0) }
     }
 }
 
