@@ -5,8 +5,8 @@ Usage (as root; see bench/run.sh, which also builds syncctl and installs Syncthi
     python3 bench/bench.py --syncctl PATH [--runs 3] [--quick] [--workloads 1,2,3,4,5,8]
                            [--tools synckit,synckit-plain,syncthing,syncthing-1s] [--markdown OUT]
     (synckit runs over TLS, as a user runs it; synckit-plain is the same with --insecure-plaintext,
-    to measure what TLS costs; synckit-before runs the binary given by --syncctl-before, for
-    before/after figures of a change in one run)
+    to measure what TLS costs; synckit-before and synckit-before-plain run the binary given by
+    --syncctl-before, for before/after figures of a change in one run)
 
 Everything runs inside a fresh network namespace that has only `lo` (the script re-executes
 itself under `unshare -n`), so no packet leaves the machine, and Syncthing's discovery, relays,
@@ -157,14 +157,14 @@ class Cluster:
         """Starts node i of the tool and returns its process."""
         if self.tool.startswith("synckit"):
             ports = [22201 + k for k in range(NODES)]
-            binary = self.args.syncctl_before if self.tool == "synckit-before" else self.args.syncctl
+            binary = self.args.syncctl_before if self.tool.startswith("synckit-before") else self.args.syncctl
             cmd = [binary, "run", "--dir", self.dirs[i], "--port", str(ports[i]), "--bind", "127.0.0.1",
                    "--name", f"n{i}", "--log", "stderr", "--log-level", os.environ.get("BENCH_LOG_LEVEL", "warning")]
             for j in range(NODES):
                 if j != i:
                     cmd += ["--peer", f"127.0.0.1:{ports[j]}"]
             # synckit-plain: the same nodes without TLS, to measure what encryption costs.
-            if self.tool == "synckit-plain":
+            if self.tool.endswith("-plain"):
                 cmd += ["--insecure-plaintext"]
             log = open(os.path.join(self.root, f"n{i}.log"), "ab")
             env = dict(os.environ, SYNCKIT_CLUSTER_KEY="bench-key")
@@ -201,7 +201,7 @@ class Cluster:
 
     def node_in_sync(self, i):
         if self.tool.startswith("synckit"):
-            binary = self.args.syncctl_before if self.tool == "synckit-before" else self.args.syncctl
+            binary = self.args.syncctl_before if self.tool.startswith("synckit-before") else self.args.syncctl
             out = subprocess.run([binary, "status", "--dir", self.dirs[i], "--json"], capture_output=True, text=True)
             if out.returncode != 0:
                 return False
@@ -419,13 +419,13 @@ def write_table(results, path):
              "|---|---|---|---|---|---|---|"]
     for n in sorted({r["workload"] for r in results}):
         base = med([r for r in results if r["workload"] == n and r["tool"] == "synckit"], "seconds")
-        for tool in ["synckit", "synckit-plain", "synckit-before", "syncthing", "syncthing-1s"]:
+        for tool in ["synckit", "synckit-plain", "synckit-before", "synckit-before-plain", "syncthing", "syncthing-1s"]:
             rows = [r for r in results if r["workload"] == n and r["tool"] == tool]
             if not rows:
                 continue
             t = med(rows, "seconds")
             ratio = f"{t / base:.2f}x" if t and base and tool != "synckit" else ""
-            label = {"synckit": "syncctl", "synckit-plain": "syncctl --insecure-plaintext", "synckit-before": "syncctl (before)", "syncthing": "Syncthing (default)", "syncthing-1s": "Syncthing (watcher delay 1 s)"}[tool]
+            label = {"synckit": "syncctl", "synckit-plain": "syncctl --insecure-plaintext", "synckit-before": "syncctl (before)", "synckit-before-plain": "syncctl (before) --insecure-plaintext", "syncthing": "Syncthing (default)", "syncthing-1s": "Syncthing (watcher delay 1 s)"}[tool]
             lo = med(rows, "restart_lo_bytes" if n == 8 else "lo_bytes")
             lines.append(f"| {NAMES[n]} | {label} | {t:.3f} | {ratio} | {med(rows, 'cpu'):.2f} | {med(rows, 'rss_mib'):.0f} | {lo:,.0f} |")
     text = open(path).read()
@@ -452,8 +452,8 @@ def main():
     ap.add_argument("--markdown", default=None, help="write the table of medians into this file, between the bench markers")
     ap.add_argument("--in-netns", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if "synckit-before" in args.tools.split(",") and not args.syncctl_before:
-        ap.error("the tool synckit-before needs --syncctl-before PATH")
+    if any(t.startswith("synckit-before") for t in args.tools.split(",")) and not args.syncctl_before:
+        ap.error("the tools synckit-before* need --syncctl-before PATH")
 
     if not args.in_netns:
         # A namespace with only lo: nothing can leave the machine.

@@ -496,7 +496,7 @@ class Cluster:
                 self.note_crash(node, proc, text)
             if "[SyncKit] starting" in text and node.proc is proc:
                 node.logged_start = True
-                m = re.search(r"node\.id=([A-Z2-7]{52})", text)
+                m = re.search(r"node\.id=([A-Z2-7]{7}(?:-[A-Z2-7]{7}){7})", text)
                 if m and node.node_id is None:
                     node.node_id = m.group(1)
             node.logfile.write(f"{self.timeline.now():9.3f} {text}\n")

@@ -111,7 +111,7 @@ else
 fi
 
 # wait_lost <node index that leaves> <seconds allowed> <what>: the other nodes log it lost.
-id_of() { "$SYNCCTL" id --dir "$WORK/n$1" | cut -c1-7; }
+id_of() { "$SYNCCTL" id --dir "$WORK/n$1" | head -n 1 | cut -c1-7; }   # the ID is the first line
 wait_lost() {
     local gone=$1 limit=$2 what=$3 t0=$4 id others
     id=$(id_of "$gone")
