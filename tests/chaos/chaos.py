@@ -1722,7 +1722,7 @@ class SeedRun:
             with open(self.workdir / "logs" / f"{node_name}.log", errors="replace") as f:
                 for line in f:
                     if needle in line and pat.search(line):
-                        line = re.sub(r" node=\S+ node\.id=[A-Z2-7]{52}", "", line.rstrip())
+                        line = re.sub(r" node=\S+ node\.id=[A-Z2-7-]{52,63}", "", line.rstrip())
                         line = re.sub(r" \d{4}-\d\d-\d\dT(\d\d:\d\d:\d\d)\S* ", r" \1 ", line)
                         out.append(line[:260])
         except OSError:
