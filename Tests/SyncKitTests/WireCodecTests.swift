@@ -39,6 +39,17 @@ import Testing
         }
     }
 
+    /// The smallest record the encoder can write (no version entries, no blocks, a one-byte
+    /// path) alone in an update still decodes: the bound on the declared count must not exceed
+    /// the true minimum (found by the `wire` fuzzer, which had 80 against an actual 73).
+    @Test func anUpdateOfOneMinimalRecordRoundTrips() throws {
+        let minimal = FileRecord(path: "a", kind: .directory, modifiedBy: TestIDs.b)
+        let update = WireMessage.indexUpdate(.init(indexID: 1, records: [minimal], caughtUp: true))
+        let frame = WireCodec.encode(update)
+        #expect(frame.payload.readableBytes == 8 + 1 + 4 + WireCodec.minimumRecordSize + 1)
+        #expect(try WireCodec.decode(frame) == update)
+    }
+
     @Test func trailingBytesAreRejected() {
         var frame = WireCodec.encode(.ping)
         frame.payload.writeInteger(UInt8(0))

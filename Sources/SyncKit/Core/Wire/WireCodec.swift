@@ -108,6 +108,14 @@ public enum WireCodec {
     }
 
     /// A record's wire form; `inode` is local and not sent. Also the index store's format.
+    /// The fewest bytes a record of an index update can take, its form byte included: form 1,
+    /// path length 2 (empty path), kind 1, deleted 1, size 8, mtime 8, mode 4, modifiedBy 32,
+    /// version count 2 (no entries), block count 4 (no blocks), link target length 2, sequence 8.
+    /// It bounds a declared record count before anything is allocated; it must not be larger
+    /// than what `writeRecord` can produce (the fuzzer found 80, which refused a re-encoded
+    /// update of one such record).
+    static let minimumRecordSize = 73
+
     public static func writeRecord(_ r: FileRecord, to b: inout ByteBuffer) {
         writeString(r.path, to: &b)
         b.writeInteger(r.kind.rawValue)
@@ -163,8 +171,8 @@ public enum WireCodec {
         case .indexUpdate:
             let indexID = try r.integer(UInt64.self)
             let caughtUp = try r.bool()
-            // The smallest record takes 80 bytes: a count above remaining/80 cannot be true.
-            let count = try r.count(UInt32.self, minimumElementSize: 80)
+            // A count above remaining / (smallest record) cannot be true.
+            let count = try r.count(UInt32.self, minimumElementSize: minimumRecordSize)
             var records = [FileRecord]()
             var deltas = [Int: WireMessage.BlockDelta]()
             records.reserveCapacity(count)
