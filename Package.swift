@@ -192,10 +192,12 @@ if Context.environment["SYNCKIT_FUZZ"] == "1" {
     package.products = fuzzers.map { .executable(name: $0.module, targets: [$0.module]) }
     // The declaration of libFuzzer's driver, which each target's `@main` calls.
     package.targets.append(.target(name: "CFuzzDriver", path: "Fuzz/Sources/CFuzzDriver"))
+    // The `main` all targets share (`runFuzzer`: libFuzzer's driver, or `--write-seeds`).
+    package.targets.append(.target(name: "FuzzMain", dependencies: ["CFuzzDriver"], path: "Fuzz/Sources/FuzzMain", swiftSettings: strict))
     for f in fuzzers {
         package.targets.append(.executableTarget(
             name: f.module,
-            dependencies: f.dependencies + ["CFuzzDriver"],
+            dependencies: f.dependencies + ["FuzzMain"],
             path: "Fuzz/Sources/\(f.module)",
             // One file with an `@main` type: -parse-as-library so the file is not a script.
             swiftSettings: strict + [.unsafeFlags(sanitize + ["-parse-as-library"])],

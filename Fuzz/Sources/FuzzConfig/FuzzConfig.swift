@@ -2,7 +2,7 @@
 // JSON through Yams). The input is the file's text; syncctl reads files as UTF-8, so input that
 // is not UTF-8 never reaches the loader and is skipped. A `ConfigFile.Problem` is the expected
 // answer to a bad file; whatever is accepted must come out as `--key` flags of `syncctl run`.
-import CFuzzDriver
+import FuzzMain
 import Glibc
 import SyncCtlConfig
 
@@ -32,25 +32,11 @@ public func fuzzConfig(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     return 0
 }
 
-/// The entry point (see CFuzzDriver.h): libFuzzer's driver with this file's test function.
-/// `--write-seeds DIR` writes the seed corpus instead (Fuzz/Corpus, scripts/fuzz.sh).
+/// The entry point: libFuzzer's driver with this file's test function, or `--write-seeds DIR`
+/// (see `runFuzzer` in Fuzz/Sources/FuzzMain).
 @main
 enum Main {
-    static func main() {
-        let arguments = CommandLine.arguments
-        if arguments.count == 3 && arguments[1] == "--write-seeds" {
-            for (name, bytes) in seeds() {
-                let file = arguments[2] + "/" + name
-                guard let f = fopen(file, "wb"), fwrite(bytes, 1, bytes.count, f) == bytes.count, fclose(f) == 0 else {
-                    fatalError("cannot write \(file)")
-                }
-            }
-            exit(0)
-        }
-        var argc = CommandLine.argc
-        var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
-        exit(LLVMFuzzerRunDriver(&argc, &argv, fuzzConfig))
-    }
+    static func main() { runFuzzer(fuzzConfig, seeds: seeds) }
 }
 
 // MARK: seeds

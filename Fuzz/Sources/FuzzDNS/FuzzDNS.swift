@@ -2,7 +2,7 @@
 // a packet). Bad bytes must end in `DNSError`; a packet that decodes must decode to the same
 // message after `DNSCodec.encode` (when the encoding fits in an mDNS packet: a packet can point
 // its names into bytes that encode does not compress against, so its encoding may be longer).
-import CFuzzDriver
+import FuzzMain
 import Glibc
 import DiscoveryMDNSLite
 
@@ -28,25 +28,11 @@ public func fuzzDNS(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     return 0
 }
 
-/// The entry point (see CFuzzDriver.h): libFuzzer's driver with this file's test function.
-/// `--write-seeds DIR` writes the seed corpus instead (Fuzz/Corpus, scripts/fuzz.sh).
+/// The entry point: libFuzzer's driver with this file's test function, or `--write-seeds DIR`
+/// (see `runFuzzer` in Fuzz/Sources/FuzzMain).
 @main
 enum Main {
-    static func main() {
-        let arguments = CommandLine.arguments
-        if arguments.count == 3 && arguments[1] == "--write-seeds" {
-            for (name, bytes) in seeds() {
-                let file = arguments[2] + "/" + name
-                guard let f = fopen(file, "wb"), fwrite(bytes, 1, bytes.count, f) == bytes.count, fclose(f) == 0 else {
-                    fatalError("cannot write \(file)")
-                }
-            }
-            exit(0)
-        }
-        var argc = CommandLine.argc
-        var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
-        exit(LLVMFuzzerRunDriver(&argc, &argv, fuzzDNS))
-    }
+    static func main() { runFuzzer(fuzzDNS, seeds: seeds) }
 }
 
 // MARK: seeds

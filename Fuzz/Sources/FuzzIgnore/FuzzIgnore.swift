@@ -6,7 +6,7 @@
 // second of CPU is reported at once. The matcher is also compared with the backtracking one it
 // replaced (`ReferenceGlob`, kept here as the specification) wherever that one finishes within a
 // step budget.
-import CFuzzDriver
+import FuzzMain
 import Foundation
 @testable import SyncKit  // Glob and the parsed rules are internal; fuzz builds are debug (testable)
 
@@ -155,25 +155,11 @@ func cpuSeconds() -> Double {
     return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
 }
 
-/// The entry point (see CFuzzDriver.h): libFuzzer's driver with this file's test function.
-/// `--write-seeds DIR` writes the seed corpus instead (Fuzz/Corpus, scripts/fuzz.sh).
+/// The entry point: libFuzzer's driver with this file's test function, or `--write-seeds DIR`
+/// (see `runFuzzer` in Fuzz/Sources/FuzzMain).
 @main
 enum Main {
-    static func main() {
-        let arguments = CommandLine.arguments
-        if arguments.count == 3 && arguments[1] == "--write-seeds" {
-            for (name, bytes) in seeds() {
-                let file = arguments[2] + "/" + name
-                guard let f = fopen(file, "wb"), fwrite(bytes, 1, bytes.count, f) == bytes.count, fclose(f) == 0 else {
-                    fatalError("cannot write \(file)")
-                }
-            }
-            exit(0)
-        }
-        var argc = CommandLine.argc
-        var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
-        exit(LLVMFuzzerRunDriver(&argc, &argv, fuzzIgnore))
-    }
+    static func main() { runFuzzer(fuzzIgnore, seeds: seeds) }
 }
 
 // MARK: seeds

@@ -12,7 +12,7 @@
 //   run: openat2(RESOLVE_BENEATH) and the O_NOFOLLOW component walk.
 // What an input creates is removed again (through the same root), so every input starts from
 // the same tree and the run stays fast.
-import CFuzzDriver
+import FuzzMain
 import Foundation
 import Glibc
 import SyncKit
@@ -200,25 +200,11 @@ func names(_ fd: Int32) -> Set<[UInt8]> {
     return out
 }
 
-/// The entry point (see CFuzzDriver.h): libFuzzer's driver with this file's test function.
-/// `--write-seeds DIR` writes the seed corpus instead (Fuzz/Corpus, scripts/fuzz.sh).
+/// The entry point: libFuzzer's driver with this file's test function, or `--write-seeds DIR`
+/// (see `runFuzzer` in Fuzz/Sources/FuzzMain).
 @main
 enum Main {
-    static func main() {
-        let arguments = CommandLine.arguments
-        if arguments.count == 3 && arguments[1] == "--write-seeds" {
-            for (name, bytes) in seeds() {
-                let file = arguments[2] + "/" + name
-                guard let f = fopen(file, "wb"), fwrite(bytes, 1, bytes.count, f) == bytes.count, fclose(f) == 0 else {
-                    fatalError("cannot write \(file)")
-                }
-            }
-            exit(0)
-        }
-        var argc = CommandLine.argc
-        var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
-        exit(LLVMFuzzerRunDriver(&argc, &argv, fuzzPath))
-    }
+    static func main() { runFuzzer(fuzzPath, seeds: seeds) }
 }
 
 // MARK: seeds

@@ -8,7 +8,7 @@
 // A thrown `WireError` (or `InvalidPathRecord`) is the expected answer to bad bytes; a crash, a
 // trap, an ASan report or a huge allocation is a bug. A message that decodes must survive a
 // round trip: encoding it and decoding that gives the same message.
-import CFuzzDriver
+import FuzzMain
 import Glibc
 import NIOCore
 import SyncKit
@@ -90,25 +90,11 @@ func check(_ frame: Frame) {
     precondition(again == expected, "a decoded \(frame.type) message changed in a round trip")
 }
 
-/// The entry point (see CFuzzDriver.h): libFuzzer's driver with this file's test function.
-/// `--write-seeds DIR` writes the seed corpus instead (Fuzz/Corpus, scripts/fuzz.sh).
+/// The entry point: libFuzzer's driver with this file's test function, or `--write-seeds DIR`
+/// (see `runFuzzer` in Fuzz/Sources/FuzzMain).
 @main
 enum Main {
-    static func main() {
-        let arguments = CommandLine.arguments
-        if arguments.count == 3 && arguments[1] == "--write-seeds" {
-            for (name, bytes) in seeds() {
-                let file = arguments[2] + "/" + name
-                guard let f = fopen(file, "wb"), fwrite(bytes, 1, bytes.count, f) == bytes.count, fclose(f) == 0 else {
-                    fatalError("cannot write \(file)")
-                }
-            }
-            exit(0)
-        }
-        var argc = CommandLine.argc
-        var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
-        exit(LLVMFuzzerRunDriver(&argc, &argv, fuzzWire))
-    }
+    static func main() { runFuzzer(fuzzWire, seeds: seeds) }
 }
 
 // MARK: seeds
