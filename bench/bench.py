@@ -467,8 +467,10 @@ def main():
         args.deadline = min(args.deadline, 120)
     results = []
     for n in [int(x) for x in args.workloads.split(",")]:
-        for tool in args.tools.split(","):
-            for r in range(args.runs):
+        # Runs interleave the tools (A B A B A B, not A A A B B B), so that a machine that
+        # warms up or slows down during a workload weighs on every tool alike.
+        for r in range(args.runs):
+            for tool in args.tools.split(","):
                 res = run_workload(n, tool, args, scale)
                 res["run"] = r
                 print(json.dumps(res), flush=True)
