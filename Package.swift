@@ -24,6 +24,7 @@ let package = Package(
         .library(name: "DiscoveryStatic", targets: ["DiscoveryStatic"]),
         .library(name: "DiscoveryMDNSLite", targets: ["DiscoveryMDNSLite"]),
         .library(name: "JournaldLogging", targets: ["JournaldLogging"]),
+        .library(name: "ProtocolBEP", targets: ["ProtocolBEP"]),
         .executable(name: "syncctl", targets: ["syncctl"]),
     ],
     dependencies: [
@@ -40,6 +41,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
     ],
     targets: [
         // syncfs(2) for the group commit of pulled files (not exported by Swift's Glibc module).
@@ -101,6 +103,23 @@ let package = Package(
             name: "CSystemd", path: "Sources/CSystemd", pkgConfig: "libsystemd",
             providers: [.apt(["libsystemd-dev"])]
         ),
+        // Debian's liblz4: the LZ4 blocks of Syncthing's compressed BEP messages.
+        .systemLibrary(
+            name: "CLZ4", path: "Sources/CLZ4", pkgConfig: "liblz4",
+            providers: [.apt(["liblz4-dev"])]
+        ),
+        // Syncthing's Block Exchange Protocol: framing, messages (generated from Proto/bep.proto
+        // and committed) and the mapping of Syncthing's block lists and device IDs to ours.
+        .target(
+            name: "ProtocolBEP",
+            dependencies: [
+                "SyncKit", "CLZ4",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
         .target(
             name: "JournaldLogging",
             dependencies: ["CSystemd", .product(name: "Logging", package: "swift-log")],
@@ -140,6 +159,7 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(name: "DiscoveryMDNSLiteTests", dependencies: ["DiscoveryMDNSLite"], swiftSettings: strict),
         .testTarget(name: "JournaldLoggingTests", dependencies: ["JournaldLogging"], swiftSettings: strict),
+        .testTarget(name: "ProtocolBEPTests", dependencies: ["ProtocolBEP", "SyncKit"], swiftSettings: strict),
         .testTarget(name: "SyncCtlConfigTests", dependencies: ["SyncCtlConfig"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",

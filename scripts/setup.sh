@@ -3,7 +3,7 @@
 # already there. Needs root (or sudo) for apt-get; the Swift 6 toolchain must be on PATH.
 set -euo pipefail
 
-need=(libsqlite3-dev libsystemd-dev pkgconf tcpdump)
+need=(libsqlite3-dev libsystemd-dev liblz4-dev pkgconf tcpdump)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,305 @@
+import CLZ4
+import SwiftProtobuf
+
+/// One message of Syncthing's Block Exchange Protocol after the Hello, decoded.
+///
+/// The wire names the type in a `Header` ahead of the body; this enum is that pairing made
+/// explicit, so a reader switches on one value and can never pair a body with the wrong type.
+public enum BEPMessage: Sendable, Equatable {
+    case clusterConfig(Bep_ClusterConfig)
+    case index(Bep_Index)
+    case indexUpdate(Bep_IndexUpdate)
+    case request(Bep_Request)
+    case response(Bep_Response)
+    case downloadProgress(Bep_DownloadProgress)
+    case ping
+    case close(Bep_Close)
+
+    /// The type the Header announces for this message.
+    public var type: Bep_MessageType {
+        switch self {
+        case .clusterConfig: .clusterConfig
+        case .index: .index
+        case .indexUpdate: .indexUpdate
+        case .request: .request
+        case .response: .response
+        case .downloadProgress: .downloadProgress
+        case .ping: .ping
+        case .close: .close
+        }
+    }
+
+    /// The message body in protobuf's binary form.
+    func serializedBody() throws -> [UInt8] {
+        switch self {
+        case .clusterConfig(let m): try m.serializedBytes()
+        case .index(let m): try m.serializedBytes()
+        case .indexUpdate(let m): try m.serializedBytes()
+        case .request(let m): try m.serializedBytes()
+        case .response(let m): try m.serializedBytes()
+        case .downloadProgress(let m): try m.serializedBytes()
+        case .ping: []
+        case .close(let m): try m.serializedBytes()
+        }
+    }
+
+    /// Parses a body of the given type. An unknown type is an error, as it is for Syncthing:
+    /// the two sides no longer agree on what the stream means.
+    static func parse(type: Bep_MessageType, body: [UInt8]) throws -> BEPMessage {
+        switch type {
+        case .clusterConfig: return .clusterConfig(try Bep_ClusterConfig(serializedBytes: body))
+        case .index: return .index(try Bep_Index(serializedBytes: body))
+        case .indexUpdate: return .indexUpdate(try Bep_IndexUpdate(serializedBytes: body))
+        case .request: return .request(try Bep_Request(serializedBytes: body))
+        case .response: return .response(try Bep_Response(serializedBytes: body))
+        case .downloadProgress: return .downloadProgress(try Bep_DownloadProgress(serializedBytes: body))
+        case .ping: _ = try Bep_Ping(serializedBytes: body); return .ping
+        case .close: return .close(try Bep_Close(serializedBytes: body))
+        case .UNRECOGNIZED(let raw): throw BEPFramingError.unknownMessageType(raw)
+        }
+    }
+}
+
+/// Why a BEP byte stream was refused. Every case ends the connection: BEP has no way to skip a
+/// message it cannot read.
+public enum BEPFramingError: Error, Equatable, CustomStringConvertible {
+    case badHelloMagic(UInt32)
+    case helloTooLarge(Int)
+    case headerTooLarge(Int)
+    case messageTooLarge(Int)
+    case unknownMessageType(Int)
+    case unknownCompression(Int)
+    case badLZ4
+    case malformed(String)
+
+    public var description: String {
+        switch self {
+        case .badHelloMagic(let magic):
+            let old: Set<UInt32> = [0x0001_0001, 0x0001_0000, 0x9F79_BC40]
+            return old.contains(magic)
+                ? "the peer speaks an older BEP (hello magic 0x\(String(magic, radix: 16))); Syncthing 0.14 or newer is needed"
+                : "not a BEP hello (magic 0x\(String(magic, radix: 16)))"
+        case .helloTooLarge(let n): return "hello of \(n) bytes is over the 32,767-byte limit"
+        case .headerTooLarge(let n): return "message header of \(n) bytes is over the 32,767-byte limit"
+        case .messageTooLarge(let n): return "message of \(n) bytes is over this node's limit"
+        case .unknownMessageType(let t): return "unknown message type \(t)"
+        case .unknownCompression(let c): return "unknown message compression \(c)"
+        case .badLZ4: return "LZ4 data that does not decompress to the size it announces"
+        case .malformed(let why): return "malformed message: \(why)"
+        }
+    }
+}
+
+/// When a sender compresses, as Syncthing's per-device `compression` setting says.
+public enum BEPCompression: Sendable {
+    /// Everything but block data (Syncthing's default): file data rarely shrinks and costs CPU.
+    case metadata
+    /// Every message of 128 bytes or more.
+    case always
+    /// Nothing.
+    case never
+}
+
+/// Writes and reads the BEP byte stream (docs.syncthing.net/specs/bep-v1.html).
+///
+/// - The Hello: a 4-byte magic `0x2EA7D90B`, a 2-byte length, the `Hello` message. Both sides
+///   send it at once after TLS, before either knows whether it trusts the other.
+/// - Every later message: a 2-byte header length, a `Header` (type, compression), a 4-byte
+///   body length, the body. A compressed body is a 4-byte uncompressed length and one raw LZ4
+///   block, as Syncthing's lz4Compress writes it. All lengths are big-endian.
+public enum BEPFraming {
+    public static let helloMagic: UInt32 = 0x2EA7_D90B
+    /// Syncthing reads the Hello and Header lengths as signed 16-bit values.
+    public static let maxHelloLength = 32767
+    public static let maxHeaderLength = 32767
+    /// Syncthing compresses nothing smaller than this.
+    public static let compressionThreshold = 128
+
+    /// The Hello as it goes on the wire.
+    public static func encodeHello(_ hello: Bep_Hello) throws -> [UInt8] {
+        let body: [UInt8] = try hello.serializedBytes()
+        guard body.count <= maxHelloLength else { throw BEPFramingError.helloTooLarge(body.count) }
+        var out: [UInt8] = []
+        out.reserveCapacity(6 + body.count)
+        appendBigEndian(helloMagic, to: &out)
+        appendBigEndian(UInt16(body.count), to: &out)
+        out += body
+        return out
+    }
+
+    /// A message as it goes on the wire, compressed when the policy asks for it and LZ4 makes
+    /// it smaller.
+    public static func encode(_ message: BEPMessage, compression: BEPCompression = .metadata) throws -> [UInt8] {
+        let body = try message.serializedBody()
+        let wantsCompression: Bool
+        switch compression {
+        case .never: wantsCompression = false
+        case .always: wantsCompression = body.count >= compressionThreshold
+        case .metadata:
+            if case .response = message { wantsCompression = false } else { wantsCompression = body.count >= compressionThreshold }
+        }
+        if wantsCompression, let packed = lz4Compress(body), packed.count < body.count {
+            return try frame(type: message.type, compression: .lz4, body: packed)
+        }
+        return try frame(type: message.type, compression: .none, body: body)
+    }
+
+    static func frame(type: Bep_MessageType, compression: Bep_MessageCompression, body: [UInt8]) throws -> [UInt8] {
+        var header = Bep_Header()
+        header.type = type
+        header.compression = compression
+        let head: [UInt8] = try header.serializedBytes()
+        var out: [UInt8] = []
+        out.reserveCapacity(6 + head.count + body.count)
+        appendBigEndian(UInt16(head.count), to: &out)
+        out += head
+        appendBigEndian(UInt32(body.count), to: &out)
+        out += body
+        return out
+    }
+
+    /// The 4-byte uncompressed length and one LZ4 block; nil when LZ4 fails (it does not for
+    /// inputs under 2 GB, but the caller then sends the body as it is).
+    static func lz4Compress(_ input: [UInt8]) -> [UInt8]? {
+        guard input.count <= Int(LZ4_MAX_INPUT_SIZE) else { return nil }
+        let bound = Int(LZ4_compressBound(Int32(input.count)))
+        var out = [UInt8](repeating: 0, count: 4 + bound)
+        let written = input.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                LZ4_compress_default(
+                    UnsafeRawPointer(src.baseAddress!).assumingMemoryBound(to: CChar.self),
+                    UnsafeMutableRawPointer(dst.baseAddress! + 4).assumingMemoryBound(to: CChar.self),
+                    Int32(input.count), Int32(bound))
+            }
+        }
+        guard written > 0 else { return nil }
+        out.removeLast(bound - Int(written))
+        let n = UInt32(input.count)
+        out[0] = UInt8(n >> 24); out[1] = UInt8(truncatingIfNeeded: n >> 16)
+        out[2] = UInt8(truncatingIfNeeded: n >> 8); out[3] = UInt8(truncatingIfNeeded: n)
+        return out
+    }
+
+    /// Undoes `lz4Compress`. The announced size is checked against `limit` before anything is
+    /// allocated, so a 20-byte message cannot make us reserve 4 GB; LZ4's safe decoder never
+    /// writes past the buffer, and output shorter than announced is refused too (Syncthing
+    /// accepts it, but no correct sender produces it).
+    static func lz4Decompress(_ input: ArraySlice<UInt8>, limit: Int) throws -> [UInt8] {
+        guard input.count >= 4 else { throw BEPFramingError.badLZ4 }
+        let i = input.startIndex
+        let size = Int(input[i]) << 24 | Int(input[i + 1]) << 16 | Int(input[i + 2]) << 8 | Int(input[i + 3])
+        guard size <= limit else { throw BEPFramingError.messageTooLarge(size) }
+        if size == 0 { return [] }
+        var out = [UInt8](repeating: 0, count: size)
+        let compressed = input.count - 4
+        let n = input.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                LZ4_decompress_safe(
+                    UnsafeRawPointer(src.baseAddress! + 4).assumingMemoryBound(to: CChar.self),
+                    UnsafeMutableRawPointer(dst.baseAddress!).assumingMemoryBound(to: CChar.self),
+                    Int32(compressed), Int32(size))
+            }
+        }
+        guard n == Int32(size) else { throw BEPFramingError.badLZ4 }
+        return out
+    }
+
+    static func appendBigEndian<T: FixedWidthInteger>(_ value: T, to out: inout [UInt8]) {
+        withUnsafeBytes(of: value.bigEndian) { out += $0 }
+    }
+}
+
+/// Reads a BEP byte stream incrementally: feed it whatever arrived (`append`), then take
+/// complete items out with `next()` until it returns nil. The first item is always the Hello.
+///
+/// Limits are checked as soon as a length is known, before the body is waited for or any
+/// buffer is sized from it, so a peer cannot make us hold more than `maxMessageLength` bytes
+/// of one message (plus what is in flight), compressed or not.
+public struct BEPStreamDecoder: Sendable {
+    public enum Item: Sendable, Equatable {
+        case hello(Bep_Hello)
+        case message(BEPMessage)
+    }
+
+    /// The largest body, before or after decompression, that this side accepts. Syncthing's own
+    /// limit is 500 MB; its largest real messages are block responses of at most 16 MiB and
+    /// index batches of a few hundred KiB, so 64 MiB leaves room without inviting abuse.
+    public let maxMessageLength: Int
+    private var buffer: [UInt8] = []
+    private var start = 0
+    private var sawHello = false
+
+    public init(maxMessageLength: Int = 64 << 20) {
+        self.maxMessageLength = maxMessageLength
+    }
+
+    /// Bytes held that do not yet form a whole item.
+    public var bufferedByteCount: Int { buffer.count - start }
+
+    public mutating func append<C: Collection>(_ bytes: C) where C.Element == UInt8 {
+        // Drop what was consumed before growing, so the buffer never holds more than one
+        // partial item plus the newest read.
+        if start > 0 && start >= buffer.count / 2 {
+            buffer.removeFirst(start)
+            start = 0
+        }
+        buffer.append(contentsOf: bytes)
+    }
+
+    /// The next complete item, or nil when more bytes are needed. Throws on anything that is
+    /// not valid BEP; the stream is then unusable.
+    public mutating func next() throws -> Item? {
+        if !sawHello {
+            guard bufferedByteCount >= 6 else { return nil }
+            let magic = UInt32(readBigEndian(at: start, count: 4))
+            guard magic == BEPFraming.helloMagic else { throw BEPFramingError.badHelloMagic(magic) }
+            let length = readBigEndian(at: start + 4, count: 2)
+            guard length <= BEPFraming.maxHelloLength else { throw BEPFramingError.helloTooLarge(length) }
+            guard bufferedByteCount >= 6 + length else { return nil }
+            let body = Array(buffer[(start + 6)..<(start + 6 + length)])
+            let hello: Bep_Hello
+            do { hello = try Bep_Hello(serializedBytes: body) } catch { throw BEPFramingError.malformed("hello: \(error)") }
+            start += 6 + length
+            sawHello = true
+            return .hello(hello)
+        }
+        guard bufferedByteCount >= 2 else { return nil }
+        let headerLength = readBigEndian(at: start, count: 2)
+        guard headerLength <= BEPFraming.maxHeaderLength else { throw BEPFramingError.headerTooLarge(headerLength) }
+        guard bufferedByteCount >= 2 + headerLength + 4 else { return nil }
+        let bodyLength = readBigEndian(at: start + 2 + headerLength, count: 4)
+        guard bodyLength <= maxMessageLength else { throw BEPFramingError.messageTooLarge(bodyLength) }
+        let total = 2 + headerLength + 4 + bodyLength
+        guard bufferedByteCount >= total else { return nil }
+        let header: Bep_Header
+        do {
+            header = try Bep_Header(serializedBytes: Array(buffer[(start + 2)..<(start + 2 + headerLength)]))
+        } catch {
+            throw BEPFramingError.malformed("header: \(error)")
+        }
+        let bodyStart = start + 2 + headerLength + 4
+        let raw = buffer[bodyStart..<(bodyStart + bodyLength)]
+        let body: [UInt8]
+        switch header.compression {
+        case .none: body = Array(raw)
+        case .lz4: body = try BEPFraming.lz4Decompress(raw, limit: maxMessageLength)
+        case .UNRECOGNIZED(let c): throw BEPFramingError.unknownCompression(c)
+        }
+        let message: BEPMessage
+        do {
+            message = try BEPMessage.parse(type: header.type, body: body)
+        } catch let error as BEPFramingError {
+            throw error
+        } catch {
+            throw BEPFramingError.malformed("\(header.type): \(error)")
+        }
+        start += total
+        return .message(message)
+    }
+
+    private func readBigEndian(at offset: Int, count: Int) -> Int {
+        var value = 0
+        for i in 0..<count { value = value << 8 | Int(buffer[offset + i]) }
+        return value
+    }
+}
