@@ -182,10 +182,11 @@ let package = Package(
 // They stay at -Onone: -O gave 1.3 to 2.3 times the executions per second, but cost two more
 // minutes of compile on every CI run, more than it gains in a 30-second run.
 if Context.environment["SYNCKIT_FUZZ"] == "1" {
-    let instrumented: Set<String> = ["SyncKit", "DiscoveryMDNSLite", "SyncCtlConfig"]
+    let instrumented: Set<String> = ["SyncKit", "DiscoveryMDNSLite", "SyncCtlConfig", "ProtocolBEP"]
     let sanitize = ["-sanitize=fuzzer,address"]
-    // The modules the fuzz targets link (CSyncKitShims is a few C wrappers, left plain).
-    let kept: Set<String> = instrumented.union(["CSyncKitShims"])
+    // The modules the fuzz targets link (CSyncKitShims is a few C wrappers and CLZ4 Debian's
+    // liblz4, both left plain).
+    let kept: Set<String> = instrumented.union(["CSyncKitShims", "CLZ4"])
     package.targets = package.targets.filter { kept.contains($0.name) }
     // `package.dependencies` stays whole, although only syncctl uses swift-argument-parser and
     // swift-prometheus (SwiftPM warns about the latter): with fewer packages, the fuzz build
@@ -208,6 +209,7 @@ if Context.environment["SYNCKIT_FUZZ"] == "1" {
         ("dns", "FuzzDNS", ["DiscoveryMDNSLite"]),
         ("ignore", "FuzzIgnore", ["SyncKit"]),
         ("config", "FuzzConfig", ["SyncCtlConfig"]),
+        ("bep", "FuzzBEP", ["ProtocolBEP"]),
     ]
     package.products = fuzzers.map { .executable(name: $0.module, targets: [$0.module]) }
     // The declaration of libFuzzer's driver, which each target's `@main` calls.

@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
-all=(wire record path dns ignore config)
+all=(wire record path dns ignore config bep)
 seconds=30
 jobs=$(nproc 2>/dev/null || echo 1)
 write_seeds=0
@@ -45,9 +45,9 @@ done
 # just over PATH_MAX (4096); a packet just over the mDNS limit (9000); a small .syncignore with
 # a few paths (matching is O(pattern x path) by design, so the target's own limit of 1 s of CPU
 # per input needs the input kept at a size where that stays far below it in this ASan build);
-# a config file.
-declare -A module=([wire]=FuzzWire [record]=FuzzRecord [path]=FuzzPath [dns]=FuzzDNS [ignore]=FuzzIgnore [config]=FuzzConfig)
-declare -A max_len=([wire]=8192 [record]=8192 [path]=4200 [dns]=9100 [ignore]=2048 [config]=4096)
+# a config file; a BEP hello and a few messages.
+declare -A module=([wire]=FuzzWire [record]=FuzzRecord [path]=FuzzPath [dns]=FuzzDNS [ignore]=FuzzIgnore [config]=FuzzConfig [bep]=FuzzBEP)
+declare -A max_len=([wire]=8192 [record]=8192 [path]=4200 [dns]=9100 [ignore]=2048 [config]=4096 [bep]=8192)
 # Seconds one input may take before libFuzzer calls it a hang (every decoder takes milliseconds).
 timeout=10
 

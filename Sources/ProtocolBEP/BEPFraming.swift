@@ -30,7 +30,7 @@ public enum BEPMessage: Sendable, Equatable {
     }
 
     /// The message body in protobuf's binary form.
-    func serializedBody() throws -> [UInt8] {
+    package func serializedBody() throws -> [UInt8] {
         switch self {
         case .clusterConfig(let m): try m.serializedBytes()
         case .index(let m): try m.serializedBytes()
@@ -45,7 +45,7 @@ public enum BEPMessage: Sendable, Equatable {
 
     /// Parses a body of the given type. An unknown type is an error, as it is for Syncthing:
     /// the two sides no longer agree on what the stream means.
-    static func parse(type: Bep_MessageType, body: [UInt8]) throws -> BEPMessage {
+    package static func parse(type: Bep_MessageType, body: [UInt8]) throws -> BEPMessage {
         switch type {
         case .clusterConfig: return .clusterConfig(try Bep_ClusterConfig(serializedBytes: body))
         case .index: return .index(try Bep_Index(serializedBytes: body))
@@ -160,7 +160,7 @@ public enum BEPFraming {
 
     /// The 4-byte uncompressed length and one LZ4 block; nil when LZ4 fails (it does not for
     /// inputs under 2 GB, but the caller then sends the body as it is).
-    static func lz4Compress(_ input: [UInt8]) -> [UInt8]? {
+    package static func lz4Compress(_ input: [UInt8]) -> [UInt8]? {
         guard input.count <= Int(LZ4_MAX_INPUT_SIZE) else { return nil }
         let bound = Int(LZ4_compressBound(Int32(input.count)))
         var out = [UInt8](repeating: 0, count: 4 + bound)
@@ -184,7 +184,7 @@ public enum BEPFraming {
     /// allocated, so a 20-byte message cannot make us reserve 4 GB; LZ4's safe decoder never
     /// writes past the buffer, and output shorter than announced is refused too (Syncthing
     /// accepts it, but no correct sender produces it).
-    static func lz4Decompress(_ input: ArraySlice<UInt8>, limit: Int) throws -> [UInt8] {
+    package static func lz4Decompress(_ input: ArraySlice<UInt8>, limit: Int) throws -> [UInt8] {
         guard input.count >= 4 else { throw BEPFramingError.badLZ4 }
         let i = input.startIndex
         let size = Int(input[i]) << 24 | Int(input[i + 1]) << 16 | Int(input[i + 2]) << 8 | Int(input[i + 3])

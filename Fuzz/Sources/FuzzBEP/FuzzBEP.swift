@@ -1,0 +1,140 @@
+// libFuzzer target `bep`: the decoder of Syncthing's BEP stream (`BEPStreamDecoder`), its LZ4
+// decompression and every BEP message parser (ProtocolBEP).
+//
+// The input is taken three ways:
+// 1. as the byte stream a BEP peer sends: decoded all at once and in small chunks, which must
+//    give the same items and the same verdict; every message decoded must come back the same
+//    from our encoder, compressed or not;
+// 2. as a compressed body (4-byte length, LZ4 block) for `lz4Decompress`, with a 1 MiB limit;
+// 3. as the body of each message type (a hello too).
+// A thrown `BEPFramingError` is the expected answer to bad bytes; a crash, a trap, an ASan
+// report or an allocation over the limit is a bug.
+import Foundation
+import FuzzMain
+import ProtocolBEP
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzBEP(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
+    let bytes = Array(UnsafeBufferPointer(start: start, count: count))
+
+    // 1. The stream, all at once and in chunks of 1 to 61 bytes (a fixed sequence of sizes).
+    let whole = items(of: [bytes[...]])
+    var chunks: [ArraySlice<UInt8>] = []
+    var offset = 0
+    var seed = UInt32(truncatingIfNeeded: count) &* 2_654_435_761
+    while offset < count {
+        seed = seed &* 1_103_515_245 &+ 12345
+        let n = min(Int(seed >> 16) % 61 + 1, count - offset)
+        chunks.append(bytes[offset..<(offset + n)])
+        offset += n
+    }
+    let chunked = items(of: chunks)
+    precondition(whole.items == chunked.items && whole.failed == chunked.failed,
+                 "BEPStreamDecoder gave different items for the same bytes in chunks")
+    for case .message(let m) in whole.items { roundTrip(m) }
+
+    // 2. A compressed body.
+    if let out = try? BEPFraming.lz4Decompress(bytes[...], limit: 1 << 20) {
+        precondition(out.count <= 1 << 20, "lz4Decompress returned more than its limit")
+    }
+
+    // 3. The input as the body of each message type.
+    for raw in 0...8 {
+        guard let m = try? BEPMessage.parse(type: Bep_MessageType(rawValue: raw) ?? .UNRECOGNIZED(raw), body: bytes) else { continue }
+        roundTrip(m)
+    }
+    _ = try? Bep_Hello(serializedBytes: bytes)
+    return 0
+}
+
+/// What the decoder yields for `chunks` appended one by one, and whether it threw.
+func items(of chunks: [ArraySlice<UInt8>]) -> (items: [BEPStreamDecoder.Item], failed: Bool) {
+    // A small limit, so the fuzzer reaches the limit checks with short inputs.
+    var decoder = BEPStreamDecoder(maxMessageLength: 1 << 20)
+    var out: [BEPStreamDecoder.Item] = []
+    do {
+        for chunk in chunks {
+            decoder.append(chunk)
+            while let item = try decoder.next() { out.append(item) }
+        }
+    } catch is BEPFramingError {
+        return (out, true)
+    } catch {
+        preconditionFailure("BEPStreamDecoder threw something other than BEPFramingError: \(error)")
+    }
+    return (out, false)
+}
+
+/// A decoded message must read back the same from our encoding, with and without LZ4.
+func roundTrip(_ message: BEPMessage) {
+    for compression in [BEPCompression.always, .never] {
+        do {
+            var decoder = BEPStreamDecoder(maxMessageLength: 64 << 20)
+            decoder.append(try BEPFraming.encodeHello(Bep_Hello()))
+            decoder.append(try BEPFraming.encode(message, compression: compression))
+            _ = try decoder.next()
+            let again = try decoder.next()
+            precondition(again == .message(message), "a decoded \(message.type) changed in a round trip")
+        } catch {
+            preconditionFailure("a decoded \(message.type) does not decode after encoding: \(error)")
+        }
+    }
+}
+
+/// The entry point: libFuzzer's driver with this file's test function, or `--write-seeds DIR`.
+@main
+enum Main {
+    static func main() { runFuzzer(fuzzBEP, seeds: seeds) }
+}
+
+// MARK: seeds
+
+/// A stream of each message type after a hello, compressed and not, and bodies of each type.
+func seeds() -> [(String, [UInt8])] {
+    var file = Bep_FileInfo()
+    file.name = "caf\u{E9}/report.txt"
+    file.size = 300_000
+    file.modifiedS = 1_764_000_000
+    file.modifiedBy = 0x1122_3344_5566_7788
+    file.version.counters = [.with { $0.id = 0x1122_3344_5566_7788; $0.value = 3 }]
+    file.sequence = 7
+    file.blockSize = 131_072
+    file.blocks = SyncthingBlocks.blocks(of: [UInt8](repeating: 7, count: 300_000))
+    var deleted = Bep_FileInfo()
+    deleted.name = "gone"
+    deleted.deleted = true
+    deleted.version.counters = [.with { $0.id = 9; $0.value = 1 }]
+    let messages: [(String, BEPMessage)] = [
+        ("cluster-config", .clusterConfig(.with {
+            $0.folders = [.with { f in
+                f.id = "default"; f.label = "Default Folder"
+                f.devices = [.with { $0.id = [UInt8](repeating: 5, count: 32).withUnsafeBytes { Data($0) }; $0.name = "laptop"; $0.maxSequence = 12; $0.indexID = 99 }]
+            }]
+        })),
+        ("index", .index(.with { $0.folder = "default"; $0.files = [file, deleted] })),
+        ("index-update", .indexUpdate(.with { $0.folder = "default"; $0.files = [deleted]; $0.lastSequence = 8; $0.prevSequence = 7 })),
+        ("request", .request(.with { $0.id = 3; $0.folder = "default"; $0.name = "a"; $0.offset = 131_072; $0.size = 131_072; $0.blockNo = 1 })),
+        ("response", .response(.with { $0.id = 3; $0.data = Data(repeating: 1, count: 300) })),
+        ("download-progress", .downloadProgress(.with { $0.folder = "default"; $0.updates = [.with { $0.name = "a"; $0.blockIndexes = [1, 2] }] })),
+        ("ping", .ping),
+        ("close", .close(.with { $0.reason = "bye" })),
+    ]
+    var hello = Bep_Hello()
+    hello.deviceName = "node"; hello.clientName = "syncthing"; hello.clientVersion = "v1.19.2"
+    let helloBytes = (try? BEPFraming.encodeHello(hello)) ?? []
+    var out: [(String, [UInt8])] = [("hello", helloBytes)]
+    var all = helloBytes
+    for (name, m) in messages {
+        let packed = (try? BEPFraming.encode(m, compression: .always)) ?? []
+        let plain = (try? BEPFraming.encode(m, compression: .never)) ?? []
+        out.append(("stream-\(name)-lz4", helloBytes + packed))
+        out.append(("stream-\(name)", helloBytes + plain))
+        out.append(("body-\(name)", (try? m.serializedBody()) ?? []))
+        all += packed
+    }
+    out.append(("stream-all", all))
+    if let lz4 = BEPFraming.lz4Compress(Array("a compressible body, a compressible body, a compressible body".utf8)) {
+        out.append(("lz4-body", lz4))
+    }
+    return out
+}
