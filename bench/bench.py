@@ -153,11 +153,20 @@ class Cluster:
     def start(self):
         self.procs = [self.launch(i) for i in range(NODES)]
 
+    def binary(self):
+        """The syncctl this tool runs: --syncctl-before for synckit-before*, --syncctl-between
+        for synckit-between* (a third build, for A/B/C runs), else --syncctl."""
+        if self.tool.startswith("synckit-before"):
+            return self.args.syncctl_before
+        if self.tool.startswith("synckit-between"):
+            return self.args.syncctl_between
+        return self.args.syncctl
+
     def launch(self, i):
         """Starts node i of the tool and returns its process."""
         if self.tool.startswith("synckit"):
             ports = [22201 + k for k in range(NODES)]
-            binary = self.args.syncctl_before if self.tool.startswith("synckit-before") else self.args.syncctl
+            binary = self.binary()
             cmd = [binary, "run", "--dir", self.dirs[i], "--port", str(ports[i]), "--bind", "127.0.0.1",
                    "--name", f"n{i}", "--log", "stderr", "--log-level", os.environ.get("BENCH_LOG_LEVEL", "warning")]
             for j in range(NODES):
@@ -201,7 +210,7 @@ class Cluster:
 
     def node_in_sync(self, i):
         if self.tool.startswith("synckit"):
-            binary = self.args.syncctl_before if self.tool.startswith("synckit-before") else self.args.syncctl
+            binary = self.binary()
             out = subprocess.run([binary, "status", "--dir", self.dirs[i], "--json"], capture_output=True, text=True)
             if out.returncode != 0:
                 return False
@@ -419,13 +428,14 @@ def write_table(results, path):
              "|---|---|---|---|---|---|---|"]
     for n in sorted({r["workload"] for r in results}):
         base = med([r for r in results if r["workload"] == n and r["tool"] == "synckit"], "seconds")
-        for tool in ["synckit", "synckit-plain", "synckit-before", "synckit-before-plain", "syncthing", "syncthing-1s"]:
+        for tool in ["synckit", "synckit-plain", "synckit-before", "synckit-before-plain", "synckit-between",
+                     "synckit-between-plain", "syncthing", "syncthing-1s"]:
             rows = [r for r in results if r["workload"] == n and r["tool"] == tool]
             if not rows:
                 continue
             t = med(rows, "seconds")
             ratio = f"{t / base:.2f}x" if t and base and tool != "synckit" else ""
-            label = {"synckit": "syncctl", "synckit-plain": "syncctl --insecure-plaintext", "synckit-before": "syncctl (before)", "synckit-before-plain": "syncctl (before) --insecure-plaintext", "syncthing": "Syncthing (default)", "syncthing-1s": "Syncthing (watcher delay 1 s)"}[tool]
+            label = {"synckit": "syncctl", "synckit-plain": "syncctl --insecure-plaintext", "synckit-before": "syncctl (before)", "synckit-before-plain": "syncctl (before) --insecure-plaintext", "synckit-between": "syncctl (between)", "synckit-between-plain": "syncctl (between) --insecure-plaintext", "syncthing": "Syncthing (default)", "syncthing-1s": "Syncthing (watcher delay 1 s)"}[tool]
             lo = med(rows, "restart_lo_bytes" if n == 8 else "lo_bytes")
             lines.append(f"| {NAMES[n]} | {label} | {t:.3f} | {ratio} | {med(rows, 'cpu'):.2f} | {med(rows, 'rss_mib'):.0f} | {lo:,.0f} |")
     text = open(path).read()
@@ -445,6 +455,8 @@ def main():
     ap.add_argument("--tools", default="synckit,syncthing,syncthing-1s")
     ap.add_argument("--syncctl-before", default=None,
                     help="another syncctl binary (an older commit), run as the tool synckit-before: before/after figures in one run")
+    ap.add_argument("--syncctl-between", default=None,
+                    help="a third syncctl binary, run as the tool synckit-between (synckit-between-plain: without TLS)")
     ap.add_argument("--deadline", type=float, default=600)
     ap.add_argument("--workdir", default="/tmp")
     ap.add_argument("--keep", action="store_true")
@@ -454,6 +466,8 @@ def main():
     args = ap.parse_args()
     if any(t.startswith("synckit-before") for t in args.tools.split(",")) and not args.syncctl_before:
         ap.error("the tools synckit-before* need --syncctl-before PATH")
+    if any(t.startswith("synckit-between") for t in args.tools.split(",")) and not args.syncctl_between:
+        ap.error("the tools synckit-between* need --syncctl-between PATH")
 
     if not args.in_netns:
         # A namespace with only lo: nothing can leave the machine.
