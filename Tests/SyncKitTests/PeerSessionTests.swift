@@ -146,4 +146,17 @@ import Testing
         _ = s.request(FetchID(3), hash: hash, size: 10, path: "f", offset: 0, budget: 1000, now: .zero, timeout: timeout)
         #expect(s.drainFetches() == [FetchID(3)])
     }
+
+    /// Serving is bounded, and the shell may report several answers at once.
+    @Test func servesAreCountedAndReleasedInBatches() {
+        var s = session()
+        var admitted = (0..<4).map { _ in s.beginServe(limit: 3) }
+        #expect(admitted == [true, true, true, false], "a fourth request in flight is over the limit")
+        s.endServe(2)
+        #expect(s.serving == 1)
+        admitted = (0..<3).map { _ in s.beginServe(limit: 3) }
+        #expect(admitted == [true, true, false])
+        s.endServe(5)
+        #expect(s.serving == 0, "never below zero")
+    }
 }

@@ -308,7 +308,7 @@ public final class SimulatedCluster: @unchecked Sendable {
                     response.data = data
                 }
                 send(.blockResponse(response), on: c, life)
-                post(.served(c), life)
+                post(.served(c, count: 1), life)
             case .persist(let changes):
                 try? store.save(changes)
             case .reserveSequences(let through):

@@ -98,8 +98,10 @@ public enum NodeInput: Sendable {
     case connectionClosed(ConnectionID, reason: String)
     /// An index update the machine sent was handed to the connection: the next may follow.
     case indexBatchSent(ConnectionID)
-    /// A block the machine asked to serve was sent (or could not be).
-    case served(ConnectionID)
+    /// `count` blocks the machine asked to serve on the connection were sent (or could not
+    /// be). The shell may report several in one input: under load, one actor turn for a burst
+    /// of answers instead of one each.
+    case served(ConnectionID, count: Int)
     /// A job needs a block of `target` (the record it is pulling) from a peer, excluding the
     /// peers that already failed to give it.
     case needBlock(FetchID, target: FileRecord, block: BlockRef, offset: UInt64, excluding: Set<NodeID>)
@@ -151,4 +153,21 @@ public enum Directive: Sendable {
     case ready
     /// Report an event to subscribers.
     case emit(SyncEvent)
+}
+
+extension NodeInput {
+    /// True for the inputs that move one block and touch nothing else the machine schedules
+    /// from: a fetch asked for or cancelled, a serve done, a block request, response or ping
+    /// received. (A failed fetch ends its job, and the job's end schedules.)
+    var isBlockTraffic: Bool {
+        switch self {
+        case .needBlock, .fetchCancelled, .served: return true
+        case .received(_, let message, _):
+            switch message {
+            case .blockRequest, .blockResponse, .ping: return true
+            default: return false
+            }
+        default: return false
+        }
+    }
 }

@@ -362,5 +362,6 @@ struct PeerSession: Sendable {
         return true
     }
 
-    mutating func endServe() { serving = max(0, serving - 1) }
+    /// `count` requests were answered.
+    mutating func endServe(_ count: Int = 1) { serving = max(0, serving - count) }
 }
