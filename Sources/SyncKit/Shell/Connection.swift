@@ -28,6 +28,8 @@ final class Connection: Sendable {
     }
 
     private let state = Locked(State())
+    /// Blocks answered and not yet reported to the machine.
+    private let served = Locked(0)
 
     init(id: ConnectionID, channel: any PeerChannel, metrics: NodeMetrics, indexSent: @escaping @Sendable (ConnectionID) async -> Void) {
         self.id = id
@@ -49,6 +51,24 @@ final class Connection: Sendable {
             return true
         }
         if start { Task { await self.drain() } }
+    }
+
+    /// Counts one block answered; true when no count was waiting to be reported, so the
+    /// caller must report (`takeServed`, on the node's actor). Answers that finish before that
+    /// report runs ride along with it.
+    func noteServed() -> Bool {
+        served.withLock { n in
+            n += 1
+            return n == 1
+        }
+    }
+
+    /// The answers counted since the last call.
+    func takeServed() -> Int {
+        served.withLock { n in
+            defer { n = 0 }
+            return n
+        }
     }
 
     /// Writes what is queued in batches of up to 4 MiB, until the queue is empty.

@@ -299,12 +299,24 @@ public actor SyncNode: Service {
         handle(.connectionClosed(connection.id, reason: reason))
     }
 
+    /// Reads and sends a block off the actor. The machine hears of answers in batches: the
+    /// answer that finds none waiting to be reported makes the one hop back, and reports every
+    /// answer sent by the time it runs (`Connection.takeServed`).
     private func serve(_ request: WireMessage.BlockRequest, at location: BlockMap.Location?, on c: ConnectionID) {
-        let (connection, folder) = (connections[c], folder)
-        Task {
-            connection?.answer(request, at: location, from: folder)
-            await self.handle(.served(c))
+        guard let connection = connections[c] else {
+            handle(.served(c, count: 1))
+            return
         }
+        let folder = self.folder
+        Task {
+            connection.answer(request, at: location, from: folder)
+            if connection.noteServed() { await self.reportServed(connection) }
+        }
+    }
+
+    private func reportServed(_ connection: Connection) {
+        let count = connection.takeServed()
+        if count > 0 { handle(.served(connection.id, count: count)) }
     }
 
     // MARK: scans and jobs
