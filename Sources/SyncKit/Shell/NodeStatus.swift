@@ -62,3 +62,23 @@ extension NodeStatus {
             statistics: machine.statistics)
     }
 }
+
+/// What a running node shows about itself (tests, `syncctl status`).
+extension SyncNode {
+    /// The port peers can reach this node on, once it runs.
+    public var listeningPort: Int? { listener?.port }
+
+    /// This node's index (what it has on disk, plus tombstones).
+    public var localRecords: [String: FileRecord] { machine.engine.local }
+
+    /// True when nothing is pending and every connected peer has sent its index.
+    public var isInSync: Bool { machine.inSync }
+
+    /// The machine's counters (files pulled, conflicts, bytes received...).
+    public var statistics: NodeMachine.Statistics { machine.statistics }
+
+    /// A snapshot for `syncctl status`.
+    public func status() -> NodeStatus {
+        NodeStatus(id: id, name: name, folder: configuration.folder, port: listener?.port ?? 0, machine: machine) { self.connections[$0]?.bytesSent ?? 0 }
+    }
+}

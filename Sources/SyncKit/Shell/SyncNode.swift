@@ -91,22 +91,6 @@ public actor SyncNode: Service {
     /// A new stream of this node's events (each call makes an independent subscriber).
     public nonisolated func events() -> AsyncStream<SyncEvent> { subscribers.subscribe() }
 
-    /// The port peers can reach this node on, once it runs.
-    public var listeningPort: Int? { listener?.port }
-
-    /// This node's index (what it has on disk, plus tombstones).
-    public var localRecords: [String: FileRecord] { machine.engine.local }
-
-    /// True when nothing is pending and every connected peer has sent its index.
-    public var isInSync: Bool { machine.inSync }
-
-    public var statistics: NodeMachine.Statistics { machine.statistics }
-
-    /// A snapshot for `syncctl status`.
-    public func status() -> NodeStatus {
-        NodeStatus(id: id, name: name, folder: configuration.folder, port: listener?.port ?? 0, machine: machine) { self.connections[$0]?.bytesSent ?? 0 }
-    }
-
     /// Asks for a full rescan now (tests, `syncctl`); returns once a full scan that started
     /// after the call has been taken in.
     public func rescan() async {
@@ -299,25 +283,18 @@ public actor SyncNode: Service {
         handle(.connectionClosed(connection.id, reason: reason))
     }
 
-    /// Reads and sends a block off the actor. The machine hears of answers in batches: the
-    /// answer that finds none waiting to be reported makes the one hop back, and reports every
-    /// answer sent by the time it runs (`Connection.takeServed`).
+    /// Reads and sends a block off the actor. Answers reach the machine in batches: the one that
+    /// finds none pending makes the hop, which takes all sent by then (`Connection.takeServed`).
     private func serve(_ request: WireMessage.BlockRequest, at location: BlockMap.Location?, on c: ConnectionID) {
-        guard let connection = connections[c] else {
-            handle(.served(c, count: 1))
-            return
-        }
+        guard let connection = connections[c] else { return handle(.served(c, count: 1)) }
         let folder = self.folder
         Task {
             connection.answer(request, at: location, from: folder)
-            if connection.noteServed() { await self.reportServed(connection) }
+            if connection.noteServed() { await self.handle(served: connection) }
         }
     }
 
-    private func reportServed(_ connection: Connection) {
-        let count = connection.takeServed()
-        if count > 0 { handle(.served(connection.id, count: count)) }
-    }
+    private func handle(served connection: Connection) { handle(.served(connection.id, count: connection.takeServed())) }
 
     // MARK: scans and jobs
 
