@@ -158,10 +158,11 @@ public enum BEPFraming {
         return out
     }
 
-    /// The 4-byte uncompressed length and one LZ4 block; nil when LZ4 fails (it does not for
-    /// inputs under 2 GB, but the caller then sends the body as it is).
+    /// The 4-byte uncompressed length and one LZ4 block; nil for an empty input (nothing to
+    /// gain) or when LZ4 fails (it does not for inputs under 2 GB); the caller then sends the
+    /// body as it is.
     package static func lz4Compress(_ input: [UInt8]) -> [UInt8]? {
-        guard input.count <= Int(LZ4_MAX_INPUT_SIZE) else { return nil }
+        guard !input.isEmpty, input.count <= Int(LZ4_MAX_INPUT_SIZE) else { return nil }
         let bound = Int(LZ4_compressBound(Int32(input.count)))
         var out = [UInt8](repeating: 0, count: 4 + bound)
         let written = input.withUnsafeBufferPointer { src in

@@ -107,6 +107,8 @@ import Testing
         // Data LZ4 cannot shrink goes as it is, even when compression is asked for.
         let noise = BEPMessage.response(.with { $0.id = 1; $0.data = Data(Self.noise(100_000, seed: 9)) })
         #expect(try Self.compression(of: BEPFraming.encode(noise, compression: .always)) == .none)
+        // Nothing to compress in nothing.
+        #expect(BEPFraming.lz4Compress([]) == nil)
         // Under the threshold nothing is compressed.
         #expect(try Self.compression(of: BEPFraming.encode(.close(.with { $0.reason = String(repeating: "x", count: 100) }), compression: .always)) == .none)
     }
