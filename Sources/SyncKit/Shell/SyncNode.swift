@@ -286,7 +286,8 @@ public actor SyncNode: Service {
     /// Reads and sends a block off the actor. Answers reach the machine in batches: the one that
     /// finds none pending makes the hop, which takes all sent by then (`Connection.takeServed`).
     private func serve(_ request: WireMessage.BlockRequest, at location: BlockMap.Location?, on c: ConnectionID) {
-        guard let connection = connections[c] else { return handle(.served(c, count: 1)) }
+        // No connection: it ended in an earlier turn, and its session with it.
+        guard let connection = connections[c] else { return }
         let folder = self.folder
         Task {
             connection.answer(request, at: location, from: folder)
