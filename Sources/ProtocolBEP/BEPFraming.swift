@@ -70,6 +70,7 @@ public enum BEPFramingError: Error, Equatable, CustomStringConvertible {
     case unknownMessageType(Int)
     case unknownCompression(Int)
     case badLZ4
+    case tooManyEntries(String, Int)
     case malformed(String)
 
     public var description: String {
@@ -85,6 +86,7 @@ public enum BEPFramingError: Error, Equatable, CustomStringConvertible {
         case .unknownMessageType(let t): return "unknown message type \(t)"
         case .unknownCompression(let c): return "unknown message compression \(c)"
         case .badLZ4: return "LZ4 data that does not decompress to the size it announces"
+        case .tooManyEntries(let what, let n): return "more than \(n) \(what) in one message"
         case .malformed(let why): return "malformed message: \(why)"
         }
     }
@@ -114,6 +116,8 @@ public enum BEPFraming {
     public static let maxHeaderLength = 32767
     /// Syncthing compresses nothing smaller than this.
     public static let compressionThreshold = 128
+    /// Syncthing's MaxMessageLen: no body, compressed or not, may be longer.
+    public static let maxMessageLengthOnWire = 500_000_000
 
     /// The Hello as it goes on the wire.
     public static func encodeHello(_ hello: Bep_Hello) throws -> [UInt8] {
@@ -138,13 +142,16 @@ public enum BEPFraming {
         case .metadata:
             if case .response = message { wantsCompression = false } else { wantsCompression = body.count >= compressionThreshold }
         }
-        if wantsCompression, let packed = lz4Compress(body), packed.count < body.count {
+        // As Syncthing: compressed only when it saves at least 1/32 (3.125 %) of the body.
+        if wantsCompression, let packed = lz4Compress(body), packed.count <= body.count - body.count / 32 {
             return try frame(type: message.type, compression: .lz4, body: packed)
         }
         return try frame(type: message.type, compression: .none, body: body)
     }
 
     static func frame(type: Bep_MessageType, compression: Bep_MessageCompression, body: [UInt8]) throws -> [UInt8] {
+        // Syncthing drops a connection that announces more than 500 MB.
+        guard body.count <= maxMessageLengthOnWire else { throw BEPFramingError.messageTooLarge(body.count) }
         var header = Bep_Header()
         header.type = type
         header.compression = compression
@@ -188,8 +195,13 @@ public enum BEPFraming {
     package static func lz4Decompress(_ input: ArraySlice<UInt8>, limit: Int) throws -> [UInt8] {
         guard input.count >= 4 else { throw BEPFramingError.badLZ4 }
         let i = input.startIndex
-        let size = Int(input[i]) << 24 | Int(input[i + 1]) << 16 | Int(input[i + 2]) << 8 | Int(input[i + 3])
-        guard size <= limit else { throw BEPFramingError.messageTooLarge(size) }
+        let announced = UInt32(input[i]) << 24 | UInt32(input[i + 1]) << 16 | UInt32(input[i + 2]) << 8 | UInt32(input[i + 3])
+        // Compared as an unsigned 32-bit value before it becomes an Int, so no platform reads a
+        // huge length as a negative one.
+        guard UInt64(announced) <= UInt64(min(limit, BEPFraming.maxMessageLengthOnWire)) else {
+            throw BEPFramingError.messageTooLarge(Int(clamping: announced))
+        }
+        let size = Int(announced)
         if size == 0 { return [] }
         var out = [UInt8](repeating: 0, count: size)
         let compressed = input.count - 4
@@ -224,14 +236,17 @@ public struct BEPStreamDecoder: Sendable {
 
     /// The largest body, before or after decompression, that this side accepts. Syncthing's own
     /// limit is 500 MB; its largest real messages are block responses of at most 16 MiB and
-    /// index batches of a few hundred KiB, so 64 MiB leaves room without inviting abuse.
+    /// index batches of a few hundred KiB, so 64 MiB leaves room. A body is also held to its
+    /// type's limits before it is parsed (`BEPLimits`): parsed messages take more memory than
+    /// their bytes (an empty `FileInfo` is 2 bytes on the wire and a few hundred in memory).
     public let maxMessageLength: Int
     private var buffer: [UInt8] = []
     private var start = 0
     private var sawHello = false
 
+    /// `maxMessageLength` is clamped to Syncthing's own 500 MB.
     public init(maxMessageLength: Int = 64 << 20) {
-        self.maxMessageLength = maxMessageLength
+        self.maxMessageLength = max(0, min(maxMessageLength, BEPFraming.maxMessageLengthOnWire))
     }
 
     /// Bytes held that do not yet form a whole item.
@@ -252,10 +267,9 @@ public struct BEPStreamDecoder: Sendable {
     public mutating func next() throws -> Item? {
         if !sawHello {
             guard bufferedByteCount >= 6 else { return nil }
-            let magic = UInt32(readBigEndian(at: start, count: 4))
+            let magic = UInt32(buffer[start]) << 24 | UInt32(buffer[start + 1]) << 16 | UInt32(buffer[start + 2]) << 8 | UInt32(buffer[start + 3])
             guard magic == BEPFraming.helloMagic else { throw BEPFramingError.badHelloMagic(magic) }
-            let length = readBigEndian(at: start + 4, count: 2)
-            guard length <= BEPFraming.maxHelloLength else { throw BEPFramingError.helloTooLarge(length) }
+            let length = try readLength(at: start + 4, count: 2, limit: BEPFraming.maxHelloLength, tooLarge: BEPFramingError.helloTooLarge)
             guard bufferedByteCount >= 6 + length else { return nil }
             let body = Array(buffer[(start + 6)..<(start + 6 + length)])
             let hello: Bep_Hello
@@ -265,11 +279,9 @@ public struct BEPStreamDecoder: Sendable {
             return .hello(hello)
         }
         guard bufferedByteCount >= 2 else { return nil }
-        let headerLength = readBigEndian(at: start, count: 2)
-        guard headerLength <= BEPFraming.maxHeaderLength else { throw BEPFramingError.headerTooLarge(headerLength) }
+        let headerLength = try readLength(at: start, count: 2, limit: BEPFraming.maxHeaderLength, tooLarge: BEPFramingError.headerTooLarge)
         guard bufferedByteCount >= 2 + headerLength + 4 else { return nil }
-        let bodyLength = readBigEndian(at: start + 2 + headerLength, count: 4)
-        guard bodyLength <= maxMessageLength else { throw BEPFramingError.messageTooLarge(bodyLength) }
+        let bodyLength = try readLength(at: start + 2 + headerLength, count: 4, limit: maxMessageLength, tooLarge: BEPFramingError.messageTooLarge)
         let total = 2 + headerLength + 4 + bodyLength
         guard bufferedByteCount >= total else { return nil }
         let header: Bep_Header
@@ -286,6 +298,7 @@ public struct BEPStreamDecoder: Sendable {
         case .lz4: body = try BEPFraming.lz4Decompress(raw, limit: maxMessageLength)
         case .UNRECOGNIZED(let c): throw BEPFramingError.unknownCompression(c)
         }
+        try BEPLimits.check(type: header.type, body: body)
         let message: BEPMessage
         do {
             message = try BEPMessage.parse(type: header.type, body: body)
@@ -298,9 +311,113 @@ public struct BEPStreamDecoder: Sendable {
         return .message(message)
     }
 
-    private func readBigEndian(at offset: Int, count: Int) -> Int {
-        var value = 0
-        for i in 0..<count { value = value << 8 | Int(buffer[offset + i]) }
-        return value
+    /// A big-endian length of 2 or 4 bytes, checked against `limit` while still unsigned (so
+    /// no platform reads 0x80000000 as a negative length); throws `tooLarge` over it.
+    private func readLength(at offset: Int, count: Int, limit: Int, tooLarge: (Int) -> BEPFramingError) throws -> Int {
+        var value: UInt64 = 0
+        for i in 0..<count { value = value << 8 | UInt64(buffer[offset + i]) }
+        guard value <= UInt64(limit) else { throw tooLarge(Int(clamping: value)) }
+        return Int(value)
+    }
+}
+
+/// What one message of each type may hold before it is parsed: parsing makes objects, and an
+/// object per 2-byte entry would turn a 64 MiB body (or a 256 KiB LZ4 bomb of it) into
+/// gigabytes. Syncthing sends at most about 1,000 files or 250 KiB per index batch and one
+/// block (at most 16 MiB) per response, so these limits never refuse what it sends.
+enum BEPLimits {
+    /// Files per Index or IndexUpdate.
+    static let filesPerIndex = 20_000
+    /// Blocks over all files of one Index or IndexUpdate (a 1 TB file has 65,536 blocks of 16 MiB).
+    static let blocksPerIndex = 1_000_000
+    /// Folders, and devices per folder, of a ClusterConfig; updates of a DownloadProgress.
+    static let entriesPerConfig = 10_000
+    /// Bodies of the small messages (Request, Ping, Close) and of a Response beyond its block.
+    static let smallBody = 64 << 10
+
+    static func check(type: Bep_MessageType, body: [UInt8]) throws {
+        switch type {
+        case .response:
+            guard body.count <= SyncthingBlocks.maxBlockSize + smallBody else { throw BEPFramingError.messageTooLarge(body.count) }
+        case .request, .ping, .close:
+            guard body.count <= smallBody else { throw BEPFramingError.messageTooLarge(body.count) }
+        case .index, .indexUpdate:
+            var files = 0, blocks = 0
+            try ProtobufScan.fields(body[...]) { field, value in
+                guard field == 2, let file = value else { return }
+                files += 1
+                guard files <= filesPerIndex else { throw BEPFramingError.tooManyEntries("files", filesPerIndex) }
+                try ProtobufScan.fields(file) { f, _ in
+                    if f == 16 { blocks += 1 }
+                }
+                guard blocks <= blocksPerIndex else { throw BEPFramingError.tooManyEntries("blocks", blocksPerIndex) }
+            }
+        case .clusterConfig:
+            var folders = 0
+            try ProtobufScan.fields(body[...]) { field, value in
+                guard field == 1, let folder = value else { return }
+                folders += 1
+                var devices = 0
+                try ProtobufScan.fields(folder) { f, _ in if f == 16 { devices += 1 } }
+                guard folders <= entriesPerConfig, devices <= entriesPerConfig else {
+                    throw BEPFramingError.tooManyEntries("folders or devices", entriesPerConfig)
+                }
+            }
+        case .downloadProgress:
+            var updates = 0
+            try ProtobufScan.fields(body[...]) { field, _ in
+                if field == 2 { updates += 1 }
+                guard updates <= entriesPerConfig else { throw BEPFramingError.tooManyEntries("updates", entriesPerConfig) }
+            }
+        case .UNRECOGNIZED:
+            break  // refused by the parser
+        }
+    }
+}
+
+/// Walks the top-level fields of protobuf bytes without parsing them into messages: the field
+/// number of each, and the bytes of the length-delimited ones. Malformed bytes throw; the
+/// parser would refuse them too.
+enum ProtobufScan {
+    static func fields(_ bytes: ArraySlice<UInt8>, _ visit: (Int, ArraySlice<UInt8>?) throws -> Void) throws {
+        var i = bytes.startIndex
+        func varint() throws -> UInt64 {
+            var value: UInt64 = 0
+            var shift: UInt64 = 0
+            while true {
+                guard i < bytes.endIndex, shift < 64 else { throw BEPFramingError.malformed("truncated varint") }
+                let b = bytes[i]
+                i += 1
+                value |= UInt64(b & 0x7F) << shift
+                if b & 0x80 == 0 { return value }
+                shift += 7
+            }
+        }
+        while i < bytes.endIndex {
+            let key = try varint()
+            let field = Int(clamping: key >> 3)
+            switch key & 7 {
+            case 0: _ = try varint(); try visit(field, nil)
+            case 1:
+                guard bytes.endIndex - i >= 8 else { throw BEPFramingError.malformed("truncated field") }
+                i += 8; try visit(field, nil)
+            case 5:
+                guard bytes.endIndex - i >= 4 else { throw BEPFramingError.malformed("truncated field") }
+                i += 4; try visit(field, nil)
+            case 2:
+                let length = try varint()
+                guard length <= UInt64(bytes.endIndex - i) else { throw BEPFramingError.malformed("truncated field") }
+                let value = bytes[i..<(i + Int(length))]
+                i += Int(length)
+                try visit(field, value)
+            case 3, 4:
+                // The start and end of a group (proto2's old nesting, which no BEP peer sends but
+                // the parser skips as an unknown field): no payload of its own; the fields
+                // between are walked as if they were at this level, which can only overcount.
+                try visit(field, nil)
+            default:
+                throw BEPFramingError.malformed("unsupported wire type \(key & 7)")
+            }
+        }
     }
 }

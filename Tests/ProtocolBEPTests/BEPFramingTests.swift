@@ -168,4 +168,63 @@ import Testing
         _ = try decoder.next()
         #expect(throws: BEPFramingError.self) { _ = try decoder.next() }
     }
+
+    @Test func lengthsWithTheTopBitSetAreRefusedNotReadAsNegative() throws {
+        let head = try BEPFraming.frame(type: .index, compression: .none, body: [])
+        var bytes = try Self.helloBytes() + head
+        bytes.replaceSubrange((bytes.count - 4)..., with: [0x80, 0x00, 0x00, 0x00])
+        Self.expectRefusal(bytes, .messageTooLarge(0x8000_0000))
+        // And an LZ4 body announcing 4 GB.
+        #expect(throws: BEPFramingError.messageTooLarge(0xFFFF_FFFF)) {
+            _ = try BEPFraming.lz4Decompress([0xFF, 0xFF, 0xFF, 0xFF, 0x00][...], limit: 64 << 20)
+        }
+    }
+
+    @Test func aSmallBodyCannotMakeMillionsOfObjects() throws {
+        // 20,001 empty FileInfos: 40 KB on the wire, far more once parsed.
+        let body = [UInt8]([0x0A, 0x01, 0x61]) + Array([[UInt8]](repeating: [0x12, 0x00], count: 20_001).joined())
+        Self.expectRefusal(try Self.helloBytes() + BEPFraming.frame(type: .index, compression: .none, body: body), .tooManyEntries("files", 20_000))
+        // The same as an LZ4 bomb is refused the same way, after decompression, before parsing.
+        let packed = try #require(BEPFraming.lz4Compress(body))
+        #expect(packed.count < 1000)
+        Self.expectRefusal(try Self.helloBytes() + BEPFraming.frame(type: .indexUpdate, compression: .lz4, body: packed), .tooManyEntries("files", 20_000))
+        // Blocks are counted over all files of the message.
+        let blocks = Array([[UInt8]](repeating: [0x82, 0x01, 0x00], count: 500_001).joined())
+        let file = [UInt8]([0x12]) + varint(blocks.count) + blocks
+        Self.expectRefusal(try Self.helloBytes() + BEPFraming.frame(type: .index, compression: .none, body: file + file),
+                           .tooManyEntries("blocks", 1_000_000))
+        // A request is small; a response is one block and a little more.
+        Self.expectRefusal(try Self.helloBytes() + BEPFraming.frame(type: .request, compression: .none, body: [UInt8](repeating: 0, count: 70_000)),
+                           .messageTooLarge(70_000))
+        // Exactly the limits pass.
+        var decoder = BEPStreamDecoder()
+        let ok = [UInt8]([0x0A, 0x01, 0x61]) + Array([[UInt8]](repeating: [0x12, 0x00], count: 20_000).joined())
+        decoder.append(try Self.helloBytes() + BEPFraming.frame(type: .index, compression: .none, body: ok))
+        _ = try decoder.next()
+        guard case .message(.index(let index))? = try decoder.next() else { Issue.record("not decoded"); return }
+        #expect(index.files.count == 20_000)
+    }
+
+    func varint(_ n: Int) -> [UInt8] {
+        var out: [UInt8] = []
+        var v = UInt64(n)
+        repeat {
+            let b = UInt8(v & 0x7F)
+            v >>= 7
+            out.append(v == 0 ? b : b | 0x80)
+        } while v != 0
+        return out
+    }
+
+    @Test func compressionIsUsedOnlyWhenItSavesAThirtySecondAsSyncthingDoes() throws {
+        // A body LZ4 shrinks by only a little: a run that compresses, then noise.
+        var data = [UInt8](repeating: 7, count: 300) + Self.noise(20_000, seed: 5)
+        let barely = BEPMessage.response(.with { $0.id = 1; $0.data = Data(data) })
+        let body = try barely.serializedBody()
+        let packed = try #require(BEPFraming.lz4Compress(body))
+        #expect(packed.count < body.count && packed.count > body.count - body.count / 32, "the test body saves less than 1/32")
+        #expect(try Self.compression(of: BEPFraming.encode(barely, compression: .always)) == .none)
+        data = [UInt8](repeating: 7, count: 20_000)
+        #expect(try Self.compression(of: BEPFraming.encode(.response(.with { $0.data = Data(data) }), compression: .always)) == .lz4)
+    }
 }

@@ -101,14 +101,28 @@ import Testing
 
     @Test func reencodingSyncthingsMessagesGivesMessagesThatDecodeTheSame() throws {
         // Our encoder's output for Syncthing's own messages reads back to the same messages,
-        // compressed the way Syncthing compressed them (metadata: yes; block data: no).
+        // compressed exactly when Syncthing compressed them.
         let (_, items) = try Self.load()
+        let stream = try [UInt8](Data(contentsOf: Self.fixtures.appendingPathComponent("syncthing-stream.bin")))
+        var theirs: [Bep_MessageCompression] = []
+        var at = 6 + (Int(stream[4]) << 8 | Int(stream[5]))
+        while at < stream.count {
+            let headerLength = Int(stream[at]) << 8 | Int(stream[at + 1])
+            theirs.append(try Bep_Header(serializedBytes: Array(stream[(at + 2)..<(at + 2 + headerLength)])).compression)
+            let p = at + 2 + headerLength
+            at = p + 4 + (Int(stream[p]) << 24 | Int(stream[p + 1]) << 16 | Int(stream[p + 2]) << 8 | Int(stream[p + 3]))
+        }
+        var ours: [Bep_MessageCompression] = []
         for case .message(let m) in items {
             let frame = try BEPFraming.encode(m)
+            let headerLength = Int(frame[0]) << 8 | Int(frame[1])
+            ours.append(try Bep_Header(serializedBytes: Array(frame[2..<(2 + headerLength)])).compression)
             var decoder = BEPStreamDecoder()
             decoder.append(try BEPFraming.encodeHello(Bep_Hello()) + frame)
             _ = try decoder.next()
             #expect(try decoder.next() == .message(m))
         }
+        #expect(ours == theirs)
+        #expect(theirs.contains(.lz4) && theirs.contains(.none), "the transcript has both kinds")
     }
 }
