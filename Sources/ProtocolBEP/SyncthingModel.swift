@@ -4,8 +4,10 @@ import SyncKit
 
 /// How Syncthing cuts a file into blocks: one fixed size per file, a power of two from 128 KiB
 /// to 16 MiB, the smallest that keeps the file under 2,000 blocks (lib/protocol BlockSize).
-/// A BEP peer asks for blocks by offset and size and checks each by its SHA-256, so we must
-/// announce exactly the list Syncthing would compute, beside our own content-defined chunks.
+/// A BEP peer asks for blocks by offset and size and checks each by its SHA-256, so we announce
+/// such a list beside our own content-defined chunks. (Syncthing's scanner also keeps a file's
+/// previous block size while the new one is within a factor of two of it; a list made with the
+/// size rule alone is still valid for every peer, which checks blocks against our hashes.)
 public enum SyncthingBlocks {
     public static let minBlockSize = 128 << 10
     public static let maxBlockSize = 16 << 20
@@ -119,11 +121,16 @@ extension NodeID {
 /// that made the version that won. Both sides of a mixed cluster must make the same name, or
 /// the copy would be made twice.
 public func syncthingConflictName(_ path: String, winnerShortID: String, at date: Date, timeZone: TimeZone = .current) -> String {
-    let slash = path.lastIndex(of: "/")
-    let base = slash.map { path[path.index(after: $0)...] } ?? path[...]
-    // Go's filepath.Ext: from the last dot of the last component, including a leading dot.
-    let ext = base.lastIndex(of: ".").map { String(base[$0...]) } ?? ""
-    let stem = String(path.dropLast(ext.count))
+    // Go's filepath.Ext, on bytes (as Go does; Swift's characters would glue a "." or "/" to a
+    // combining mark after it): from the last "." of the last component, the dot included.
+    let utf8 = Array(path.utf8)
+    var dot: Int?
+    for i in utf8.indices.reversed() {
+        if utf8[i] == UInt8(ascii: "/") { break }
+        if utf8[i] == UInt8(ascii: ".") { dot = i; break }
+    }
+    let ext = dot.map { String(decoding: utf8[$0...], as: UTF8.self) } ?? ""
+    let stem = dot.map { String(decoding: utf8[..<$0], as: UTF8.self) } ?? path
     var calendar = Calendar(identifier: .gregorian)
     calendar.timeZone = timeZone
     let c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)

@@ -81,6 +81,11 @@ import Testing
                 == ".sync-conflict-20261202-081500-ABCDEFG.bashrc")
         #expect(syncthingConflictName("x.tar.gz", winnerShortID: "Z", at: when, timeZone: TimeZone(secondsFromGMT: 3600)!)
                 == "x.tar.sync-conflict-20261202-091500-Z.gz")
+        // Go works on bytes: a "." or "/" followed by a combining mark still counts.
+        #expect(syncthingConflictName("a.\u{301}b", winnerShortID: "Z", at: when, timeZone: utc)
+                == "a.sync-conflict-20261202-081500-Z.\u{301}b")
+        #expect(syncthingConflictName("d.x/\u{301}y", winnerShortID: "Z", at: when, timeZone: utc)
+                == "d.x/\u{301}y.sync-conflict-20261202-081500-Z")
     }
 }
 
