@@ -33,10 +33,9 @@ public func fuzzBEP(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
                  "BEPStreamDecoder gave different items for the same bytes in chunks")
     for case .message(let m) in whole.items { roundTrip(m) }
 
-    // 2. A compressed body.
-    if let out = try? BEPFraming.lz4Decompress(bytes[...], limit: 1 << 20) {
-        precondition(out.count <= 1 << 20, "lz4Decompress returned more than its limit")
-    }
+    // 2. A compressed body: any verdict, but no crash and no allocation past the limit
+    //    (libFuzzer's -malloc_limit_mb catches one).
+    _ = try? BEPFraming.lz4Decompress(bytes[...], limit: 1 << 20)
 
     // 3. The input as the body of each message type.
     for raw in 0...8 {
