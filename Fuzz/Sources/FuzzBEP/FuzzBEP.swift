@@ -17,17 +17,9 @@ import ProtocolBEP
 public func fuzzBEP(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     let bytes = Array(UnsafeBufferPointer(start: start, count: count))
 
-    // 1. The stream, all at once and in chunks of 1 to 61 bytes (a fixed sequence of sizes).
+    // 1. The stream, all at once and in chunks of 1 to 61 bytes (`chunkRanges`).
     let whole = items(of: [bytes[...]])
-    var chunks: [ArraySlice<UInt8>] = []
-    var offset = 0
-    var seed = UInt32(truncatingIfNeeded: count) &* 2_654_435_761
-    while offset < count {
-        seed = seed &* 1_103_515_245 &+ 12345
-        let n = min(Int(seed >> 16) % 61 + 1, count - offset)
-        chunks.append(bytes[offset..<(offset + n)])
-        offset += n
-    }
+    let chunks = chunkRanges(count: count).map { bytes[$0] }
     let chunked = items(of: chunks)
     precondition(whole.items == chunked.items && whole.failed == chunked.failed,
                  "BEPStreamDecoder gave different items for the same bytes in chunks")

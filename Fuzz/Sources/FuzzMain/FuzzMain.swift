@@ -24,3 +24,19 @@ public func runFuzzer(
     var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
     exit(LLVMFuzzerRunDriver(&argc, &argv, test))
 }
+
+/// Splits `count` bytes into consecutive pieces of 1 to 61 bytes, with sizes from a fixed
+/// sequence seeded by `count` (so a run is reproducible): a stream decoder fed the pieces one
+/// by one must give what it gives for the whole input.
+public func chunkRanges(count: Int) -> [Range<Int>] {
+    var ranges: [Range<Int>] = []
+    var offset = 0
+    var seed = UInt32(truncatingIfNeeded: count) &* 2_654_435_761
+    while offset < count {
+        seed = seed &* 1_103_515_245 &+ 12345
+        let n = min(Int(seed >> 16) % 61 + 1, count - offset)
+        ranges.append(offset..<(offset + n))
+        offset += n
+    }
+    return ranges
+}

@@ -22,15 +22,7 @@ public func fuzzWire(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     let whole = frames(of: [input])
     // The same stream in chunks of 1 to 61 bytes (sizes from a fixed sequence, so a run is
     // reproducible): the decoder must not care how the bytes arrive.
-    var chunks = [ByteBuffer]()
-    var offset = 0
-    var seed = UInt32(truncatingIfNeeded: count) &* 2_654_435_761
-    while offset < count {
-        seed = seed &* 1_103_515_245 &+ 12345
-        let n = min(Int(seed >> 16) % 61 + 1, count - offset)
-        chunks.append(input.getSlice(at: offset, length: n)!)
-        offset += n
-    }
+    let chunks = chunkRanges(count: count).map { input.getSlice(at: $0.lowerBound, length: $0.count)! }
     let chunked = frames(of: chunks)
     precondition(whole.frames == chunked.frames && whole.failed == chunked.failed,
                  "FrameDecoder gave different frames for the same bytes in chunks")
