@@ -363,5 +363,5 @@ struct PeerSession: Sendable {
     }
 
     /// `count` requests were answered.
-    mutating func endServe(_ count: Int = 1) { serving = max(0, serving - count) }
+    mutating func endServe(_ count: Int) { serving = max(0, serving - count) }
 }
