@@ -29,6 +29,7 @@ public actor SyncNode: Service {
     var connections: [ConnectionID: Connection] = [:]
     var nextConnection: UInt64 = 1
     let fetches = BlockFetches()
+    let mailbox = InputMailbox()
     var jobs: [String: Task<Void, Never>] = [:]
     /// Set once `run()` starts (it needs the actor).
     var timers: Timers?
@@ -186,15 +187,22 @@ public actor SyncNode: Service {
 
     // MARK: the machine
 
-    /// Hands an input to the machine and carries out its directives, in order. Directives that
-    /// answer at once (reading `.syncignore`) feed their input back in the same turn.
-    func handle(_ input: NodeInput) {
-        if case .scanned(let result) = input, result.request == .full { fullScansDone += 1 }
-        var inputs = [input]
-        while !inputs.isEmpty {
-            let next = inputs.removeFirst()
-            for directive in machine.handle(next, now: clock.now) {
-                if let more = perform(directive) { inputs.append(more) }
+    /// Hands an input to the machine; what was posted before it (`InputMailbox`) is older and
+    /// goes first.
+    func handle(_ input: NodeInput) { handle(batch: mailbox.takeAll() + [input]) }
+
+    /// Hands inputs to the machine in order and carries out its directives. Directives that
+    /// answer at once (reading `.syncignore`) feed their input back right after the one that
+    /// asked.
+    func handle(batch: [NodeInput]) {
+        for input in batch {
+            var queue = [input], i = 0
+            while i < queue.count {
+                if case .scanned(let result) = queue[i], result.request == .full { fullScansDone += 1 }
+                for directive in machine.handle(queue[i], now: clock.now) {
+                    if let more = perform(directive) { queue.append(more) }
+                }
+                i += 1
             }
         }
         published = metrics.publish(machine.statistics, since: published, peers: machine.peerCount)
@@ -278,7 +286,7 @@ public actor SyncNode: Service {
     }
 
     private func receive(on connection: Connection) async {
-        let reason = await connection.receive { message, size in await self.handle(.received(connection.id, message, wireSize: size)) }
+        let reason = await connection.receive { message, size in await self.post(.received(connection.id, message, wireSize: size)) }
         connections[connection.id] = nil
         handle(.connectionClosed(connection.id, reason: reason))
     }
@@ -325,15 +333,17 @@ public actor SyncNode: Service {
     }
 
     /// Asks the machine for a block for a job; returns what a peer answered and who it was.
-    func requestBlock(_ block: BlockRef, offset: UInt64, of target: FileRecord, excluding: Set<NodeID>) async -> BlockFetches.Answer {
+    /// The request is posted (no hop of its own): the jobs of a burst of small files ask in
+    /// one actor turn.
+    nonisolated func requestBlock(_ block: BlockRef, offset: UInt64, of target: FileRecord, excluding: Set<NodeID>) async -> BlockFetches.Answer {
         let fetch = fetches.newFetch()
         return await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 fetches.wait(fetch, continuation)
-                handle(.needBlock(fetch, target: target, block: block, offset: offset, excluding: excluding))
+                postNow(.needBlock(fetch, target: target, block: block, offset: offset, excluding: excluding))
             }
         } onCancel: {
-            if fetches.deliver(fetch, (nil, nil)) { Task { await self.handle(.fetchCancelled(fetch)) } }
+            if fetches.deliver(fetch, (nil, nil)) { postNow(.fetchCancelled(fetch)) }
         }
     }
 }
