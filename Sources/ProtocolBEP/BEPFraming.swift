@@ -30,7 +30,7 @@ public enum BEPMessage: Sendable, Equatable {
     }
 
     /// The message body in protobuf's binary form.
-    package func serializedBody() throws -> [UInt8] {
+    public func serializedBody() throws -> [UInt8] {
         switch self {
         case .clusterConfig(let m): try m.serializedBytes()
         case .index(let m): try m.serializedBytes()
@@ -45,7 +45,7 @@ public enum BEPMessage: Sendable, Equatable {
 
     /// Parses a body of the given type. An unknown type is an error, as it is for Syncthing:
     /// the two sides no longer agree on what the stream means.
-    package static func parse(type: Bep_MessageType, body: [UInt8]) throws -> BEPMessage {
+    public static func parse(type: Bep_MessageType, body: [UInt8]) throws -> BEPMessage {
         switch type {
         case .clusterConfig: return .clusterConfig(try Bep_ClusterConfig(serializedBytes: body))
         case .index: return .index(try Bep_Index(serializedBytes: body))
@@ -121,7 +121,11 @@ public enum BEPFraming {
 
     /// The Hello as it goes on the wire.
     public static func encodeHello(_ hello: Bep_Hello) throws -> [UInt8] {
-        let body: [UInt8] = try hello.serializedBytes()
+        try encodeHello(body: try hello.serializedBytes())
+    }
+
+    /// A serialized Hello as it goes on the wire.
+    public static func encodeHello(body: [UInt8]) throws -> [UInt8] {
         guard body.count <= maxHelloLength else { throw BEPFramingError.helloTooLarge(body.count) }
         var out: [UInt8] = []
         out.reserveCapacity(6 + body.count)
@@ -134,19 +138,22 @@ public enum BEPFraming {
     /// A message as it goes on the wire, compressed when the policy asks for it and LZ4 makes
     /// it smaller.
     public static func encode(_ message: BEPMessage, compression: BEPCompression = .metadata) throws -> [UInt8] {
-        let body = try message.serializedBody()
+        try encode(type: message.type, body: try message.serializedBody(), compression: compression)
+    }
+
+    /// A serialized message body of `type` as it goes on the wire (see `encode(_:compression:)`).
+    public static func encode(type: Bep_MessageType, body: [UInt8], compression: BEPCompression = .metadata) throws -> [UInt8] {
         let wantsCompression: Bool
         switch compression {
         case .never: wantsCompression = false
         case .always: wantsCompression = body.count >= compressionThreshold
-        case .metadata:
-            if case .response = message { wantsCompression = false } else { wantsCompression = body.count >= compressionThreshold }
+        case .metadata: wantsCompression = type != .response && body.count >= compressionThreshold
         }
         // As Syncthing: compressed only when it saves at least 1/32 (3.125 %) of the body.
         if wantsCompression, let packed = lz4Compress(body), packed.count <= body.count - body.count / 32 {
-            return try frame(type: message.type, compression: .lz4, body: packed)
+            return try frame(type: type, compression: .lz4, body: packed)
         }
-        return try frame(type: message.type, compression: .none, body: body)
+        return try frame(type: type, compression: .none, body: body)
     }
 
     static func frame(type: Bep_MessageType, compression: Bep_MessageCompression, body: [UInt8]) throws -> [UInt8] {
@@ -265,6 +272,14 @@ public struct BEPStreamDecoder: Sendable {
     /// The next complete item, or nil when more bytes are needed. Throws on anything that is
     /// not valid BEP; the stream is then unusable.
     public mutating func next() throws -> Item? {
+        guard let raw = try nextRaw() else { return nil }
+        return try raw.parsed()
+    }
+
+    /// The next complete item with its body unparsed (decompressed, and held to its type's
+    /// limits), or nil when more bytes are needed: what a transport hands on, so that the
+    /// session parses each message once, on its own task, not on the I/O thread.
+    public mutating func nextRaw() throws -> RawItem? {
         if !sawHello {
             guard bufferedByteCount >= 6 else { return nil }
             let magic = UInt32(buffer[start]) << 24 | UInt32(buffer[start + 1]) << 16 | UInt32(buffer[start + 2]) << 8 | UInt32(buffer[start + 3])
@@ -272,11 +287,9 @@ public struct BEPStreamDecoder: Sendable {
             let length = try readLength(at: start + 4, count: 2, limit: BEPFraming.maxHelloLength, tooLarge: BEPFramingError.helloTooLarge)
             guard bufferedByteCount >= 6 + length else { return nil }
             let body = Array(buffer[(start + 6)..<(start + 6 + length)])
-            let hello: Bep_Hello
-            do { hello = try Bep_Hello(serializedBytes: body) } catch { throw BEPFramingError.malformed("hello: \(error)") }
             start += 6 + length
             sawHello = true
-            return .hello(hello)
+            return RawItem(type: nil, body: body)
         }
         guard bufferedByteCount >= 2 else { return nil }
         let headerLength = try readLength(at: start, count: 2, limit: BEPFraming.maxHeaderLength, tooLarge: BEPFramingError.headerTooLarge)
@@ -290,6 +303,8 @@ public struct BEPStreamDecoder: Sendable {
         } catch {
             throw BEPFramingError.malformed("header: \(error)")
         }
+        // An unknown type ends the stream here, before its body is looked at.
+        if case .UNRECOGNIZED(let raw) = header.type { throw BEPFramingError.unknownMessageType(raw) }
         let bodyStart = start + 2 + headerLength + 4
         let raw = buffer[bodyStart..<(bodyStart + bodyLength)]
         let body: [UInt8]
@@ -299,16 +314,35 @@ public struct BEPStreamDecoder: Sendable {
         case .UNRECOGNIZED(let c): throw BEPFramingError.unknownCompression(c)
         }
         try BEPLimits.check(type: header.type, body: body)
-        let message: BEPMessage
-        do {
-            message = try BEPMessage.parse(type: header.type, body: body)
-        } catch let error as BEPFramingError {
-            throw error
-        } catch {
-            throw BEPFramingError.malformed("\(header.type): \(error)")
-        }
         start += total
-        return .message(message)
+        return RawItem(type: header.type, body: body)
+    }
+
+    /// An item of the stream before parsing: the Hello (`type` nil) or a message of `type`,
+    /// its body uncompressed and within its type's limits.
+    public struct RawItem: Sendable, Equatable {
+        public var type: Bep_MessageType?
+        public var body: [UInt8]
+
+        public init(type: Bep_MessageType?, body: [UInt8]) {
+            self.type = type
+            self.body = body
+        }
+
+        /// The item parsed; throws `BEPFramingError` on a body that is not what its type says.
+        public func parsed() throws -> Item {
+            guard let type else {
+                do { return .hello(try Bep_Hello(serializedBytes: body)) } catch { throw BEPFramingError.malformed("hello: \(error)") }
+            }
+            try BEPLimits.check(type: type, body: body)
+            do {
+                return .message(try BEPMessage.parse(type: type, body: body))
+            } catch let error as BEPFramingError {
+                throw error
+            } catch {
+                throw BEPFramingError.malformed("\(type): \(error)")
+            }
+        }
     }
 
     /// A big-endian length of 2 or 4 bytes, checked against `limit` while still unsigned (so
