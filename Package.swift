@@ -74,7 +74,7 @@ let package = Package(
         .target(
             name: "TransportTCP",
             dependencies: [
-                "SyncKit",
+                "SyncKit", "ProtocolBEP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),
@@ -116,6 +116,7 @@ let package = Package(
                 "SyncKit", "CLZ4",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             exclude: ["README.md"],
             swiftSettings: strict
@@ -152,14 +153,17 @@ let package = Package(
         .executableTarget(name: "synckit-sim", dependencies: ["SyncKitTesting"], swiftSettings: strict),
         .testTarget(name: "SyncKitTests", dependencies: ["SyncKit", "SyncKitTesting"], swiftSettings: strict),
         .testTarget(
-            name: "TransportTCPTests", dependencies: ["TransportTCP", "SyncKit", "SyncKitTesting"],
+            name: "TransportTCPTests",
+            dependencies: ["TransportTCP", "SyncKit", "SyncKitTesting", "ProtocolBEP", .product(name: "NIOEmbedded", package: "swift-nio")],
             swiftSettings: strict),
         .testTarget(
             name: "DiscoveryStaticTests", dependencies: ["DiscoveryStatic", "SyncKit", "SyncKitTesting"],
             swiftSettings: strict),
         .testTarget(name: "DiscoveryMDNSLiteTests", dependencies: ["DiscoveryMDNSLite"], swiftSettings: strict),
         .testTarget(name: "JournaldLoggingTests", dependencies: ["JournaldLogging"], swiftSettings: strict),
-        .testTarget(name: "ProtocolBEPTests", dependencies: ["ProtocolBEP", "SyncKit"], swiftSettings: strict),
+        .testTarget(
+            name: "ProtocolBEPTests", dependencies: ["ProtocolBEP", "SyncKit", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict),
         .testTarget(name: "SyncCtlConfigTests", dependencies: ["SyncCtlConfig"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import NIOTLS
+import ProtocolBEP
 import SyncKit
 
 #if canImport(Glibc)
@@ -70,6 +71,10 @@ public struct TCPTransport: SyncTransport {
     /// socket has drained the buffer below `low`. Large enough to keep a LAN link busy, small
     /// enough that many idle peers cost little.
     static let writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 64 << 10, high: 256 << 10)
+
+    /// The largest BEP message body accepted or sent: a 16 MiB block (Syncthing's largest) with
+    /// room to spare, well under Syncthing's own 500 MB.
+    static let maximumBEPMessageLength = 64 << 20
 
     /// How many decoded frames NIO keeps ahead of the consumer of `inbound` before it stops
     /// reading the socket.
@@ -203,7 +208,8 @@ public struct TCPTransport: SyncTransport {
                 let negotiated: String? = if case .negotiated(let name) = result { name } else { nil }
                 let security = PeerChannelSecurity(
                     peer: NodeID(certificateDER: try certificate.toDERBytes()), binding: binding, applicationProtocol: negotiated)
-                return ReadyConnection(channel: try configureConnection(channel, maximumFrameSize: maximumFrameSize), security: security)
+                let framed = try configureConnection(channel, maximumFrameSize: maximumFrameSize, applicationProtocol: negotiated)
+                return ReadyConnection(channel: framed, security: security)
             }
         }
         let errors = FirstError()
@@ -221,15 +227,24 @@ public struct TCPTransport: SyncTransport {
     /// Adds the framing handlers to a new connection's pipeline and wraps it in an
     /// `NIOAsyncChannel` of frames. Runs on the channel's event loop.
     ///
-    /// Order matters: inbound bytes go through `FrameDecodingHandler` into the async channel;
-    /// frames written to the async channel go back through `FrameEncodingHandler` to the socket.
+    /// The framing is the one ALPN chose: Syncthing's BEP for `bep/1.0` (`BEPFrames`), SyncKit's
+    /// own otherwise (plain TCP has no ALPN and is always SyncKit's).
+    ///
+    /// Order matters: inbound bytes go through the decoding handler into the async channel;
+    /// frames written to the async channel go back through the encoding handler to the socket.
     static func configureConnection(
         _ channel: any Channel,
-        maximumFrameSize: Int
+        maximumFrameSize: Int,
+        applicationProtocol: String? = nil
     ) throws -> NIOAsyncChannel<Frame, Frame> {
         let pipeline = channel.pipeline.syncOperations
-        try pipeline.addHandler(FrameEncodingHandler())
-        try pipeline.addHandler(FrameDecodingHandler(maximumFrameSize: maximumFrameSize))
+        if applicationProtocol == BEPFrames.applicationProtocol {
+            try pipeline.addHandler(BEPFrameEncodingHandler())
+            try pipeline.addHandler(BEPFrameDecodingHandler(maximumMessageLength: maximumBEPMessageLength))
+        } else {
+            try pipeline.addHandler(FrameEncodingHandler())
+            try pipeline.addHandler(FrameDecodingHandler(maximumFrameSize: maximumFrameSize))
+        }
         return try NIOAsyncChannel(
             wrappingChannelSynchronously: channel,
             configuration: .init(
@@ -316,6 +331,8 @@ final class TCPPeerChannel: PeerChannel {
     private let closed: Locked<Bool>
     /// What the TLS handshake proved (nil over plain TCP).
     let security: PeerChannelSecurity?
+    /// True when ALPN chose Syncthing's BEP: frames are BEP messages (`BEPFrames`).
+    var isBEP: Bool { security?.applicationProtocol == BEPFrames.applicationProtocol }
 
     private init(
         remoteDescription: String,
@@ -377,7 +394,9 @@ final class TCPPeerChannel: PeerChannel {
             writer: writer,
             queue: queue,
             closed: closed,
-            maximumFrameSize: maximumFrameSize,
+            // A BEP link's frames are BEP messages, with BEP's limit.
+            maximumFrameSize: ready.security?.applicationProtocol == BEPFrames.applicationProtocol
+                ? TCPTransport.maximumBEPMessageLength : maximumFrameSize,
             security: ready.security
         )
     }
@@ -390,6 +409,9 @@ final class TCPPeerChannel: PeerChannel {
         for frame in frames where 1 + frame.payload.readableBytes > maximumFrameSize {
             throw WireError(.frameTooLarge, "a frame of \(1 + frame.payload.readableBytes) bytes is over the limit of \(maximumFrameSize)")
         }
+        // A BEP link writes BEP messages only; what its encoder would refuse is refused here,
+        // where the caller hears of it.
+        if isBEP { for frame in frames { try BEPFrames.check(frame) } }
         guard !closed.withLock({ $0 }) else {
             throw SyncError(.transport, "the connection to \(remoteDescription) is closed")
         }
