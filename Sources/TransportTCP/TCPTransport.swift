@@ -332,7 +332,7 @@ final class TCPPeerChannel: PeerChannel {
     /// What the TLS handshake proved (nil over plain TCP).
     let security: PeerChannelSecurity?
     /// True when ALPN chose Syncthing's BEP: frames are BEP messages (`BEPFrames`).
-    var isBEP: Bool { security?.applicationProtocol == BEPFrames.applicationProtocol }
+    private let isBEP: Bool
 
     private init(
         remoteDescription: String,
@@ -344,6 +344,7 @@ final class TCPPeerChannel: PeerChannel {
         security: PeerChannelSecurity?
     ) {
         self.security = security
+        isBEP = security?.applicationProtocol == BEPFrames.applicationProtocol
         self.remoteDescription = remoteDescription
         self.channel = channel
         self.writer = writer
