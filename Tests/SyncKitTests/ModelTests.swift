@@ -69,6 +69,29 @@ import SyncKitTesting
         let base = VersionVector([TestIDs.a: 1])
         #expect(base.bumped(by: TestIDs.a).compare(to: base.bumped(by: TestIDs.b)) == .concurrent)
     }
+
+    /// Vectors count by short ID (Syncthing's): a version made by a full ID and the same version
+    /// as a Syncthing peer reports it (short IDs only) are equal, and compare equal whichever
+    /// side made them, for real-looking IDs whose last 24 bytes are not zero.
+    @Test func countersAreKeyedByShortIDAsSyncthingKeysThem() throws {
+        let x = NodeID(bytes: randomBytes(32, seed: 5)), y = NodeID(bytes: randomBytes(32, seed: 6))
+        let ours = VersionVector([x: 3]).bumped(by: y, atLeast: 1_700_000_000)
+        let fromSyncthing = VersionVector(shortCounters: [(id: y.w0, value: 1_700_000_000), (id: x.w0, value: 3)])
+        #expect(ours == fromSyncthing && ours.compare(to: fromSyncthing) == .equal)
+        #expect(fromSyncthing[x] == 3 && fromSyncthing[y] == 1_700_000_000, "looked up by the full ID")
+        #expect(ours.entries.allSatisfy { $0.node.w1 == 0 && $0.node.w2 == 0 && $0.node.w3 == 0 })
+        // Bumping by the full ID continues the counter a Syncthing peer reported.
+        #expect(fromSyncthing.bumped(by: x).compare(to: ours) == .newer)
+        #expect(fromSyncthing.bumped(by: x)[x] == 4)
+        // An ID with the same first 8 bytes is the same counter (as in Syncthing); the larger
+        // value is kept when two are given.
+        let twin = NodeID(bytes: x.bytes.prefix(8) + randomBytes(24, seed: 7))
+        #expect(VersionVector([x: 2, twin: 5]) == VersionVector([x: 5]))
+        #expect(VersionVector([twin: 2]).compare(to: VersionVector([x: 2])) == .equal)
+        // The text of a counter is the node's short text, the same for full and short forms.
+        #expect(VersionVector([x: 1]).description == "{\(x.short):1}")
+        #expect(NodeID(shortID: x.w0).short == x.short)
+    }
 }
 
 @Suite struct NodeIDTests {

@@ -135,8 +135,8 @@ public actor SyncNode: Service {
             background.append(Task {
                 for await change in changes {
                     switch change {
-                    case .changed(let paths): await self.handle(.folderChanged(paths))
-                    case .overflow: await self.handle(.folderOverflow)
+                    case .changed(let paths): self.handle(.folderChanged(paths))
+                    case .overflow: self.handle(.folderOverflow)
                     }
                 }
             })
@@ -149,11 +149,11 @@ public actor SyncNode: Service {
     func becomeReady() {
         guard let listener else { return }
         background.append(Task {
-            for await channel in listener.channels { await self.opened(channel, dialed: nil) }
+            for await channel in listener.channels { self.opened(channel, dialed: nil) }
         })
         let announcement = LocalAnnouncement(nodeID: id, name: name, clusterTag: configuration.clusterName, port: listener.port)
         background.append(Task {
-            for await event in self.discovery.events(announcing: announcement) { await self.handle(.discovered(event)) }
+            for await event in self.discovery.events(announcing: announcement) { self.handle(.discovered(event)) }
         })
     }
 
@@ -266,7 +266,7 @@ public actor SyncNode: Service {
         Task {
             do {
                 let channel = try await transport.connect(to: endpoint)
-                await self.opened(channel, dialed: endpoint)
+                self.opened(channel, dialed: endpoint)
             } catch {
                 await self.handle(.dialFailed(endpoint, reason: "\(error)"))
             }
@@ -299,7 +299,7 @@ public actor SyncNode: Service {
         let folder = self.folder
         Task {
             connection.answer(request, at: location, from: folder)
-            if connection.noteServed() { await self.handle(served: connection) }
+            if connection.noteServed() { self.handle(served: connection) }
         }
     }
 
@@ -323,7 +323,7 @@ public actor SyncNode: Service {
         let source = NodeBlockSource(node: self)
         jobs[job.path] = Task {
             let (outcome, stats) = await folder.apply(job, locals: locals, blocks: source)
-            await self.jobEnded(job, outcome, stats)
+            self.jobEnded(job, outcome, stats)
         }
     }
 

@@ -22,6 +22,15 @@ public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible {
         (w0, w1, w2, w3) = (words[0], words[1], words[2], words[3])
     }
 
+    /// A node known only by its short ID (Syncthing's `ShortID`: the first 8 bytes of the ID,
+    /// big-endian), the rest zero: how version vectors name nodes (see `VersionVector`).
+    public init(shortID: UInt64) {
+        (w0, w1, w2, w3) = (shortID, 0, 0, 0)
+    }
+
+    /// This node as version vectors key it: its short form.
+    public var versionKey: NodeID { NodeID(shortID: w0) }
+
     /// The ID of the holder of a certificate: the SHA-256 of its DER encoding.
     public init(certificateDER: [UInt8]) {
         self.init(bytes: Array(SHA256.hash(data: certificateDER)))

@@ -5,9 +5,18 @@
 /// node's counter; a version `a` is newer than `b` when every counter of `a` is at least the one
 /// of `b` and one is larger. Two versions neither of which is newer were made concurrently and
 /// are the only case that needs a conflict policy.
+///
+/// Counters are keyed by a node's short ID, the first 8 bytes of its ID, as Syncthing keys them
+/// (its `protocol.ShortID`): Syncthing peers name devices in vectors by nothing more, so a vector
+/// keyed by full IDs could not say whether Syncthing's counter for `F5YDKH7` is the same node's
+/// as ours, and every version that crossed between the two protocols would look concurrent.
+/// Every `NodeID` given to a vector is reduced to `NodeID(shortID:)` on the way in, so callers
+/// pass full IDs as before. Two nodes whose IDs share their first 64 bits would share a
+/// counter; Syncthing makes the same assumption (a 2^-64 chance per pair of certificates).
 public struct VersionVector: Hashable, Sendable, CustomStringConvertible {
     /// One node's counter.
     public struct Entry: Hashable, Sendable {
+        /// The node, as its short form (`NodeID(shortID:)`: the last 24 bytes zero).
         public var node: NodeID
         public var value: UInt64
     }
@@ -18,8 +27,17 @@ public struct VersionVector: Hashable, Sendable, CustomStringConvertible {
     /// Sorted, two vectors compare in one merge pass, and equal vectors are equal arrays.
     public private(set) var entries: [Entry]
 
+    /// A vector of these counters (keys reduced to short IDs; two keys that reduce to the same
+    /// short ID keep the larger counter).
     public init(_ counters: [NodeID: UInt64] = [:]) {
-        entries = counters.filter { $0.value > 0 }.map { Entry(node: $0.key, value: $0.value) }.sorted { $0.node < $1.node }
+        var short: [NodeID: UInt64] = [:]
+        for (node, value) in counters where value > 0 { short[node.versionKey] = max(short[node.versionKey] ?? 0, value) }
+        entries = short.map { Entry(node: $0.key, value: $0.value) }.sorted { $0.node < $1.node }
+    }
+
+    /// A vector keyed by Syncthing's short IDs, as a BEP message carries it.
+    public init(shortCounters: [(id: UInt64, value: UInt64)]) {
+        self.init(Dictionary(shortCounters.map { (NodeID(shortID: $0.id), $0.value) }, uniquingKeysWith: max))
     }
 
     /// How two versions relate.
@@ -29,7 +47,8 @@ public struct VersionVector: Hashable, Sendable, CustomStringConvertible {
 
     /// The counter of `node` (zero when it never changed the file).
     public subscript(node: NodeID) -> UInt64 {
-        entries.first { $0.node == node }?.value ?? 0
+        let key = node.versionKey
+        return entries.first { $0.node == key }?.value ?? 0
     }
 
     /// This version after one more change made by `node`: its counter becomes at least
@@ -39,6 +58,7 @@ public struct VersionVector: Hashable, Sendable, CustomStringConvertible {
     /// counters growing even if it loses its index: a counter value is then never reused for
     /// different content, which peers would take as "the same version" and ignore.
     public func bumped(by node: NodeID, atLeast: UInt64 = 0) -> VersionVector {
+        let node = node.versionKey
         var copy = self
         if let i = copy.entries.firstIndex(where: { $0.node == node }) {
             copy.entries[i].value = max(copy.entries[i].value + 1, atLeast)

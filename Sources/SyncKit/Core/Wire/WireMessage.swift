@@ -1,6 +1,6 @@
 import NIOCore
 
-/// The messages of the SyncKit protocol (version 2).
+/// The messages of the SyncKit protocol (version 4; see ARCHITECTURE.md, "Wire protocol").
 ///
 /// The exchange between two nodes:
 /// 1. Both send `hello` (identity, cluster, a fresh random nonce).
@@ -27,7 +27,7 @@ public enum WireMessage: Sendable, Equatable {
     }
 
     public static let magic: UInt32 = 0x5359_4E4B  // "SYNK"
-    public static let protocolVersion: UInt16 = 3
+    public static let protocolVersion: UInt16 = 4
 
     public struct Hello: Sendable, Equatable {
         public var protocolVersion: UInt16
