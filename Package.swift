@@ -213,7 +213,7 @@ if Context.environment["SYNCKIT_FUZZ"] == "1" {
         ("dns", "FuzzDNS", ["DiscoveryMDNSLite"]),
         ("ignore", "FuzzIgnore", ["SyncKit"]),
         ("config", "FuzzConfig", ["SyncCtlConfig"]),
-        ("bep", "FuzzBEP", ["ProtocolBEP"]),
+        ("bep", "FuzzBEP", ["ProtocolBEP", "SyncKit"]),
     ]
     package.products = fuzzers.map { .executable(name: $0.module, targets: [$0.module]) }
     // The declaration of libFuzzer's driver, which each target's `@main` calls.

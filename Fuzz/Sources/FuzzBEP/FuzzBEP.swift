@@ -7,11 +7,15 @@
 //    from our encoder, compressed or not;
 // 2. as a compressed body (4-byte length, LZ4 block) for `lz4Decompress`, with a 1 MiB limit;
 // 3. as the body of each message type (a hello too).
+// Every Index, IndexUpdate and ClusterConfig decoded either way also goes through what the
+// session does with it (`SyncthingFiles.record`, `BEPClusterConfig.start`): they may refuse an
+// entry, never trap; and a record they accept has a safe path and blocks that add up to its size.
 // A thrown `BEPFramingError` is the expected answer to bad bytes; a crash, a trap, an ASan
 // report or an allocation over the limit is a bug.
 import Foundation
 import FuzzMain
 import ProtocolBEP
+import SyncKit
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzBEP(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
@@ -23,7 +27,7 @@ public func fuzzBEP(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     let chunked = items(of: chunks)
     precondition(whole.items == chunked.items && whole.failed == chunked.failed,
                  "BEPStreamDecoder gave different items for the same bytes in chunks")
-    for case .message(let m) in whole.items { roundTrip(m) }
+    for case .message(let m) in whole.items { roundTrip(m); interpret(m) }
 
     // 2. A compressed body: any verdict, but no crash and no allocation past the limit
     //    (libFuzzer's -malloc_limit_mb catches one).
@@ -33,6 +37,7 @@ public func fuzzBEP(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     for raw in 0...8 {
         guard let m = try? BEPMessage.parse(type: Bep_MessageType(rawValue: raw) ?? .UNRECOGNIZED(raw), body: bytes) else { continue }
         roundTrip(m)
+        interpret(m)
     }
     _ = try? Bep_Hello(serializedBytes: bytes)
     return 0
@@ -68,6 +73,32 @@ func roundTrip(_ message: BEPMessage) {
             precondition(again == .message(message), "a decoded \(message.type) changed in a round trip")
         } catch {
             preconditionFailure("a decoded \(message.type) does not decode after encoding: \(error)")
+        }
+    }
+}
+
+/// What a session makes of a peer's message: index entries as records, a cluster config as
+/// where the exchange starts. Refusals are fine; what is accepted must be sound.
+func interpret(_ message: BEPMessage) {
+    let files: [Bep_FileInfo]
+    switch message {
+    case .index(let i): files = i.files
+    case .indexUpdate(let u): files = u.files
+    case .clusterConfig(let c):
+        let me = NodeID(bytes: [UInt8](repeating: 1, count: 32)), peer = NodeID(bytes: [UInt8](repeating: 2, count: 32))
+        for folder in Set(c.folders.map(\.id)).prefix(4) {
+            if let start = try? BEPClusterConfig.start(from: c, folderID: folder, me: me, peer: peer, ourIndexID: 7, ourSequence: 10, heldPeerIndexID: 3) {
+                precondition(start.sendAfter >= 0 && start.sendAfter <= 10, "a start beyond our own sequence")
+            }
+        }
+        return
+    default: return
+    }
+    for file in files {
+        guard let record = try? SyncthingFiles.record(from: file) else { continue }
+        precondition(PathSafety.isSafe(record.path), "an unsafe path was accepted: \(record.path.debugDescription)")
+        if record.kind == .file && !record.deleted {
+            precondition(record.blocks.reduce(UInt64(0)) { $0 + UInt64($1.size) } == record.size, "blocks that do not add up to the size")
         }
     }
 }

@@ -30,9 +30,16 @@ public struct VersionVector: Hashable, Sendable, CustomStringConvertible {
     /// A vector of these counters (keys reduced to short IDs; two keys that reduce to the same
     /// short ID keep the larger counter).
     public init(_ counters: [NodeID: UInt64] = [:]) {
-        var short: [NodeID: UInt64] = [:]
-        for (node, value) in counters where value > 0 { short[node.versionKey] = max(short[node.versionKey] ?? 0, value) }
-        entries = short.map { Entry(node: $0.key, value: $0.value) }.sorted { $0.node < $1.node }
+        var list: [Entry] = []
+        list.reserveCapacity(counters.count)
+        for (node, value) in counters where value > 0 { list.append(Entry(node: node.versionKey, value: value)) }
+        list.sort { ($0.node, $0.value) < ($1.node, $1.value) }
+        // Equal keys are now adjacent, the largest value last: keep that one.
+        var i = 0
+        while i + 1 < list.count {
+            if list[i].node == list[i + 1].node { list.remove(at: i) } else { i += 1 }
+        }
+        entries = list
     }
 
     /// A vector keyed by Syncthing's short IDs, as a BEP message carries it.
