@@ -45,10 +45,13 @@ public struct BEPSession: Sendable {
         case send(BEPMessage)
         case sendHello(Bep_Hello)
         /// The peer's Hello: who it says it is (its device ID is the certificate's, not this).
+        /// The node sends our ClusterConfig now (`BEPClusterConfig.make`), without waiting for
+        /// the peer's: Syncthing sends its own as soon as the Hellos are exchanged, and two
+        /// sides that each waited for the other's would wait forever.
         case peerHello(deviceName: String, client: String)
-        /// The peer's ClusterConfig arrived: send ours if not yet sent (`BEPClusterConfig.make`),
-        /// and start the index exchange of our folder as `start` says; nil when the peer does not
-        /// share our folder (nothing flows until a later ClusterConfig shares it).
+        /// The peer's ClusterConfig arrived: start the index exchange of our folder as `start`
+        /// says; nil when the peer does not share our folder (nothing flows until a later
+        /// ClusterConfig shares it).
         case clusterConfig(BEPClusterConfig.Start?)
         /// Records from the peer's index (`full`: an Index, which replaces what we held of it; an
         /// IndexUpdate adds to it). Invalid entries are left out; `lastSequence` is the highest
