@@ -273,7 +273,8 @@ public struct BEPStreamDecoder: Sendable {
     /// not valid BEP; the stream is then unusable.
     public mutating func next() throws -> Item? {
         guard let raw = try nextRaw() else { return nil }
-        return try raw.parsed()
+        // `nextRaw` has just held the body to its type's limits.
+        return try raw.parsed(checkingLimits: false)
     }
 
     /// The next complete item with its body unparsed (decompressed, and held to its type's
@@ -330,11 +331,17 @@ public struct BEPStreamDecoder: Sendable {
         }
 
         /// The item parsed; throws `BEPFramingError` on a body that is not what its type says.
+        /// The body is held to its type's limits first: an item can come from anywhere (a frame
+        /// of any transport), not only from `nextRaw`.
         public func parsed() throws -> Item {
+            try parsed(checkingLimits: true)
+        }
+
+        func parsed(checkingLimits: Bool) throws -> Item {
             guard let type else {
                 do { return .hello(try Bep_Hello(serializedBytes: body)) } catch { throw BEPFramingError.malformed("hello: \(error)") }
             }
-            try BEPLimits.check(type: type, body: body)
+            if checkingLimits { try BEPLimits.check(type: type, body: body) }
             do {
                 return .message(try BEPMessage.parse(type: type, body: body))
             } catch let error as BEPFramingError {
