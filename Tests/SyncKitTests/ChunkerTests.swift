@@ -70,3 +70,47 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         #expect(chunker.blocks(of: []).isEmpty)
     }
 }
+
+/// Syncthing's fixed-size block lists (`FixedBlocks`), computed beside our chunks.
+@Suite struct FixedBlocksTests {
+    @Test func theBlockSizeFollowsSyncthingsRule() {
+        #expect(FixedBlocks.blockSize(forFileSize: 0) == 128 << 10)
+        #expect(FixedBlocks.blockSize(forFileSize: 250 << 20 - 1) == 128 << 10)
+        #expect(FixedBlocks.blockSize(forFileSize: 2000 * (128 << 10)) == 256 << 10)
+        #expect(FixedBlocks.blockSize(forFileSize: 1 << 40) == 16 << 20)
+    }
+
+    /// Fed in pieces of any size (as the scanner's reads come), the list is the same as from
+    /// the whole: full blocks, then the shorter last one, each hashed with SHA-256.
+    @Test(arguments: [1, 1000, 131_072, 131_073, 300_000, 4 << 20])
+    func piecesGiveTheSameListAsTheWhole(_ piece: Int) {
+        let data = randomBytes(700_001, seed: 9)
+        let whole = FixedBlocks.blocks(of: data)
+        #expect(whole.map(\.size) == [131_072, 131_072, 131_072, 131_072, 131_072, 44_641])
+        #expect(whole[0].hash == Chunker.hash(Array(data[0..<131_072])))
+        var hasher = FixedBlocks.Hasher(fileSize: UInt64(data.count))
+        var at = 0
+        data.withUnsafeBytes { raw in
+            while at < data.count {
+                let end = min(at + piece, data.count)
+                hasher.update(UnsafeRawBufferPointer(rebasing: raw[at..<end]))
+                at = end
+            }
+        }
+        #expect(hasher.finish() == whole)
+        #expect(FixedBlocks.isFixedShape(whole, size: UInt64(data.count)))
+        #expect(!FixedBlocks.isFixedShape(Chunker.standard.blocks(of: data), size: UInt64(data.count)))
+    }
+
+    /// The scanner's one read gives both lists.
+    @Test func oneReadOfAFileGivesBothLists() throws {
+        let dir = makeTempDirectory()
+        let data = randomBytes(5 << 20 + 17, seed: 10)
+        let path = dir + "/f.bin"
+        FileManager.default.createFile(atPath: path, contents: Data(data))
+        let fd = open(path, O_RDONLY)
+        defer { close(fd) }
+        let (blocks, fixed, size) = try Chunker.standard.blocks(fileDescriptor: fd, fixedForSize: UInt64(data.count))
+        #expect(size == UInt64(data.count) && blocks == Chunker.standard.blocks(of: data) && fixed == FixedBlocks.blocks(of: data))
+    }
+}

@@ -25,6 +25,21 @@ import Testing
 }
 
 extension IndexStoreTests {
+    /// A record's Syncthing block list is kept after the inode, so records written before such
+    /// lists existed (record and inode only) still read.
+    @Test func fixedBlockListsAreStoredAndOldRecordsStillRead() throws {
+        let dir = makeTempDirectory()
+        let content = randomBytes(300_000, seed: 4)
+        var r = fileRecord("big.bin", content, by: TestIDs.a, version: .init([TestIDs.a: 1]), sequence: 3)
+        r.fixedBlocks = FixedBlocks.blocks(of: content)
+        let plain = fileRecord("plain.bin", content, by: TestIDs.a, version: .init([TestIDs.a: 1]), sequence: 4)
+        let store = try IndexStore(path: dir + "/index.db")
+        try store.save([r, plain])
+        let loaded = try store.loadAll().sorted { $0.path < $1.path }
+        #expect(loaded == [r, plain] && loaded[0].fixedBlocks.count == 3 && loaded[1].fixedBlocks.isEmpty)
+        try store.close()
+    }
+
     /// A crash (no clean close) keeps the index ID: peers go on asking only for what changed.
     /// What made a new ID necessary before, numbers handed out again after a crash, cannot
     /// happen: the next start hands out numbers above the reservation, which is on disk before

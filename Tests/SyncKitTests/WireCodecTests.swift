@@ -138,11 +138,38 @@ import Testing
         #expect(throws: WireError.self) { try WireCodec.decode(frame) }
     }
 
-    @Test func blocksOverTheMaximumChunkSizeAreRejected() {
+    /// Blocks up to Syncthing's largest (16 MiB: the chunks of a file pulled from a BEP peer)
+    /// are taken; larger ones, which no node makes, are refused.
+    @Test func blocksOverTheMaximumBlockSizeAreRejected() throws {
         var r = Self.record
-        r.blocks = [BlockRef(hash: r.blocks[0].hash, size: UInt32(Chunker.standard.maxSize) + 1)]
+        r.blocks = [BlockRef(hash: r.blocks[0].hash, size: UInt32(FixedBlocks.maxBlockSize) + 1)]
         r.size = UInt64(r.blocks[0].size)
         #expect(throws: WireError.self) { try WireCodec.decode(WireCodec.encode(.indexUpdate(.init(indexID: 1, records: [r], caughtUp: false)))) }
+        r.blocks = [BlockRef(hash: r.blocks[0].hash, size: 1 << 20), BlockRef(hash: r.blocks[0].hash, size: 5)]
+        r.size = (1 << 20) + 5
+        guard case .indexUpdate(let u) = try WireCodec.decode(WireCodec.encode(.indexUpdate(.init(indexID: 1, records: [r], caughtUp: false)))) else {
+            Issue.record("not an update"); return
+        }
+        #expect(u.records == [r])
+    }
+
+    /// A record's Syncthing block list travels with it (a file pulled from a SyncKit peer can
+    /// be announced to a Syncthing peer without being read again), and one that does not
+    /// describe the file is refused.
+    @Test func fixedBlockListsTravelWithTheirRecords() throws {
+        var r = Self.record
+        let content = randomBytes(200_000, seed: 3)
+        r.fixedBlocks = FixedBlocks.blocks(of: content)
+        #expect(r.fixedBlocks.count == 2 && r.syncthingBlocks == r.fixedBlocks)
+        for deltas in [[:], [0: WireMessage.BlockDelta(keepPrefix: 1, keepSuffix: 0)]] as [[Int: WireMessage.BlockDelta]] {
+            guard case .indexUpdate(let u) = try WireCodec.decode(WireCodec.encode(.indexUpdate(.init(indexID: 1, records: [r], caughtUp: false, deltas: deltas)))) else {
+                Issue.record("not an update"); return
+            }
+            #expect(u.records[0].fixedBlocks == r.fixedBlocks)
+        }
+        var wrong = r
+        wrong.fixedBlocks = [r.fixedBlocks[1], r.fixedBlocks[0]]  // the short block first
+        #expect(throws: WireError.self) { try WireCodec.decode(WireCodec.encode(.indexUpdate(.init(indexID: 1, records: [wrong], caughtUp: false)))) }
     }
 
     @Test func directoriesAndDeletionsCarryNoSize() {

@@ -176,6 +176,8 @@ public final class IndexStore: IndexPersistence {
         var b = ByteBufferAllocator().buffer(capacity: 128 + r.blocks.count * 36)
         WireCodec.writeRecord(r, to: &b)
         b.writeInteger(r.inode)
+        // After the inode, so a record written before fixed-size lists existed still reads.
+        if !r.fixedBlocks.isEmpty { WireCodec.writeFixedBlocks(r, to: &b) }
         return Data(b.readableBytesView)
     }
 
@@ -183,6 +185,7 @@ public final class IndexStore: IndexPersistence {
         var reader = WireCodec.Reader(ByteBuffer(bytes: data))
         var r = try WireCodec.readRecord(&reader)
         r.inode = try reader.integer(UInt64.self)
+        if reader.remaining > 0 { try WireCodec.readFixedBlocks(&reader, into: &r) }
         return r
     }
 

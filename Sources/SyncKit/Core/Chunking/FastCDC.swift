@@ -98,6 +98,15 @@ public struct Chunker: Sendable {
     /// Chunks and hashes the open file `fd` from its start, reading it sequentially in large
     /// reads; memory use is bounded by the read buffer whatever the file size.
     public func blocks(fileDescriptor fd: Int32) throws -> (blocks: [BlockRef], size: UInt64) {
+        let (blocks, _, size) = try blocks(fileDescriptor: fd, fixedForSize: nil)
+        return (blocks, size)
+    }
+
+    /// The same, and with `fixedForSize` (the file's size as it was seen before reading) also
+    /// Syncthing's fixed-size block list (`FixedBlocks`), from the same reads: each byte is read
+    /// once and hashed twice.
+    public func blocks(fileDescriptor fd: Int32, fixedForSize: UInt64?) throws -> (blocks: [BlockRef], fixed: [BlockRef], size: UInt64) {
+        var fixed = fixedForSize.map { FixedBlocks.Hasher(fileSize: $0) }
         let capacity = max(4 << 20, maxSize * 2)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 16)
         defer { buffer.deallocate() }
@@ -149,9 +158,10 @@ public struct Chunker: Sendable {
                 out.append(BlockRef(hash: hash, size: UInt32(cut.length)))
                 total += UInt64(cut.length)
             }
+            if fixed != nil { fixed!.update(UnsafeRawBufferPointer(rebasing: buffer[start..<at])) }
             start = at
         }
-        return (out, total)
+        return (out, fixed?.finish() ?? [], total)
     }
 
     /// SHA-256 of a byte range, as a `BlockHash`.
@@ -167,7 +177,7 @@ public struct Chunker: Sendable {
 
 /// The buffers a parallel hashing pass shares: disjoint input ranges, one output slot per
 /// iteration, both alive for the whole `concurrentPerform` call.
-private struct HashingSlots: @unchecked Sendable {
+struct HashingSlots: @unchecked Sendable {
     let input: UnsafeRawBufferPointer
     let output: UnsafeMutableBufferPointer<BlockHash>
 }

@@ -173,8 +173,11 @@ public struct SyncEngine: Sendable {
             let old = local[o.path]
             if let seen = o.record {
                 if let old, !old.deleted, old.hasSameContent(as: seen), old.mtimeNs == seen.mtimeNs || old.kind == .directory {
-                    if old.inode != seen.inode {
+                    // Same change: only what is local or derived may differ (the inode, or a
+                    // Syncthing block list computed now that the node speaks BEP).
+                    if old.inode != seen.inode || old.fixedBlocks.isEmpty && !seen.fixedBlocks.isEmpty {
                         local[o.path]?.inode = seen.inode
+                        if old.fixedBlocks.isEmpty { local[o.path]?.fixedBlocks = seen.fixedBlocks }
                         out.persistQuietly.append(local[o.path]!)
                     }
                     continue
@@ -195,6 +198,7 @@ public struct SyncEngine: Sendable {
                 var r = old
                 r.deleted = true
                 r.blocks = []
+                r.fixedBlocks = []
                 r.size = 0
                 r.symlinkTarget = ""
                 r.inode = 0
@@ -311,7 +315,9 @@ public struct SyncEngine: Sendable {
     /// to it and the next request starts there. A peer whose index was reset is forgotten at
     /// `peerConnected`, before its request, so nothing is left out for it.
     public func keys(after request: WireMessage.IndexRequest, ourIndexID: UInt64, for peer: NodeID? = nil) -> [RecordKey] {
-        let since = request.indexID == ourIndexID ? request.since : 0
+        // A peer that claims more of our index than there is (we lost index data and kept
+        // its ID, or it is confused) gets all of it.
+        let since = request.indexID == ourIndexID && request.since <= sequence ? request.since : 0
         var keys = [RecordKey]()
         for r in local.values where r.sequence > since { keys.append(RecordKey(path: r.path, sequence: r.sequence)) }
         keys.sort { $0.sequence < $1.sequence }
@@ -461,7 +467,7 @@ public struct SyncEngine: Sendable {
         }
         return .job(PullJob(
             operation: operation, path: path, target: target, expectedLocal: current,
-            conflictCopyPath: localLost && current != nil ? ConflictNaming.copyPath(for: path, loser: current!) : nil))
+            conflictCopyPath: localLost && current != nil ? ConflictNaming.copyPath(for: path, loser: current!, winner: target) : nil))
     }
 
     /// Re-decides `path` and queues, re-queues or drops it.

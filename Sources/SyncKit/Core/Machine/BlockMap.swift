@@ -28,16 +28,19 @@ public struct BlockMap: Sendable {
             }
         }
         guard record.kind == .file, !record.deleted, !record.blocks.isEmpty else { return }
-        var offset: UInt64 = 0
         var hashes = [BlockHash]()
-        hashes.reserveCapacity(record.blocks.count)
-        for block in record.blocks {
-            // A few locations per hash are enough to find a good copy.
-            if byHash[block.hash, default: []].count < 4 {
-                byHash[block.hash, default: []].append(Location(path: record.path, offset: offset, size: block.size))
+        hashes.reserveCapacity(record.blocks.count + record.fixedBlocks.count)
+        // Syncthing's fixed-size blocks too: a BEP peer asks for those by hash.
+        for list in [record.blocks, record.fixedBlocks] {
+            var offset: UInt64 = 0
+            for block in list {
+                // A few locations per hash are enough to find a good copy.
+                if byHash[block.hash, default: []].count < 4 {
+                    byHash[block.hash, default: []].append(Location(path: record.path, offset: offset, size: block.size))
+                }
+                hashes.append(block.hash)
+                offset += UInt64(block.size)
             }
-            hashes.append(block.hash)
-            offset += UInt64(block.size)
         }
         byPath[record.path] = hashes
     }

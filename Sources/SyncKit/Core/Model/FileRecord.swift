@@ -73,6 +73,10 @@ public struct FileRecord: Hashable, Sendable, CustomStringConvertible {
     public var modifiedBy: NodeID
     /// The content, chunked by FastCDC; empty for directories, symlinks and tombstones.
     public var blocks: [BlockRef]
+    /// Syncthing's fixed-size block list of the same content (`FixedBlocks`), kept for BEP
+    /// peers when `blocks` is not already of that shape; empty when it is, or when the node that
+    /// hashed the file does not speak BEP. Derived from the content: no comparison counts it.
+    public var fixedBlocks: [BlockRef] = []
     /// The link target, for symlinks only.
     public var symlinkTarget: String
     /// The local sequence number of this record on the node that holds it: it increases with
@@ -124,6 +128,14 @@ public struct FileRecord: Hashable, Sendable, CustomStringConvertible {
         case .symlink:
             return symlinkTarget == other.symlinkTarget
         }
+    }
+
+    /// The block list to announce to a BEP peer: `fixedBlocks`, or `blocks` when they already
+    /// have Syncthing's shape (an empty file: none; the adapter announces its one empty block);
+    /// nil when neither is known (the file was hashed by a node that does not speak BEP).
+    public var syncthingBlocks: [BlockRef]? {
+        if !fixedBlocks.isEmpty { return fixedBlocks }
+        return FixedBlocks.isFixedShape(blocks, size: size) ? blocks : nil
     }
 
     /// The byte offset of every block, in order.

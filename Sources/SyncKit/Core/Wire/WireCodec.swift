@@ -55,6 +55,7 @@ public enum WireCodec {
                     b.writeInteger(UInt8(0))
                 }
                 writeRecord(r, to: &b)
+                writeFixedBlocks(r, to: &b)
             }
         case .blockRequest(let r):
             kind = .blockRequest
@@ -114,7 +115,8 @@ public enum WireCodec {
     /// It bounds a declared record count before anything is allocated; it must not be larger
     /// than what `writeRecord` can produce (the fuzzer found 80, which refused a re-encoded
     /// update of one such record).
-    static let minimumRecordSize = 73
+    /// (77 with the count of the fixed-size block list that follows a record in an update.)
+    static let minimumRecordSize = 77
 
     public static func writeRecord(_ r: FileRecord, to b: inout ByteBuffer) {
         writeString(r.path, to: &b)
@@ -181,10 +183,14 @@ public enum WireCodec {
                 do {
                     switch try r.integer(UInt8.self) {
                     case 0:
-                        records.append(try readRecord(&r))
+                        var record = try readRecord(&r)
+                        try readFixedBlocks(&r, into: &record)
+                        records.append(record)
                     case 1:
                         let delta = WireMessage.BlockDelta(keepPrefix: try r.integer(UInt32.self), keepSuffix: try r.integer(UInt32.self), baseDigest: try r.integer(UInt64.self))
-                        records.append(try readRecord(&r, partialBlocks: true))
+                        var record = try readRecord(&r, partialBlocks: true)
+                        try readFixedBlocks(&r, into: &record)
+                        records.append(record)
                         deltas[records.count - 1] = delta
                     default:
                         throw WireError(.malformed, "unknown record form")
@@ -245,8 +251,10 @@ public enum WireCodec {
         for _ in 0..<blockCount {
             let block = BlockRef(hash: try r.hash(), size: try r.integer(UInt32.self))
             guard block.size > 0 else { throw WireError(.malformed, "a block of size 0") }
-            // No chunker cut makes a longer block; a larger one could only overrun buffers.
-            guard block.size <= UInt32(Chunker.standard.maxSize) else { throw WireError(.malformed, "a block of \(block.size) bytes is over the maximum chunk size") }
+            // No chunker cut makes a longer block, and Syncthing's blocks (which a file pulled
+            // from a BEP peer has as its chunks) are 16 MiB at most; a larger one could only
+            // overrun buffers.
+            guard block.size <= UInt32(max(Chunker.standard.maxSize, FixedBlocks.maxBlockSize)) else { throw WireError(.malformed, "a block of \(block.size) bytes is over the maximum block size") }
             total += UInt64(block.size)
             blocks.append(block)
         }
@@ -260,6 +268,30 @@ public enum WireCodec {
         let sequence = try r.integer(UInt64.self)
         guard let path else { throw InvalidPathRecord(bytes: pathBytes) }
         return FileRecord(path: path, kind: kind, size: size, mtimeNs: mtime, mode: mode & 0o777, deleted: deleted, version: VersionVector(counters), modifiedBy: modifiedBy, blocks: blocks, symlinkTarget: target, sequence: sequence)
+    }
+
+    /// A record's fixed-size block list (`FileRecord.fixedBlocks`), after the record in an index
+    /// update and in the index store: a count, then hash and size of each block.
+    public static func writeFixedBlocks(_ r: FileRecord, to b: inout ByteBuffer) {
+        b.writeInteger(UInt32(r.fixedBlocks.count))
+        for block in r.fixedBlocks {
+            writeHash(block.hash, to: &b)
+            b.writeInteger(block.size)
+        }
+    }
+
+    /// Reads what `writeFixedBlocks` wrote into `record`, checking it as a peer's block list is
+    /// checked: it must be Syncthing's shape for the record's size, or nothing.
+    public static func readFixedBlocks(_ r: inout Reader, into record: inout FileRecord) throws {
+        let count = try r.count(UInt32.self, minimumElementSize: 36)
+        guard count > 0 else { return }
+        var blocks = [BlockRef]()
+        blocks.reserveCapacity(count)
+        for _ in 0..<count { blocks.append(BlockRef(hash: try r.hash(), size: try r.integer(UInt32.self))) }
+        guard record.kind == .file, !record.deleted, FixedBlocks.isFixedShape(blocks, size: record.size) else {
+            throw WireError(.malformed, "a fixed-size block list that does not describe the file")
+        }
+        record.fixedBlocks = blocks
     }
 
     /// A bounds-checked cursor over a payload: every read throws `WireError` instead of trapping.

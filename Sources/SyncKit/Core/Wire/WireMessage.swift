@@ -27,7 +27,7 @@ public enum WireMessage: Sendable, Equatable {
     }
 
     public static let magic: UInt32 = 0x5359_4E4B  // "SYNK"
-    public static let protocolVersion: UInt16 = 4
+    public static let protocolVersion: UInt16 = 5
 
     public struct Hello: Sendable, Equatable {
         public var protocolVersion: UInt16

@@ -15,11 +15,13 @@ public final class PosixFolder: LocalFolder {
     /// A folder at `path`; `stateDirectory` holds patch journals; `index` receives the pulls'
     /// intents; `reserved` are relative paths never touched besides `.synckit`.
     public init(path: String, stateDirectory: String, reserved: [String], index: any IndexPersistence, me: NodeID,
-                blockWindow: Int, logger: Logger) throws {
+                blockWindow: Int, fixedBlocks: Bool = false, logger: Logger) throws {
         let root = try FolderRoot(path: path, reserved: reserved)
         self.root = root
         self.logger = logger
-        scanner = Scanner(root: root, me: me, logger: logger)
+        var scanner = Scanner(root: root, me: me, logger: logger)
+        scanner.fixedBlocks = fixedBlocks
+        self.scanner = scanner
         let intentLogger = logger
         puller = Puller(
             root: root, logger: logger, window: blockWindow, committer: GroupCommitter(), journalDirectory: stateDirectory,
@@ -38,7 +40,9 @@ public final class PosixFolder: LocalFolder {
     init(root: FolderRoot, from other: PosixFolder) {
         self.root = root
         logger = other.logger
-        scanner = Scanner(root: root, me: other.scanner.me, logger: other.logger)
+        var scanner = Scanner(root: root, me: other.scanner.me, logger: other.logger)
+        scanner.fixedBlocks = other.scanner.fixedBlocks
+        self.scanner = scanner
         puller = Puller(root: root, logger: other.logger, window: other.puller.window, committer: other.puller.committer,
                         journalDirectory: other.puller.journalDirectory, intents: other.puller.intents)
     }

@@ -22,6 +22,9 @@ public struct Scanner: Sendable {
     public var chunker: Chunker
     public var ignore: IgnoreRules
     public var logger: Logger
+    /// Also compute each file's Syncthing block list (`FixedBlocks`), in the same read: on for
+    /// a node that speaks BEP.
+    public var fixedBlocks = false
     /// Names already reported as not syncable (logged once, not at every rescan).
     let reported = Locked<Set<String>>([])
 
@@ -163,8 +166,10 @@ public struct Scanner: Sendable {
         case .file:
             r.size = st.size
             r.mtimeNs = st.mtimeNs
-            if let known, !known.deleted, known.kind == .file, known.size == st.size, known.mtimeNs == st.mtimeNs, known.inode == st.inode {
+            if let known, !known.deleted, known.kind == .file, known.size == st.size, known.mtimeNs == st.mtimeNs, known.inode == st.inode,
+               !fixedBlocks || known.syncthingBlocks != nil {
                 r.blocks = known.blocks
+                r.fixedBlocks = known.fixedBlocks
                 return (r, false)
             }
             do {
@@ -172,13 +177,18 @@ public struct Scanner: Sendable {
                 guard raw >= 0 else { throw SyncError(.io, "cannot open \(path): \(FileOps.errorText())") }
                 let fd = try FolderEntry.regularFile(raw, path)
                 defer { close(fd) }
-                let (blocks, size) = try chunker.blocks(fileDescriptor: fd)
+                // A file no longer than the chunker's minimum is one chunk, which is also its
+                // Syncthing list: no second hash.
+                let wantFixed = fixedBlocks && st.size > UInt64(chunker.minSize)
+                let (blocks, fixed, size) = try chunker.blocks(fileDescriptor: fd, fixedForSize: wantFixed ? st.size : nil)
                 let after = try FileOps.fstat(fd)
                 guard after.size == st.size, after.mtimeNs == st.mtimeNs, size == st.size else {
                     logger.debug("file changed while hashing; will look again", metadata: ["sync.path": "\(path)"])
                     return nil
                 }
                 r.blocks = blocks
+                // Kept only when the chunks are not already of that shape (small files).
+                if wantFixed && fixed != blocks { r.fixedBlocks = fixed }
                 return (r, true)
             } catch {
                 logger.warning("cannot read file", metadata: ["sync.path": "\(path)", "error": "\(error)"])
