@@ -17,6 +17,10 @@ final class Connection: Sendable {
     let channel: any PeerChannel
     private let metrics: NodeMetrics
     private let indexSent: @Sendable (ConnectionID) async -> Void
+    /// The link's protocol when it is not SyncKit's (nil: `WireCodec`).
+    let codec: (any LinkCodec)?
+    /// Hands the machine what the codec says the peer implied (`LinkCodec.encode`'s loopback).
+    private let loopback: @Sendable (WireMessage) async -> Void
 
     private struct State {
         var queue = Deque<WireMessage>()
@@ -31,11 +35,14 @@ final class Connection: Sendable {
     /// Blocks answered and not yet reported to the machine.
     private let served = Locked(0)
 
-    init(id: ConnectionID, channel: any PeerChannel, metrics: NodeMetrics, indexSent: @escaping @Sendable (ConnectionID) async -> Void) {
+    init(id: ConnectionID, channel: any PeerChannel, metrics: NodeMetrics, codec: (any LinkCodec)? = nil,
+         indexSent: @escaping @Sendable (ConnectionID) async -> Void, loopback: @escaping @Sendable (WireMessage) async -> Void = { _ in }) {
         self.id = id
         self.channel = channel
         self.metrics = metrics
+        self.codec = codec
         self.indexSent = indexSent
+        self.loopback = loopback
     }
 
     /// Bytes written so far (frames, length prefix included).
@@ -87,11 +94,28 @@ final class Connection: Sendable {
             var frames = [Frame]()
             var bytes = 0
             var indexUpdates = 0
+            var looped = [WireMessage]()
             for message in batch {
-                let frame = WireCodec.encode(message)
                 if case .indexUpdate = message { indexUpdates += 1 }
-                frames.append(frame)
-                bytes += frame.wireSize
+                if let codec {
+                    do {
+                        let (encoded, back) = try codec.encode(message)
+                        for frame in encoded {
+                            frames.append(frame)
+                            bytes += frame.wireSize
+                        }
+                        looped += back
+                    } catch {
+                        // Nothing this node says should fail to translate; if it does, the
+                        // link ends rather than going on with a gap.
+                        await close()
+                        return
+                    }
+                } else {
+                    let frame = WireCodec.encode(message)
+                    frames.append(frame)
+                    bytes += frame.wireSize
+                }
                 if bytes >= 4 << 20 {
                     guard await write(frames, bytes) else { return }
                     frames.removeAll()
@@ -101,6 +125,7 @@ final class Connection: Sendable {
             if !frames.isEmpty {
                 guard await write(frames, bytes) else { return }
             }
+            for m in looped { await loopback(m) }
             for _ in 0..<indexUpdates { await indexSent(id) }
         }
     }
@@ -157,6 +182,16 @@ final class Connection: Sendable {
         var reason = "connection closed"
         do {
             for try await frame in channel.inbound {
+                if let codec {
+                    let messages: [WireMessage]
+                    do { messages = try codec.decode(frame) } catch {
+                        reason = "\(error)"
+                        break
+                    }
+                    // The frame's size counts once, with its first message.
+                    for (i, m) in messages.enumerated() { await deliver(m, i == 0 ? frame.wireSize : 0) }
+                    continue
+                }
                 let message: WireMessage
                 do { message = try WireCodec.decode(frame) } catch {
                     reason = "undecodable message: \(error)"
@@ -175,7 +210,11 @@ final class Connection: Sendable {
     /// block that cannot be read: "not found").
     func answer(_ request: WireMessage.BlockRequest, at location: BlockMap.Location?, from folder: any LocalFolder) {
         var response = WireMessage.BlockResponse(id: request.id, status: .notFound, data: ByteBuffer())
-        if let location, let data = folder.readBlock(location) {
+        if let location, let data = folder.readBlock(location),
+           // A peer of another protocol names blocks it may not verify the way ours do (or
+           // asks for any range): what is sent is checked against the hash asked for, so a
+           // file that changed since it was announced gets "not found", never other bytes.
+           codec == nil || data.withUnsafeReadableBytes({ Chunker.hash($0) }) == request.hash {
             response.status = .ok
             response.data = data
         }

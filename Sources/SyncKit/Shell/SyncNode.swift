@@ -57,7 +57,7 @@ public actor SyncNode: Service {
         logger[metadataKey: "node.id"] = "\(state.identity.id)"
         let folder = try PosixFolder(
             path: config.folder, stateDirectory: config.resolvedStateDirectory, reserved: config.reservedPaths, index: state.index,
-            me: state.identity.id, blockWindow: config.blockWindow, logger: logger)
+            me: state.identity.id, blockWindow: config.blockWindow, fixedBlocks: config.linkCodecs != nil, logger: logger)
         try self.init(id: state.identity.id, name: name, configuration: config, folder: folder, index: state.index,
                       discovery: discovery, transport: transport, policy: policy, logger: logger, clock: clock)
     }
@@ -277,7 +277,20 @@ public actor SyncNode: Service {
     private func opened(_ channel: any PeerChannel, dialed: PeerEndpoint?) {
         let c = ConnectionID(nextConnection)
         nextConnection += 1
-        let connection = Connection(id: c, channel: channel, metrics: metrics) { [weak self] c in await self?.handle(.indexBatchSent(c)) }
+        // Another protocol than ours (ALPN): its codec, or the link is refused.
+        var codec: (any LinkCodec)?
+        if let security = channel.security, let name = security.applicationProtocol, !LinkProtocols.isSyncKit(name) {
+            guard let made = configuration.linkCodecs?(security) else {
+                logger.warning("refusing a link in a protocol this node does not speak", metadata: ["peer.address": "\(channel.remoteDescription)", "protocol": "\(name)"])
+                Task { await channel.close() }
+                return
+            }
+            codec = made
+        }
+        let connection = Connection(
+            id: c, channel: channel, metrics: metrics, codec: codec,
+            indexSent: { [weak self] c in await self?.handle(.indexBatchSent(c)) },
+            loopback: { [weak self] m in await self?.post(.received(c, m, wireSize: 0)) })
         connections[c] = connection
         // Trusted: the certificate's ID is in the trust list (read again if its file changed).
         let trusted = channel.security.map { configuration.trust.trusts($0.peer) } ?? false

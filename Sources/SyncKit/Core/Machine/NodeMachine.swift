@@ -176,7 +176,7 @@ public struct NodeMachine: Sendable {
     private mutating func start(port: Int) {
         self.port = port
         logger.info("starting", metadata: ["folder": "\(config.folder)", "node.id": "\(settings.me)", "records": "\(engine.local.count)"])
-        if config.clusterKey.isOpen {
+        if config.clusterKey.isOpen && (config.trust.isEmpty || config.trust.acceptsAnyone) {
             logger.warning("no cluster key: running in open mode (--open), any SyncKit node on the network that names cluster '\(config.clusterName)' can join and change files here. Set SYNCKIT_CLUSTER_KEY or --cluster-key-file.")
         }
         // Pulls that reached the disk before the last stop but not the index are recorded
@@ -321,9 +321,12 @@ public struct NodeMachine: Sendable {
     private mutating func pingOrDrop() {
         for (peer, c) in links.sorted(by: { $0.key < $1.key }) {
             guard let s = sessions[c] else { continue }
-            if now - s.lastReceived > config.deadPeerTimeout {
+            // A Syncthing peer pings only after 90 s without sending; it is given its own
+            // protocol's 300 s.
+            let timeout = s.speaksSyncKit ? config.deadPeerTimeout : max(config.deadPeerTimeout, .seconds(300))
+            if now - s.lastReceived > timeout {
                 logger.warning("peer silent too long; closing", metadata: ["peer.id": "\(peer.short)"])
-                close(c, "silent for more than \(config.deadPeerTimeout)")
+                close(c, "silent for more than \(timeout)")
             } else {
                 out.append(.send(c, .ping))
             }
@@ -384,6 +387,15 @@ public struct NodeMachine: Sendable {
             return
         }
         let session = PeerSession(connection: c, address: address, dialed: dialed, nonce: nonce, security: security, trusted: trusted, now: now)
+        // A link in another protocol (Syncthing) to a peer already linked is not started:
+        // Syncthing keeps the link it has and drops the new one, and its endpoint is not dialed
+        // again while that link lasts (redialing a connected Syncthing makes it churn).
+        if let dialed, let peer = security?.peer, !session.speaksSyncKit, links[peer] != nil {
+            endpointPeers[dialed] = peer
+            sessions[c] = session
+            close(c, "a link to this peer exists")
+            return
+        }
         sessions[c] = session
         out.append(.send(c, session.ourHello(id: settings.me, name: settings.name, clusterName: config.clusterName, port: port, indexID: settings.indexID)))
         out.append(.setTimer(.handshake(c), at: now + config.handshakeTimeout))
@@ -412,7 +424,9 @@ public struct NodeMachine: Sendable {
                 protocolViolation(c, "\(error)")
             }
         case .indexRequest(let request):
-            let keys = engine.keys(after: request, ourIndexID: settings.indexID, for: session.peer)
+            // No echo on our own protocol only: a peer of another protocol (Syncthing) shows
+            // which devices have which version from what each announced, so it gets all.
+            let keys = engine.keys(after: request, ourIndexID: settings.indexID, for: session.speaksSyncKit ? session.peer : nil)
             sessions[c]!.answerIndexRequest(keys)
             pumpIndex(c)
         case .blockRequest(let request):
@@ -477,7 +491,8 @@ public struct NodeMachine: Sendable {
         guard let peer = session.peer, let hello = session.hello, !stopping else { return }
         if let endpoint = session.dialed { endpointPeers[endpoint] = peer }
         if let existing = links[peer], existing != c {
-            let preferNew = session.initiatedLocally == (settings.me < peer)
+            // Another protocol's peer (Syncthing) keeps the link it has: so do we.
+            let preferNew = session.speaksSyncKit && session.initiatedLocally == (settings.me < peer)
             guard preferNew else {
                 close(c, "a link to this peer exists")
                 return
@@ -549,6 +564,13 @@ public struct NodeMachine: Sendable {
             if ignore.isIgnored(r.path, isDirectory: r.kind == .directory) { continue }
             accepted.append(r)
         }
+        sessions[c]!.recordsReceived += update.records.count
+        if update.caughtUp && !session.catchUpLogged {
+            // How much of its index a peer sent before we held all of it: after a restart of
+            // either side only what changed meanwhile, never the whole index again.
+            sessions[c]!.catchUpLogged = true
+            logger.info("peer's index received", metadata: ["peer.id": "\(peer.short)", "records": "\(sessions[c]!.recordsReceived)"])
+        }
         let hadFailures = !engine.failed.isEmpty
         let decided = engine.peerIndex(peer, records: accepted, caughtUp: update.caughtUp)
         // Kept in the index too, so that a restart asks this peer only for what changed.
@@ -602,7 +624,8 @@ public struct NodeMachine: Sendable {
                 // No echo: a peer that already holds this exact version (typically the one it
                 // was pulled from) does not need it back. A 512 MiB file's record is 300 KB.
                 let known = engine.peers[peer]?.records
-                let news = decided.persist.filter { known?[$0.path]?.version != $0.version }
+                let native = sessions[c]!.speaksSyncKit
+                let news = native ? decided.persist.filter { known?[$0.path]?.version != $0.version } : decided.persist
                 guard !news.isEmpty else { continue }
                 // The peer's own lists of large files: bases for block-list deltas.
                 var peerHas = [String: [BlockRef]]()

@@ -40,6 +40,10 @@ public struct SyncConfiguration: Sendable {
     public var requestTimeout: Duration = .seconds(30)
     /// Watch the folder with inotify (off: periodic rescans only).
     public var watch: Bool = true
+    /// Codecs for links in another protocol than SyncKit's (Syncthing's BEP), chosen by the
+    /// transport's ALPN. Set, the node also keeps Syncthing's fixed-size block list of every
+    /// file it hashes (`FileRecord.fixedBlocks`), which such peers ask for blocks by.
+    public var linkCodecs: LinkCodecs?
 
     public init(folder: String) { self.folder = folder }
 

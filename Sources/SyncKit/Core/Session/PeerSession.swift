@@ -34,9 +34,15 @@ struct PeerSession: Sendable {
     var peer: NodeID? { hello?.nodeID }
     var peerName: String { hello?.nodeName ?? "?" }
     var initiatedLocally: Bool { dialed != nil }
+    /// The link speaks SyncKit's own protocol, not another one through a `LinkCodec` (which
+    /// the transport's ALPN choice tells): only then do index updates carry block-list deltas.
+    var speaksSyncKit: Bool { security?.applicationProtocol.map(LinkProtocols.isSyncKit) ?? true }
     /// When something last arrived (the node's clock).
     private(set) var lastReceived: Duration
     private(set) var bytesReceived = 0
+    /// Index records received on this connection, and whether the peer's catch-up was logged.
+    var recordsReceived = 0
+    var catchUpLogged = false
 
     init(connection: ConnectionID, address: String, dialed: PeerEndpoint?, nonce: [UInt8], security: PeerChannelSecurity? = nil,
          trusted: Bool = false, now: Duration) {
@@ -193,6 +199,8 @@ struct PeerSession: Sendable {
         }
         guard !batch.isEmpty || caughtUp else { return nil }
         indexBatchInFlight = true
+        // A link in another protocol (BEP) carries whole block lists only.
+        guard speaksSyncKit else { return .init(indexID: indexID, records: batch, caughtUp: caughtUp) }
         let (records, deltas) = deltaEncode(batch)
         return .init(indexID: indexID, records: records, caughtUp: caughtUp, deltas: deltas)
     }
