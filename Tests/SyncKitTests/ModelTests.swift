@@ -200,12 +200,13 @@ import SyncKitTesting
 }
 
 @Suite struct ConflictNamingTests {
-    @Test func namesCarryTheLosersTimeAndNode() {
+    @Test func namesCarryTheLosersTimeAndTheWinnersNode() {
         var loser = fileRecord("docs/report.txt", [1], by: TestIDs.b)
         loser.mtimeNs = 1_764_000_000 * 1_000_000_000  // 2025-11-24 16:00:00 UTC
-        #expect(ConflictNaming.copyPath(for: "docs/report.txt", loser: loser) == "docs/report.sync-conflict-20251124-160000-\(TestIDs.b.short).txt")
-        #expect(ConflictNaming.copyPath(for: "Makefile", loser: loser) == "Makefile.sync-conflict-20251124-160000-\(TestIDs.b.short)")
-        #expect(ConflictNaming.copyPath(for: ".bashrc", loser: loser) == ".bashrc.sync-conflict-20251124-160000-\(TestIDs.b.short)")
+        let winner = fileRecord("docs/report.txt", [2], by: TestIDs.c)
+        #expect(ConflictNaming.copyPath(for: "docs/report.txt", loser: loser, winner: winner) == "docs/report.sync-conflict-20251124-160000-\(TestIDs.c.short).txt")
+        #expect(ConflictNaming.copyPath(for: "Makefile", loser: loser, winner: winner) == "Makefile.sync-conflict-20251124-160000-\(TestIDs.c.short)")
+        #expect(ConflictNaming.copyPath(for: ".bashrc", loser: loser, winner: winner) == ".bashrc.sync-conflict-20251124-160000-\(TestIDs.c.short)")
     }
 }
 

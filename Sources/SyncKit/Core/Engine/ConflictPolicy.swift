@@ -91,15 +91,18 @@ public struct PreferNodePolicy: ConflictPolicy {
     }
 }
 
-/// Names the copy that keeps a losing version: `name.sync-conflict-YYYYMMDD-HHMMSS-NODE.ext`.
+/// Names the copy that keeps a losing version: `name.sync-conflict-YYYYMMDD-HHMMSS-NODE.ext`,
+/// Syncthing's form.
 ///
-/// The time is the loser's modification time (UTC) and NODE the short ID of the node that made
-/// it, not the current clock: every node that keeps the same loser derives the same name, so
-/// the copies they make are the same file and merge instead of multiplying.
+/// NODE is the short ID of the node that made the winning version, as Syncthing names it
+/// (`moveForConflict(name, file.ModifiedBy)`), so a copy reads the same whichever kind of node
+/// made it. The time is the loser's modification time (UTC), not the current clock as in
+/// Syncthing: every SyncKit node that keeps the same loser then derives the same name, so the
+/// copies they make are one file and merge instead of multiplying.
 public enum ConflictNaming {
     public static let marker = ".sync-conflict-"
 
-    public static func copyPath(for path: String, loser: FileRecord) -> String {
+    public static func copyPath(for path: String, loser: FileRecord, winner: FileRecord) -> String {
         let slash = path.lastIndex(of: "/")
         let dir = slash.map { String(path[...$0]) } ?? ""
         let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
@@ -114,7 +117,7 @@ public enum ConflictNaming {
         let c = cal.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
         func two(_ v: Int?) -> String { String(format: "%02d", v ?? 0) }
         let stamp = String(format: "%04d", c.year ?? 1970) + two(c.month) + two(c.day) + "-" + two(c.hour) + two(c.minute) + two(c.second)
-        return "\(dir)\(stem)\(marker)\(stamp)-\(loser.modifiedBy.short)\(ext)"
+        return "\(dir)\(stem)\(marker)\(stamp)-\(winner.modifiedBy.short)\(ext)"
     }
 
     /// True for names made by `copyPath`.
