@@ -74,7 +74,8 @@ public enum SyncthingFiles {
             guard file.blocks.count == 1, first.size == 0, first.offset == 0, first.hash.count == 32 else {
                 throw refuse("an empty file must be one empty block")
             }
-            return [BlockRef(hash: BlockHash(digest: first.hash), size: 0)]
+            // A record of an empty file has no blocks (the codec announces the empty block).
+            return []
         }
         var refs: [BlockRef] = []
         refs.reserveCapacity(file.blocks.count)
@@ -137,7 +138,9 @@ public enum SyncthingFiles {
         case .file:
             file.size = Int64(record.size)
             file.blocks = blocks
-            file.blockSize = blocks.first.map { $0.size } ?? 0
+            // The size Syncthing's own scanner would use for this file (its RawBlockSize), not
+            // the first block's: a file shorter than one block has one short block.
+            file.blockSize = Int32(FixedBlocks.blockSize(forFileSize: record.size))
         case .symlink:
             file.symlinkTarget = Data(record.symlinkTarget.utf8)
         case .directory:

@@ -9,17 +9,13 @@ import SyncKit
 /// previous block size while the new one is within a factor of two of it; a list made with the
 /// size rule alone is still valid for every peer, which checks blocks against our hashes.)
 public enum SyncthingBlocks {
-    public static let minBlockSize = 128 << 10
-    public static let maxBlockSize = 16 << 20
-    static let desiredBlocksPerFile = 2000
+    public static let minBlockSize = FixedBlocks.minBlockSize
+    public static let maxBlockSize = FixedBlocks.maxBlockSize
 
-    /// The block size Syncthing uses for a file of this many bytes.
+    /// The block size Syncthing uses for a file of this many bytes (`FixedBlocks`, which the
+    /// scanner uses).
     public static func blockSize(forFileSize size: Int64) -> Int {
-        var blockSize = minBlockSize
-        while blockSize < maxBlockSize && size >= Int64(desiredBlocksPerFile) * Int64(blockSize) {
-            blockSize <<= 1
-        }
-        return blockSize
+        FixedBlocks.blockSize(forFileSize: UInt64(max(0, size)))
     }
 
     /// The block list of a whole file held in memory (tests and small files); large files go
