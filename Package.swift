@@ -136,7 +136,7 @@ let package = Package(
         .executableTarget(
             name: "syncctl",
             dependencies: [
-                "SyncKit", "TransportTCP", "DiscoveryStatic", "DiscoveryMDNSLite", "JournaldLogging", "SyncCtlConfig",
+                "SyncKit", "TransportTCP", "DiscoveryStatic", "DiscoveryMDNSLite", "JournaldLogging", "SyncCtlConfig", "ProtocolBEP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -4,6 +4,7 @@ import DiscoveryStatic
 import Foundation
 import Logging
 import ServiceLifecycle
+import ProtocolBEP
 import SyncKit
 import TransportTCP
 
@@ -54,6 +55,15 @@ struct NodeOptions: ParsableArguments {
 
     @Flag(help: "Plain TCP instead of TLS: every file crosses the network in clear and no node's identity is proven. For benchmarks and debugging only; needs a cluster key or --open (a trust list needs TLS).")
     var insecurePlaintext = false
+
+    @Option(help: ArgumentHelp("The folder's ID for Syncthing peers (BEP): a Syncthing device syncs this folder with the node when it shares a folder of this ID with it. Syncthing's default folder is 'default'.", valueName: "id"))
+    var folderID: String = "default"
+
+    @Flag(help: "Do not speak Syncthing's protocol (BEP): accept and offer SyncKit's only, and do not keep each file's Syncthing block list.")
+    var noBep = false
+
+    /// Speaks BEP beside our protocol: over TLS, unless switched off.
+    var speaksBEP: Bool { !noBep && !insecurePlaintext }
 
     @Option(help: ArgumentHelp("Where logs go: 'auto' (journald when its socket exists, else stderr), 'journald' or 'stderr'.", valueName: "target"))
     var log: LogTarget = .auto
@@ -127,7 +137,10 @@ struct NodeOptions: ParsableArguments {
         if insecurePlaintext {
             logger.warning("INSECURE: --insecure-plaintext: files cross the network in clear, and no peer's identity is proven. For benchmarks and debugging only.")
         }
-        return TCPTransport(configuration: .init(bindHost: bindHost, tls: insecurePlaintext ? nil : TLSSettings(identity: identity)), logger: logger)
+        // Both protocols on one port, ours first: the listener's order decides, so two SyncKit
+        // nodes speak their own; a Syncthing peer offers only BEP and gets it.
+        let protocols = speaksBEP ? [TLSSettings.syncKitProtocol, BEPFrames.applicationProtocol] : [TLSSettings.syncKitProtocol]
+        return TCPTransport(configuration: .init(bindHost: bindHost, tls: insecurePlaintext ? nil : TLSSettings(identity: identity, applicationProtocols: protocols)), logger: logger)
     }
 }
 
@@ -244,6 +257,9 @@ struct Run: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let transport = node.transport(bindHost: bind, identity: identity, logger: logger)
+        if node.speaksBEP {
+            config.linkCodecs = BEPLinkCodec.factory(me: identity.id, folderID: node.folderID, folderLabel: URL(fileURLWithPath: folder.absoluteDir).lastPathComponent, clientVersion: SyncCtl.configuration.version)
+        }
         let discoveryPlugin: any PeerDiscovery
         switch discovery {
         case .static:
