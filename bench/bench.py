@@ -6,7 +6,11 @@ Usage (as root; see bench/run.sh, which also builds syncctl and installs Syncthi
                            [--tools synckit,synckit-plain,syncthing,syncthing-1s] [--markdown OUT]
     (synckit runs over TLS, as a user runs it; synckit-plain is the same with --insecure-plaintext,
     to measure what TLS costs; synckit-before and synckit-before-plain run the binary given by
-    --syncctl-before, for before/after figures of a change in one run)
+    --syncctl-before, for before/after figures of a change in one run; mixed-serve and mixed-pull
+    are mixed clusters, one syncctl node speaking BEP with three Syncthings: in mixed-serve the
+    syncctl node is node 0, where the workloads write, so it serves the Syncthings; in mixed-pull
+    it is node 3 and pulls from them. Their -1s forms run the Syncthings with a 1 s watcher delay,
+    to compare with syncthing-1s)
 
 Everything runs inside a fresh network namespace that has only `lo` (the script re-executes
 itself under `unshare -n`), so no packet leaves the machine, and Syncthing's discovery, relays,
@@ -147,8 +151,18 @@ class Cluster:
     def prepare(self):
         for d in self.dirs:
             os.makedirs(d, exist_ok=True)
-        if self.tool.startswith("syncthing"):
+        if not self.tool.startswith("synckit"):
             self.prepare_syncthing()
+
+    def is_syncctl(self, i):
+        """Node i runs syncctl: every node of a synckit tool, one node of a mixed one."""
+        if self.tool.startswith("synckit"):
+            return True
+        if self.tool.startswith("mixed-serve"):
+            return i == 0
+        if self.tool.startswith("mixed-pull"):
+            return i == NODES - 1
+        return False
 
     def start(self):
         self.procs = [self.launch(i) for i in range(NODES)]
@@ -164,6 +178,16 @@ class Cluster:
 
     def launch(self, i):
         """Starts node i of the tool and returns its process."""
+        if self.tool.startswith("mixed") and self.is_syncctl(i):
+            # A syncctl node in a Syncthing cluster: BEP to every Syncthing, trusted by ID.
+            cmd = [self.args.syncctl, "run", "--dir", self.dirs[i], "--port", str(22101 + i), "--bind", "127.0.0.1",
+                   "--name", f"n{i}", "--log", "stderr", "--log-level", os.environ.get("BENCH_LOG_LEVEL", "warning"),
+                   "--discovery", "static", "--folder-id", "bench"]
+            for j in range(NODES):
+                if j != i:
+                    cmd += ["--peer", f"127.0.0.1:{22101 + j}", "--trust", self.ids[j]]
+            log = open(os.path.join(self.root, f"n{i}.log"), "ab")
+            return subprocess.Popen(cmd, stdout=log, stderr=log)
         if self.tool.startswith("synckit"):
             ports = [22201 + k for k in range(NODES)]
             binary = self.binary()
@@ -209,8 +233,8 @@ class Cluster:
         return None
 
     def node_in_sync(self, i):
-        if self.tool.startswith("synckit"):
-            binary = self.binary()
+        if self.is_syncctl(i):
+            binary = self.binary() if self.tool.startswith("synckit") else self.args.syncctl
             out = subprocess.run([binary, "status", "--dir", self.dirs[i], "--json"], capture_output=True, text=True)
             if out.returncode != 0:
                 return False
@@ -259,14 +283,22 @@ class Cluster:
     def prepare_syncthing(self):
         ids = []
         for i in range(NODES):
+            if self.is_syncctl(i):
+                out = subprocess.run([self.args.syncctl, "id", "--dir", self.dirs[i]], check=True,
+                                     capture_output=True, text=True).stdout.splitlines()[0].strip()
+                ids.append(out)
+                continue
             home = os.path.join(self.root, f"st{i}")
             subprocess.run(["syncthing", "generate", f"--home={home}", "--no-default-folder"], check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             out = subprocess.run(["syncthing", "serve", f"--home={home}", "--device-id"], check=True,
                                  capture_output=True, text=True).stdout.strip()
             ids.append(out)
-        delay = "1" if self.tool == "syncthing-1s" else "10"
+        self.ids = ids
+        delay = "1" if self.tool.endswith("-1s") else "10"
         for i in range(NODES):
+            if self.is_syncctl(i):
+                continue
             home = os.path.join(self.root, f"st{i}")
             path = os.path.join(home, "config.xml")
             tree = ET.parse(path)
@@ -277,6 +309,7 @@ class Cluster:
                 "id": "bench", "label": "bench", "path": self.dirs[i], "type": "sendreceive",
                 "rescanIntervalS": "3600", "fsWatcherEnabled": "true", "fsWatcherDelayS": delay,
                 "ignorePerms": "false", "autoNormalize": "true"})
+            ET.SubElement(folder, "maxConflicts").text = "10"
             for j in range(NODES):
                 ET.SubElement(folder, "device", {"id": ids[j], "introducedBy": ""})
             for j in range(NODES):
@@ -429,13 +462,13 @@ def write_table(results, path):
     for n in sorted({r["workload"] for r in results}):
         base = med([r for r in results if r["workload"] == n and r["tool"] == "synckit"], "seconds")
         for tool in ["synckit", "synckit-plain", "synckit-before", "synckit-before-plain", "synckit-between",
-                     "synckit-between-plain", "syncthing", "syncthing-1s"]:
+                     "synckit-between-plain", "syncthing", "syncthing-1s", "mixed-serve", "mixed-serve-1s", "mixed-pull", "mixed-pull-1s"]:
             rows = [r for r in results if r["workload"] == n and r["tool"] == tool]
             if not rows:
                 continue
             t = med(rows, "seconds")
             ratio = f"{t / base:.2f}x" if t and base and tool != "synckit" else ""
-            label = {"synckit": "syncctl", "synckit-plain": "syncctl --insecure-plaintext", "synckit-before": "syncctl (before)", "synckit-before-plain": "syncctl (before) --insecure-plaintext", "synckit-between": "syncctl (between)", "synckit-between-plain": "syncctl (between) --insecure-plaintext", "syncthing": "Syncthing (default)", "syncthing-1s": "Syncthing (watcher delay 1 s)"}[tool]
+            label = {"synckit": "syncctl", "synckit-plain": "syncctl --insecure-plaintext", "synckit-before": "syncctl (before)", "synckit-before-plain": "syncctl (before) --insecure-plaintext", "synckit-between": "syncctl (between)", "synckit-between-plain": "syncctl (between) --insecure-plaintext", "syncthing": "Syncthing (default)", "syncthing-1s": "Syncthing (watcher delay 1 s)", "mixed-serve": "mixed: syncctl serves 3 Syncthings", "mixed-serve-1s": "mixed: syncctl serves 3 Syncthings (1 s)", "mixed-pull": "mixed: syncctl pulls from 3 Syncthings", "mixed-pull-1s": "mixed: syncctl pulls from 3 Syncthings (1 s)"}[tool]
             lo = med(rows, "restart_lo_bytes" if n == 8 else "lo_bytes")
             lines.append(f"| {NAMES[n]} | {label} | {t:.3f} | {ratio} | {med(rows, 'cpu'):.2f} | {med(rows, 'rss_mib'):.0f} | {lo:,.0f} |")
     text = open(path).read()
