@@ -196,7 +196,11 @@ public enum WireCodec {
                         throw WireError(.malformed, "unknown record form")
                     }
                 } catch let bad as InvalidPathRecord {
-                    // Refused on its own; the rest of the update still counts.
+                    // Refused on its own; the rest of the update still counts (its fixed-size
+                    // block list, which follows, is read past).
+                    var ignored = FileRecord(path: "", kind: .file, size: bad.size, modifiedBy: NodeID(bytes: [UInt8](repeating: 0, count: 32)))
+                    ignored.deleted = bad.deleted
+                    try readFixedBlocks(&r, into: &ignored)
                     refused.append(.init(path: bad.description, reason: "not valid UTF-8"))
                 }
             }
@@ -266,7 +270,7 @@ public enum WireCodec {
         }
         let target = try r.string()
         let sequence = try r.integer(UInt64.self)
-        guard let path else { throw InvalidPathRecord(bytes: pathBytes) }
+        guard let path else { throw InvalidPathRecord(bytes: pathBytes, size: size, deleted: deleted || kind != .file) }
         return FileRecord(path: path, kind: kind, size: size, mtimeNs: mtime, mode: mode & 0o777, deleted: deleted, version: VersionVector(counters), modifiedBy: modifiedBy, blocks: blocks, symlinkTarget: target, sequence: sequence)
     }
 
@@ -364,6 +368,9 @@ public enum WireCodec {
 /// A record whose path is not valid UTF-8 (read to its end, so decoding can go on).
 public struct InvalidPathRecord: Error, CustomStringConvertible {
     public var bytes: [UInt8]
+    /// What the rest of the update needs to read past the record's fixed-size block list.
+    public var size: UInt64 = 0
+    public var deleted = false
     /// The path with every byte that is not printable ASCII as `\xNN`.
     public var description: String {
         bytes.map { $0 >= 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\\") ? String(UnicodeScalar($0)) : "\\x" + String($0, radix: 16).leftPadded(to: 2) }.joined()
