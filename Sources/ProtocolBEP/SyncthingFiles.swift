@@ -138,9 +138,9 @@ public enum SyncthingFiles {
         case .file:
             file.size = Int64(record.size)
             file.blocks = blocks
-            // The size Syncthing's own scanner would use for this file (its RawBlockSize), not
-            // the first block's: a file shorter than one block has one short block.
-            file.blockSize = Int32(FixedBlocks.blockSize(forFileSize: record.size))
+            // The list's block size (its RawBlockSize); for one short block, the size
+            // Syncthing's own scanner would use for the file, not that block's.
+            file.blockSize = blocks.count > 1 ? blocks[0].size : Int32(FixedBlocks.blockSize(forFileSize: record.size))
         case .symlink:
             file.symlinkTarget = Data(record.symlinkTarget.utf8)
         case .directory:

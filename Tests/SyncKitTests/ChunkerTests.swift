@@ -100,6 +100,11 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         #expect(hasher.finish() == whole)
         #expect(FixedBlocks.isFixedShape(whole, size: UInt64(data.count)))
         #expect(!FixedBlocks.isFixedShape(Chunker.standard.blocks(of: data), size: UInt64(data.count)))
+        // A Syncthing file that grew kept its 128 KiB blocks past 250 MiB: still its list.
+        let grown = [BlockRef](repeating: whole[0], count: 2100) + [BlockRef(hash: whole[0].hash, size: 5)]
+        #expect(FixedBlocks.isFixedShape(grown, size: 2100 * 131_072 + 5))
+        #expect(!FixedBlocks.isFixedShape([BlockRef(hash: whole[0].hash, size: 200_000)], size: 200_000), "one block over 128 KiB")
+        #expect(!FixedBlocks.isFixedShape([BlockRef(hash: whole[0].hash, size: 100_000), BlockRef(hash: whole[0].hash, size: 5)], size: 100_005))
     }
 
     /// The scanner's one read gives both lists.

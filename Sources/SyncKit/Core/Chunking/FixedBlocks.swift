@@ -25,12 +25,16 @@ public enum FixedBlocks {
         return blockSize
     }
 
-    /// True when `blocks` is already the fixed-size list of a file of `size` bytes (every block
-    /// but the last exactly the block size, the last at most it, adding up to the size): then
-    /// the list serves both purposes, as for every file pulled from a Syncthing peer.
+    /// True when `blocks` is a fixed-size list of a file of `size` bytes as Syncthing accepts
+    /// one (every block but the last of one size, a power of two from 128 KiB to 16 MiB, the
+    /// last at most that; one block of at most 128 KiB; adding up to the size): then the list
+    /// serves both purposes, as for every file pulled from a Syncthing peer. Any such size is
+    /// taken, not only the one `blockSize(forFileSize:)` picks: Syncthing's scanner keeps a
+    /// file's block size while the file grows or shrinks within a factor of two.
     public static func isFixedShape(_ blocks: [BlockRef], size: UInt64) -> Bool {
         guard !blocks.isEmpty else { return size == 0 }
-        let blockSize = UInt32(Self.blockSize(forFileSize: size))
+        let blockSize = blocks.count == 1 ? UInt32(minBlockSize) : blocks[0].size
+        guard blockSize.nonzeroBitCount == 1, blockSize >= minBlockSize, blockSize <= maxBlockSize else { return false }
         var total: UInt64 = 0
         for (i, b) in blocks.enumerated() {
             if i < blocks.count - 1 ? b.size != blockSize : (b.size == 0 || b.size > blockSize) { return false }
