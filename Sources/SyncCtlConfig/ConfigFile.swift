@@ -29,7 +29,7 @@ public enum ConfigFile {
         "peer": false, "peers-file": false, "policy": false, "no-conflict-copies": true, "pull-order": false,
         "cluster": false, "cluster-key-file": false, "log": false, "log-level": false, "rescan-interval": false,
         "no-watch": true, "metrics-address": false, "interface": false, "open": true, "trust": false, "trust-file": false,
-        "insecure-plaintext": true,
+        "insecure-plaintext": true, "folder-id": false, "no-bep": true,
     ]
 
     /// The command line with the flags of the file named by `--config` (of `run` only) put

@@ -153,6 +153,11 @@ struct Run: AsyncParsableCommand {
               syncctl run --dir /srv/share --discovery static --peer 10.0.0.2:22000 --peer 10.0.0.3:22000
               syncctl run --dir ~/Shared --discovery multicast --policy keep-both
               SYNCKIT_CLUSTER_KEY=s3cret syncctl run --dir /data --peers-file /etc/synckit/peers
+              syncctl run --dir ~/Shared --peer nas.local:22000 --trust <Syncthing device ID> --folder-id default
+
+            Syncthing devices join by the same port: the node speaks Syncthing's protocol \
+            (BEP) to a device that asks for it, syncing this folder as the Syncthing folder \
+            --folder-id with the devices it trusts (README, "Joining a Syncthing cluster").
 
             Links are TLS 1.3; each node's ID is its certificate's hash (`syncctl id`). A peer \
             may connect when its ID is trusted (--trust, --trust-file) or it proves the \
