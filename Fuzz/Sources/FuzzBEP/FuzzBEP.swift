@@ -10,6 +10,8 @@
 // Every Index, IndexUpdate and ClusterConfig decoded either way also goes through what the
 // session does with it (`SyncthingFiles.record`, `BEPClusterConfig.start`): they may refuse an
 // entry, never trap; and a record they accept has a safe path and blocks that add up to its size.
+// The stream also goes through the link codec the node uses (`BEPLinkCodec`), with the same checks
+// on what it hands on.
 // A thrown `BEPFramingError` is the expected answer to bad bytes; a crash, a trap, an ASan
 // report or an allocation over the limit is a bug.
 import Foundation
@@ -28,6 +30,7 @@ public func fuzzBEP(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     precondition(whole.items == chunked.items && whole.failed == chunked.failed,
                  "BEPStreamDecoder gave different items for the same bytes in chunks")
     for case .message(let m) in whole.items { roundTrip(m); interpret(m) }
+    throughTheCodec(whole.items)
 
     // 2. A compressed body: any verdict, but no crash and no allocation past the limit
     //    (libFuzzer's -malloc_limit_mb catches one).
@@ -99,6 +102,39 @@ func interpret(_ message: BEPMessage) {
         precondition(PathSafety.isSafe(record.path), "an unsafe path was accepted: \(record.path.debugDescription)")
         if record.kind == .file && !record.deleted {
             precondition(record.blocks.reduce(UInt64(0)) { $0 + UInt64($1.size) } == record.size, "blocks that do not add up to the size")
+        }
+    }
+}
+
+/// What the node's machine would hear of the stream through a link's codec (`BEPLinkCodec`):
+/// the codec may end the link, never trap; every path it hands on is safe, every record's
+/// blocks add up, and what it hands on can be said back to a peer.
+func throughTheCodec(_ items: [BEPStreamDecoder.Item]) {
+    let me = NodeID(bytes: [UInt8](repeating: 1, count: 32)), peer = NodeID(bytes: [UInt8](repeating: 2, count: 32))
+    let codec = BEPLinkCodec(configuration: .init(me: me, peer: peer, folderID: "default", folderLabel: "f", clientVersion: "fuzz"))
+    _ = try? codec.encode(.hello(.init(nodeID: me, nodeName: "n", clusterName: "c", listenPort: 0, nonce: [UInt8](repeating: 0, count: 32), indexID: 7)))
+    for item in items {
+        let frame: Frame
+        switch item {
+        case .hello(let h): guard let f = try? BEPFrames.frame(hello: h) else { continue }; frame = f
+        case .message(let m): guard let f = try? BEPFrames.frame(m) else { continue }; frame = f
+        }
+        guard let messages = try? codec.decode(frame) else { return }
+        for message in messages {
+            switch message {
+            case .indexUpdate(let u):
+                for r in u.records {
+                    precondition(PathSafety.isSafe(r.path), "the codec handed on an unsafe path: \(r.path.debugDescription)")
+                    if r.kind == .file && !r.deleted {
+                        precondition(r.blocks.reduce(UInt64(0)) { $0 + UInt64($1.size) } == r.size, "blocks that do not add up to the size")
+                    }
+                }
+                precondition((try? codec.encode(.indexUpdate(u))) != nil, "records from a peer cannot be said back")
+            case .blockRequest(let r):
+                precondition(PathSafety.isSafe(r.path), "the codec handed on a request for an unsafe path: \(r.path.debugDescription)")
+            default:
+                break
+            }
         }
     }
 }
