@@ -11,7 +11,7 @@ before its first start. Every node starts with files of its own; then, each chec
   4. a delete (on a Syncthing device), a rename (on a syncctl node);
   5. a concurrent edit of one file on a Syncthing device and a syncctl node: all four end
      identical, one winner, the loser kept as exactly one conflict copy;
-  6. a non-ASCII name;
+  6. a non-ASCII name; a symlink made on Syncthing; permissions changed on either kind;
   7. Syncthing restarted, then a syncctl node restarted: still identical, no conflict copy made,
      and the restarted syncctl node received no full index again (its log says how many
      records each peer sent after the restart).
@@ -63,11 +63,18 @@ def tree(folder):
             if f.startswith(".syncthing.") or f.endswith(".tmp") or f.startswith(".synckit-") or f == ".stignore":
                 continue  # temp files of a pull under way
             rel = os.path.normpath(os.path.join(rel_root, f))
+            full = os.path.join(root, f)
+            key = unicodedata.normalize("NFC", rel)
+            if os.path.islink(full):
+                out[key] = "link:" + os.readlink(full)
+                continue
             try:
-                with open(os.path.join(root, f), "rb") as fh:
-                    out[unicodedata.normalize("NFC", rel)] = hashlib.sha256(fh.read()).hexdigest()
+                with open(full, "rb") as fh:
+                    digest = hashlib.sha256(fh.read()).hexdigest()
+                # Permission bits count too: both sides sync them.
+                out[key] = digest if os.stat(full).st_mode & 0o777 == 0o644 else f"{digest}/{os.stat(full).st_mode & 0o777:o}"
             except OSError:
-                out[unicodedata.normalize("NFC", rel)] = "unreadable"
+                out[key] = "unreadable"
     return out
 
 
@@ -316,6 +323,14 @@ def main():
         odd = "Grüße/naïve café ☕.txt"
         write(os.path.join(c.st_dir[0], odd), "ünïcödé\n".encode())
         c.wait_identical("6. non-ASCII name", check=lambda t: unicodedata.normalize("NFC", odd) in t)
+
+        # 6b. A symlink made on Syncthing, permissions changed on syncctl and on Syncthing.
+        os.symlink("sk0/nested/data.bin", os.path.join(c.st_dir[1], "link-to-data"))
+        c.wait_identical("6b. symlink on Syncthing", check=lambda t: t.get("link-to-data") == "link:sk0/nested/data.bin")
+        os.chmod(os.path.join(c.sk_dir[1], "sk1/nested/data.bin"), 0o600)
+        c.wait_identical("6c. chmod 600 on syncctl", check=lambda t: t.get("sk1/nested/data.bin", "").endswith("/600"))
+        os.chmod(os.path.join(c.st_dir[0], "st1/nested/data.bin"), 0o755)
+        c.wait_identical("6d. chmod 755 on Syncthing", check=lambda t: t.get("st1/nested/data.bin", "").endswith("/755"))
 
         # 7. Restarts: Syncthing, then a syncctl node. Neither may start a full index exchange
         # again (the index IDs and sequences carry over) nor make a conflict.
