@@ -156,9 +156,12 @@ public enum BEPFraming {
         return try frame(type: type, compression: .none, body: body)
     }
 
-    static func frame(type: Bep_MessageType, compression: Bep_MessageCompression, body: [UInt8]) throws -> [UInt8] {
+    /// The header, the length and `body`; with `length`, the header and that length only (the
+    /// body is written after it by the caller, `BEPFrames.plainHeader`).
+    static func frame(type: Bep_MessageType, compression: Bep_MessageCompression, body: [UInt8], length: Int? = nil) throws -> [UInt8] {
+        let count = length ?? body.count
         // Syncthing drops a connection that announces more than 500 MB.
-        guard body.count <= maxMessageLengthOnWire else { throw BEPFramingError.messageTooLarge(body.count) }
+        guard count <= maxMessageLengthOnWire else { throw BEPFramingError.messageTooLarge(count) }
         var header = Bep_Header()
         header.type = type
         header.compression = compression
@@ -167,7 +170,7 @@ public enum BEPFraming {
         out.reserveCapacity(6 + head.count + body.count)
         appendBigEndian(UInt16(head.count), to: &out)
         out += head
-        appendBigEndian(UInt32(body.count), to: &out)
+        appendBigEndian(UInt32(count), to: &out)
         out += body
         return out
     }

@@ -213,14 +213,9 @@ public final class BEPLinkCodec: LinkCodec {
                 r.hash = Data(request.hash.digestBytes)
                 return ([try BEPFrames.frame(.request(r))], [])
             case .blockResponse(let response):
-                var r = Bep_Response()
-                r.id = Int32(bitPattern: response.id)
-                if response.status == .ok {
-                    r.data = Data(response.data.readableBytesView)
-                } else {
-                    r.code = .noSuchFile
-                }
-                return ([try BEPFrames.frame(.response(r))], [])
+                // The block goes into the frame once (`BEPFrames.responseFrame`).
+                let ok = response.status == .ok
+                return ([BEPFrames.responseFrame(id: Int32(bitPattern: response.id), data: ok ? response.data : ByteBuffer(), code: ok ? .noError : .noSuchFile)], [])
             case .ping:
                 return ([try BEPFrames.frame(.ping)], [])
             case .close(let reason):

@@ -65,7 +65,14 @@ final class BEPFrameEncodingHandler: ChannelOutboundHandler, RemovableChannelHan
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         do {
-            let bytes = try BEPFrames.wireBytes(Self.unwrapOutboundIn(data))
+            let frame = Self.unwrapOutboundIn(data)
+            // A block (a Response) goes out as it is, after its header: no copy.
+            if let header = try BEPFrames.plainHeader(frame) {
+                context.write(Self.wrapOutboundOut(context.channel.allocator.buffer(bytes: header)), promise: nil)
+                context.write(Self.wrapOutboundOut(frame.payload), promise: promise)
+                return
+            }
+            let bytes = try BEPFrames.wireBytes(frame)
             context.write(Self.wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes)), promise: promise)
         } catch {
             promise?.fail(error)

@@ -103,4 +103,24 @@ import Testing
         #expect(try raw.nextRaw() == nil)
         #expect(count >= 4, "hello, cluster config, index, response")
     }
+
+    /// A Response built straight into its frame is the bytes protobuf makes of `Bep_Response`,
+    /// and its plain header plus the payload as it is are the bytes `wireBytes` writes.
+    @Test(arguments: [(Int32(7), 131_072, Bep_ErrorCode.noError), (-3, 5, .noError), (0, 0, .noSuchFile), (Int32.max, 0, .invalidFile)])
+    func responsesAreBuiltWithoutCopies(_ id: Int32, _ size: Int, _ code: Bep_ErrorCode) throws {
+        let data = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let frame = BEPFrames.responseFrame(id: id, data: ByteBuffer(bytes: data), code: code)
+        var expected = Bep_Response()
+        expected.id = id
+        expected.data = Data(data)
+        expected.code = code
+        #expect(Array(frame.payload.readableBytesView) == (try expected.serializedBytes() as [UInt8]))
+        #expect(try BEPFrames.item(frame) == .message(.response(expected)))
+        let header = try #require(try BEPFrames.plainHeader(frame))
+        #expect(header + Array(frame.payload.readableBytesView) == (try BEPFrames.wireBytes(frame)))
+        // Metadata (an index) is compressed, so it has no plain header.
+        var index = Bep_Index()
+        index.folder = String(repeating: "f", count: 500)
+        #expect(try BEPFrames.plainHeader(BEPFrames.frame(.index(index))) == nil)
+    }
 }
