@@ -23,13 +23,23 @@ final class Connection: Sendable {
     private let loopback: @Sendable (WireMessage) async -> Void
 
     private struct State {
-        var queue = Deque<WireMessage>()
+        /// Each message, with the bytes of serving budget its writing gives back.
+        var queue = Deque<(WireMessage, serving: Int)>()
         var writing = false
         var closed = false
         var bytesSent = 0
         /// Waiting for the queue to empty (`drained`).
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Bytes of blocks being answered: read, queued or being written.
+        var serving = 0
+        /// Answers waiting for budget, in order.
+        var servingWaiters = Deque<(bytes: Int, continuation: CheckedContinuation<Void, Never>)>()
     }
+
+    /// Bytes of block answers a connection holds at once. A SyncKit peer asks for at most its
+    /// request budget (8 MiB); a Syncthing peer asks for up to 32 MiB, and three of them pulling
+    /// took a serving node from 60 to 300 MiB: beyond this the answers wait for the writes.
+    static let servingBudget = 8 << 20
 
     private let state = Locked(State())
     /// Blocks answered and not yet reported to the machine.
@@ -49,10 +59,13 @@ final class Connection: Sendable {
     var bytesSent: Int { state.withLock { $0.bytesSent } }
 
     /// Queues a message after every message queued before it.
-    func send(_ message: WireMessage) {
+    func send(_ message: WireMessage) { send(message, serving: 0) }
+
+    private func send(_ message: WireMessage, serving: Int) {
         let start = state.withLock { s -> Bool in
+            // Closed: the budget was reset when it closed (`endServing`).
             guard !s.closed else { return false }
-            s.queue.append(message)
+            s.queue.append((message, serving))
             guard !s.writing else { return false }
             s.writing = true
             return true
@@ -81,7 +94,7 @@ final class Connection: Sendable {
     /// Writes what is queued in batches of up to 4 MiB, until the queue is empty.
     private func drain() async {
         while true {
-            let (batch, idle) = state.withLock { s -> ([WireMessage], [CheckedContinuation<Void, Never>]) in
+            let (batch, idle) = state.withLock { s -> ([(WireMessage, serving: Int)], [CheckedContinuation<Void, Never>]) in
                 let b = Array(s.queue)
                 s.queue.removeAll()
                 guard b.isEmpty || s.closed else { return (b, []) }
@@ -95,7 +108,10 @@ final class Connection: Sendable {
             var bytes = 0
             var indexUpdates = 0
             var looped = [WireMessage]()
-            for message in batch {
+            // Serving budget the frames in hand give back once written.
+            var serving = 0
+            for (message, budget) in batch {
+                serving += budget
                 if case .indexUpdate = message { indexUpdates += 1 }
                 if let codec {
                     do {
@@ -120,11 +136,14 @@ final class Connection: Sendable {
                     guard await write(frames, bytes) else { return }
                     frames.removeAll()
                     bytes = 0
+                    releaseServing(serving)
+                    serving = 0
                 }
             }
             if !frames.isEmpty {
                 guard await write(frames, bytes) else { return }
             }
+            releaseServing(serving)
             for m in looped { await loopback(m) }
             for _ in 0..<indexUpdates { await indexSent(id) }
         }
@@ -139,14 +158,14 @@ final class Connection: Sendable {
             metrics.bytesSent.increment(by: bytes)
             return true
         } catch {
-            let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            let (waiters, servingWaiters) = state.withLock { s -> ([CheckedContinuation<Void, Never>], [CheckedContinuation<Void, Never>]) in
                 s.closed = true
                 s.queue.removeAll()
                 s.writing = false
                 defer { s.drainWaiters.removeAll() }
-                return s.drainWaiters
+                return (s.drainWaiters, Self.endServing(&s))
             }
-            for w in waiters { w.resume() }
+            for w in waiters + servingWaiters { w.resume() }
             await channel.close()
             return false
         }
@@ -166,13 +185,13 @@ final class Connection: Sendable {
 
     /// Drops what is queued and closes the channel (its inbound stream then ends).
     func close() async {
-        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+        let (waiters, servingWaiters) = state.withLock { s -> ([CheckedContinuation<Void, Never>], [CheckedContinuation<Void, Never>]) in
             s.closed = true
             s.queue.removeAll()
             defer { s.drainWaiters.removeAll() }
-            return s.drainWaiters
+            return (s.drainWaiters, Self.endServing(&s))
         }
-        for w in waiters { w.resume() }
+        for w in waiters + servingWaiters { w.resume() }
         await channel.close()
     }
 
@@ -208,7 +227,11 @@ final class Connection: Sendable {
 
     /// Answers a block request with the block read from `folder` at `location` (nil, or a
     /// block that cannot be read: "not found").
-    func answer(_ request: WireMessage.BlockRequest, at location: BlockMap.Location?, from folder: any LocalFolder) {
+    func answer(_ request: WireMessage.BlockRequest, at location: BlockMap.Location?, from folder: any LocalFolder) async {
+        // The block is read only when the connection's serving budget has room for it, and the
+        // room is given back once its answer is written (`drain`).
+        let cost = min(Int(request.size), Self.servingBudget)
+        await acquireServing(cost)
         var response = WireMessage.BlockResponse(id: request.id, status: .notFound, data: ByteBuffer())
         if let location, let data = folder.readBlock(location),
            // A peer of another protocol names blocks it may not verify the way ours do (or
@@ -218,6 +241,49 @@ final class Connection: Sendable {
             response.status = .ok
             response.data = data
         }
-        send(.blockResponse(response))
+        send(.blockResponse(response), serving: cost)
+    }
+
+    // MARK: serving budget
+
+    /// Waits until `bytes` more of block answers fit in `servingBudget` (at once when none is
+    /// held: one answer larger than the budget still goes, alone), then holds them.
+    private func acquireServing(_ bytes: Int) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                if s.closed || s.serving == 0 || s.serving + bytes <= Self.servingBudget && s.servingWaiters.isEmpty {
+                    if !s.closed { s.serving += bytes }
+                    return true
+                }
+                s.servingWaiters.append((bytes, continuation))
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    /// Gives back `bytes` of the budget and lets waiting answers in, in order, while they fit.
+    private func releaseServing(_ bytes: Int) {
+        guard bytes > 0 else { return }
+        let ready = state.withLock { s in Self.release(bytes, in: &s) }
+        for c in ready { c.resume() }
+    }
+
+    private static func release(_ bytes: Int, in s: inout State) -> [CheckedContinuation<Void, Never>] {
+        s.serving = max(0, s.serving - bytes)
+        var ready = [CheckedContinuation<Void, Never>]()
+        while let next = s.servingWaiters.first, s.serving == 0 || s.serving + next.bytes <= servingBudget {
+            s.servingWaiters.removeFirst()
+            s.serving += next.bytes
+            ready.append(next.continuation)
+        }
+        return ready
+    }
+
+    /// The connection ended: every waiting answer goes on (and finds it closed).
+    private static func endServing(_ s: inout State) -> [CheckedContinuation<Void, Never>] {
+        s.serving = 0
+        defer { s.servingWaiters.removeAll() }
+        return s.servingWaiters.map(\.continuation)
     }
 }

@@ -311,7 +311,7 @@ public actor SyncNode: Service {
         guard let connection = connections[c] else { return }
         let folder = self.folder
         Task {
-            connection.answer(request, at: location, from: folder)
+            await connection.answer(request, at: location, from: folder)
             if connection.noteServed() { self.handle(served: connection) }
         }
     }
