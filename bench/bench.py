@@ -278,7 +278,11 @@ class Cluster:
         return [round(proc_cpu(p.pid), 2) for p in self.procs]
 
     def peak_rss(self):
-        return max(proc_hwm_mib(p.pid) for p in self.procs)
+        return max(self.rss_per_node())
+
+    def rss_per_node(self):
+        """Peak RSS of each node (VmHWM, MiB): in a mixed cluster, which kind of node it was."""
+        return [round(proc_hwm_mib(p.pid), 1) for p in self.procs]
 
     def prepare_syncthing(self):
         ids = []
@@ -428,7 +432,7 @@ def run_workload(n, tool, args, scale):
                 seen = wait(c, digest, 1, args.deadline)
                 ok = seen is not None
                 result.update(ok=ok, seconds=seen - t if ok else None)
-        result.update(cpu=c.cpu(), cpu_per_node=c.cpu_per_node(), rss_mib=c.peak_rss(), lo_bytes=lo_bytes() - lo0)
+        result.update(cpu=c.cpu(), cpu_per_node=c.cpu_per_node(), rss_mib=c.peak_rss(), rss_per_node=c.rss_per_node(), lo_bytes=lo_bytes() - lo0)
     finally:
         c.stop()
         if not args.keep:
