@@ -23,6 +23,12 @@ public struct NodeStatus: Sendable, Codable {
     public var bytesReused: Int
     public var conflicts: Int
     public var conflictCopies: [String]
+    /// Conflict copies in the folder now (files named `*.sync-conflict-*`).
+    public var conflictCopiesPresent: Int = 0
+    /// The versioning kind (`none` when off), the versions kept and their bytes.
+    public var versioning: String = "none"
+    public var versionsKept: Int = 0
+    public var versionsBytes: UInt64 = 0
     public var recentErrors: [String]
 
     init(nodeID: String, name: String, folder: String, port: Int, peers: [Peer], files: Int, bytes: UInt64, pulling: [String],
@@ -60,6 +66,7 @@ extension NodeStatus {
             bytes: engine.local.values.filter { !$0.deleted }.reduce(0) { $0 + $1.size },
             pulling: engine.running.keys.sorted(), failed: engine.failed, inSync: machine.inSync,
             statistics: machine.statistics)
+        conflictCopiesPresent = engine.local.values.filter { !$0.deleted && $0.path.contains(ConflictNaming.marker) }.count
     }
 }
 
@@ -79,6 +86,35 @@ extension SyncNode {
 
     /// A snapshot for `syncctl status`.
     public func status() -> NodeStatus {
-        NodeStatus(id: id, name: name, folder: configuration.folder, port: listener?.port ?? 0, machine: machine) { self.connections[$0]?.bytesSent ?? 0 }
+        var status = NodeStatus(id: id, name: name, folder: configuration.folder, port: listener?.port ?? 0, machine: machine) { self.connections[$0]?.bytesSent ?? 0 }
+        if let versions {
+            let summary = versions.summary()
+            status.versioning = versions.policy.kind.rawValue
+            status.versionsKept = summary.count
+            status.versionsBytes = summary.bytes
+        }
+        return status
+    }
+
+    /// The old versions this node keeps (nil: versioning is off, or the folder is not on disk).
+    public nonisolated var versions: VersionStore? { (folder as? PosixFolder)?.versions }
+
+    /// The versions kept in this node's state directory, whether or not versioning is on now
+    /// (versions kept while it was on can still be listed and restored).
+    public nonisolated var versionsOnDisk: VersionStore {
+        versions ?? VersionStore(stateDirectory: configuration.resolvedStateDirectory, policy: .keepAll, logger: logger)
+    }
+
+    /// Puts back the version of `path` replaced at or before `at` (the newest without `at`), as
+    /// a local edit that the node scans at once and syncs to every peer.
+    public func restoreVersion(path: String, at: Double?) throws -> VersionStore.Version {
+        guard let posix = folder as? PosixFolder else { throw SyncError(.configuration, "this folder keeps no versions") }
+        let store = versionsOnDisk
+        guard let version = store.find(path: path, at: at) else {
+            throw SyncError(.io, at == nil ? "no version of \(path) is kept" : "no version of \(path) is kept from before that time")
+        }
+        try store.restore(version, into: posix.root, me: id.short)
+        handle(.folderChanged([path]))
+        return version
     }
 }

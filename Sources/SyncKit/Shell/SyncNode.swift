@@ -57,7 +57,8 @@ public actor SyncNode: Service {
         logger[metadataKey: "node.id"] = "\(state.identity.id)"
         let folder = try PosixFolder(
             path: config.folder, stateDirectory: config.resolvedStateDirectory, reserved: config.reservedPaths, index: state.index,
-            me: state.identity.id, blockWindow: config.blockWindow, fixedBlocks: config.linkCodecs != nil, logger: logger)
+            me: state.identity.id, blockWindow: config.blockWindow, fixedBlocks: config.linkCodecs != nil,
+            versioning: config.versioning, logger: logger)
         try self.init(id: state.identity.id, name: name, configuration: config, folder: folder, index: state.index,
                       discovery: discovery, transport: transport, policy: policy, logger: logger, clock: clock)
     }

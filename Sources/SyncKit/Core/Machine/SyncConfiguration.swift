@@ -44,6 +44,8 @@ public struct SyncConfiguration: Sendable {
     /// transport's ALPN. Set, the node also keeps Syncthing's fixed-size block list of every
     /// file it hashes (`FileRecord.fixedBlocks`), which such peers ask for blocks by.
     public var linkCodecs: LinkCodecs?
+    /// What is kept of the files syncs replace or delete (`VersionStore`); off by default.
+    public var versioning: VersioningPolicy = .off
 
     public init(folder: String) { self.folder = folder }
 

@@ -10,12 +10,14 @@ public final class PosixFolder: LocalFolder {
     let scanner: Scanner
     let puller: Puller
     let logger: Logger
+    /// The old versions kept of what pulls replace or delete (nil: versioning is off).
+    public let versions: VersionStore?
     private let watcher = Locked<InotifyWatcher?>(nil)
 
     /// A folder at `path`; `stateDirectory` holds patch journals; `index` receives the pulls'
     /// intents; `reserved` are relative paths never touched besides `.synckit`.
     public init(path: String, stateDirectory: String, reserved: [String], index: any IndexPersistence, me: NodeID,
-                blockWindow: Int, fixedBlocks: Bool = false, logger: Logger) throws {
+                blockWindow: Int, fixedBlocks: Bool = false, versioning: VersioningPolicy = .off, logger: Logger) throws {
         let root = try FolderRoot(path: path, reserved: reserved)
         self.root = root
         self.logger = logger
@@ -23,7 +25,9 @@ public final class PosixFolder: LocalFolder {
         scanner.fixedBlocks = fixedBlocks
         self.scanner = scanner
         let intentLogger = logger
-        puller = Puller(
+        let versions = versioning.isOn ? VersionStore(stateDirectory: stateDirectory, policy: versioning, logger: logger) : nil
+        self.versions = versions
+        var puller = Puller(
             root: root, logger: logger, window: blockWindow, committer: GroupCommitter(), journalDirectory: stateDirectory,
             intents: GroupCommit(label: "synckit.intents") { records in
                 do {
@@ -34,6 +38,8 @@ public final class PosixFolder: LocalFolder {
                     return records.map { _ in EIO }
                 }
             })
+        puller.versions = versions
+        self.puller = puller
     }
 
     /// The same folder through another root handle (tests run the openat2 fallback this way).
@@ -43,8 +49,11 @@ public final class PosixFolder: LocalFolder {
         var scanner = Scanner(root: root, me: other.scanner.me, logger: other.logger)
         scanner.fixedBlocks = other.scanner.fixedBlocks
         self.scanner = scanner
-        puller = Puller(root: root, logger: other.logger, window: other.puller.window, committer: other.puller.committer,
-                        journalDirectory: other.puller.journalDirectory, intents: other.puller.intents)
+        var puller = Puller(root: root, logger: other.logger, window: other.puller.window, committer: other.puller.committer,
+                            journalDirectory: other.puller.journalDirectory, intents: other.puller.intents)
+        puller.versions = other.versions
+        self.puller = puller
+        versions = other.versions
     }
 
     public func recover() {

@@ -32,6 +32,8 @@ struct Puller: Sendable {
     /// (a disk error): no scan may record them and no pull may start on them until a replay
     /// succeeds (see `finishPatch`).
     let unfinishedPatches = Locked<Set<String>>([])
+    /// Where the content a pull replaces or deletes is kept (nil: versioning is off).
+    var versions: VersionStore?
 
     typealias Stats = PullStats
 
@@ -105,14 +107,15 @@ struct Puller: Sendable {
                     // A file or link becomes a directory: replace it only if it is still the
                     // version this node knew (else it is a local edit: decide again).
                     guard try localMatches(job.expectedLocal, at: entry) else { return (.localChanged, stats) }
-                    guard entry.remove() else { throw SyncError(.io, "cannot replace \(job.path) by a directory: \(FileOps.errorText())") }
+                    try keepVersion(entry, job, reason: .replaced, removing: true)
+                    guard entry.remove() || errno == ENOENT else { throw SyncError(.io, "cannot replace \(job.path) by a directory: \(FileOps.errorText())") }
                 }
                 if let st = try entry.stat() {
                     guard st.kind == .directory else { return (.localChanged, stats) }
                 } else if !entry.makeDirectory(mode: job.target.mode) && errno != EEXIST {
                     throw SyncError(.io, "cannot create directory \(job.path): \(FileOps.errorText())")
                 }
-                try entry.setMode(job.target.mode)
+                if root.keepsPermissions { try entry.setMode(job.target.mode) }
                 return (.applied(try appliedRecord(job, entry)), stats)
             case .makeSymlink:
                 guard let entry = try root.entry(path, create: true) else { throw SyncError(.io, "no parent for \(job.path)") }
@@ -131,7 +134,7 @@ struct Puller: Sendable {
             case .updateMetadata:
                 guard let entry = try root.entry(path), try localMatches(job.expectedLocal, at: entry) else { return (.localChanged, stats) }
                 try await recordIntent(job)
-                if job.target.kind != .symlink { try entry.setMode(job.target.mode) }
+                if job.target.kind != .symlink && root.keepsPermissions { try entry.setMode(job.target.mode) }
                 if job.target.kind != .directory { try entry.setModificationTime(job.target.mtimeNs) }
                 return (.applied(try appliedRecord(job, entry)), stats)
             case .delete:
@@ -142,6 +145,7 @@ struct Puller: Sendable {
                 guard try localMatches(job.expectedLocal, at: entry) else { return (.localChanged, stats) }
                 try await recordIntent(job)
                 let isDirectory = try entry.stat()?.kind == .directory
+                if !isDirectory { try keepVersion(entry, job, reason: .deleted, removing: true) }
                 if !entry.remove(directory: isDirectory) {
                     if errno == ENOENT { return (.applied(job.target), stats) }
                     // A directory that still holds entries that are not synced (ignored here, or
@@ -170,7 +174,11 @@ struct Puller: Sendable {
     /// (Failing the job instead made it pull the file again, undoing the user's delete.)
     func appliedRecord(_ job: PullJob, _ entry: FolderEntry) throws -> FileRecord {
         var r = job.target
-        guard let st = try entry.stat() else {
+        // Written under the case-conflict name: the path itself holds nothing of it.
+        guard entry.relocatedPath == nil, let st = try entry.stat() else {
+            if let relocated = entry.relocatedPath {
+                logger.warning("a name clashes in case with another on this case-insensitive file system; kept under another name", metadata: ["sync.path": "\(job.path)", "kept.as": "\(relocated)"])
+            }
             r.inode = 0
             return r
         }
@@ -179,11 +187,20 @@ struct Puller: Sendable {
         return r
     }
 
+    /// Keeps the regular file at `entry` as a version (when versioning is on) before the job
+    /// replaces or deletes it; the job's target names the node whose change this is. Nothing to
+    /// do for a directory, a link or nothing at all.
+    func keepVersion(_ entry: FolderEntry, _ job: PullJob, reason: VersionStore.Reason, removing: Bool) throws {
+        guard let versions, try entry.stat()?.kind == .file else { return }
+        try versions.keep(entry, path: job.path, by: job.target.modifiedBy.short, reason: reason, removing: removing)
+    }
+
     /// Keeps the conflict loser if asked, then renames the temp file `temp` (a name in the
     /// entry's directory) over the target and makes the rename durable (the directory's flush
     /// is shared with other renames landing at once).
     func renameIntoPlace(_ temp: String, _ entry: FolderEntry, _ job: PullJob) async throws {
-        if let copy = job.conflictCopyPath, try entry.stat() != nil {
+        let copied = try job.conflictCopyPath != nil && entry.stat() != nil
+        if let copy = job.conflictCopyPath, copied {
             // The copy's name is the target's with a marker: same directory.
             let copyPath = try RelativePath(copy)
             guard copyPath.split.parent == RelativePath.parent(of: job.path) else {
@@ -205,6 +222,9 @@ struct Puller: Sendable {
                 throw SyncError(.io, "cannot replace the directory \(job.path): \(FileOps.errorText())")
             }
         }
+        // The content about to be replaced is kept as a version (a conflict copy already keeps
+        // a conflict's loser).
+        if !copied { try keepVersion(entry, job, reason: .replaced, removing: false) }
         guard entry.rename(temp, to: entry.name) else {
             throw SyncError(.io, "cannot move \(job.path) into place: \(FileOps.errorText())")
         }
@@ -216,7 +236,8 @@ struct Puller: Sendable {
     private func writeFile(_ job: PullJob, locals: [BlockHash: [BlockMap.Location]], source: any BlockSource, stats: inout Stats) async throws -> PullOutcome {
         guard current(job) else { return .failed("an earlier patch of this file is not finished yet (disk error); retrying its journal") }
         guard let entry = try root.entry(job.path, create: true) else { throw SyncError(.io, "no parent for \(job.path)") }
-        if let changed = Self.patchPlan(job) {
+        // (Not with versioning: a patch changes the inode a version would share.)
+        if versions == nil, let changed = Self.patchPlan(job) {
             return try await patchInPlace(job, entry, changed: changed, locals: locals, source: source, stats: &stats)
         }
         let temp = Self.tempName(forName: entry.name)
@@ -273,7 +294,7 @@ struct Puller: Sendable {
         if !complete || Task.isCancelled { return .unavailable }
 
         // Permission bits only: a peer never plants setuid, setgid or sticky bits here.
-        if !fresh || createMode != mode || mode & Self.umask != 0 {
+        if root.keepsPermissions && (!fresh || createMode != mode || mode & Self.umask != 0) {
             guard fchmod(fd, mode) == 0 else { throw SyncError(.io, "cannot chmod the temp file of \(job.path)") }
         }
         var times = FileOps.modificationTimes(job.target.mtimeNs)
