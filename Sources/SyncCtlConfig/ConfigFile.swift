@@ -30,6 +30,8 @@ public enum ConfigFile {
         "cluster": false, "cluster-key-file": false, "log": false, "log-level": false, "rescan-interval": false,
         "no-watch": true, "metrics-address": false, "interface": false, "open": true, "trust": false, "trust-file": false,
         "insecure-plaintext": true, "folder-id": false, "no-bep": true,
+        "versioning": false, "versions-keep": false, "versions-max-age": false, "versions-cleanup-interval": false,
+        "versions-max-size": false,
     ]
 
     /// The command line with the flags of the file named by `--config` (of `run` only) put

@@ -9,8 +9,9 @@ import SyncKit
 /// The daemon's control socket: `syncctl status` and `syncctl peers` ask the running node here.
 ///
 /// A Unix socket at `<state dir>/control.sock`, mode 0600 so only the folder's owner may ask.
-/// The protocol is one line in (`status`), one JSON document out, then close: easy to script
-/// with `socat` too. Runs as a Service beside the node and stops with it.
+/// The protocol is one line in (`status`, `peers`, or `versions-list` / `versions-restore`
+/// followed by a JSON request), one JSON document out, then close: easy to script with `socat`
+/// too. Runs as a Service beside the node and stops with it.
 struct ControlServer: Service {
     let path: String
     let node: SyncNode
@@ -33,11 +34,15 @@ struct ControlServer: Service {
     func serve(_ client: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async {
         try? await client.executeThenClose { inbound, outbound in
             for try await line in inbound {
-                let command = String(buffer: line).trimmingCharacters(in: .whitespacesAndNewlines)
+                let text = String(buffer: line).trimmingCharacters(in: .whitespacesAndNewlines)
+                let command = text.split(separator: " ", maxSplits: 1).first.map(String.init) ?? ""
+                let argument = Data(text.dropFirst(command.count).utf8)
                 let body: Data
                 switch command {
                 case "status", "peers":
                     body = Data(try prettyJSON(await node.status()).utf8)
+                case "versions-list", "versions-restore":
+                    body = try JSONEncoder().encode(await versions(command, argument))
                 default:
                     body = Data("{\"error\": \"unknown command\"}".utf8)
                 }
@@ -48,7 +53,32 @@ struct ControlServer: Service {
     }
 }
 
-/// Splits the control stream into lines (at most 1 KiB: commands are short).
+extension ControlServer {
+    /// Lists or restores versions for `syncctl versions`.
+    func versions(_ command: String, _ argument: Data) async -> Versions.Answer {
+        guard let request = try? JSONDecoder().decode(Versions.Request.self, from: argument) else {
+            return .init(error: "a malformed request")
+        }
+        if let path = request.path, let problem = PathSafety.problem(with: path) {
+            return .init(error: "'\(path)' is not a path in the folder: \(problem)")
+        }
+        if command == "versions-list" {
+            return .init(versions: node.versionsOnDisk.list(request.path))
+        }
+        guard let path = request.path else { return .init(error: "which file? Name a path to restore") }
+        do {
+            let version = try await node.restoreVersion(path: path, at: request.at)
+            logger.notice("restored a version", metadata: ["sync.path": "\(path)", "version.time": "\(Versions.display(version.time))"])
+            return .init(restored: version)
+        } catch let error as SyncError {
+            return .init(error: error.message)
+        } catch {
+            return .init(error: "\(error)")
+        }
+    }
+}
+
+/// Splits the control stream into lines (at most 64 KiB: a command and a path or two).
 struct LineDecoder: ByteToMessageDecoder {
     typealias InboundOut = ByteBuffer
     func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
@@ -57,7 +87,7 @@ struct LineDecoder: ByteToMessageDecoder {
             context.fireChannelRead(Self.wrapInboundOut(line))
             return .continue
         }
-        if buffer.readableBytes > 1024 { throw SyncError(.protocolViolation, "control command too long") }
+        if buffer.readableBytes > 65536 { throw SyncError(.protocolViolation, "control command too long") }
         return .needMoreData
     }
 }

@@ -170,6 +170,7 @@ struct Run: AsyncParsableCommand {
 
     @OptionGroup var folder: FolderOptions
     @OptionGroup var node: NodeOptions
+    @OptionGroup var versioning: VersioningOptions
 
     @Option(help: ArgumentHelp("A YAML or JSON file with the same keys as these flags (e.g. `port: 22000`, `peer: [a:22000, b:22000]`); flags typed here win.", valueName: "path"))
     var config: String?
@@ -255,6 +256,7 @@ struct Run: AsyncParsableCommand {
         config.pullOrder = node.pullOrder
         config.watch = !noWatch
         config.rescanInterval = .seconds(rescanInterval)
+        config.versioning = try versioning.policy()
 
         let identity: NodeIdentity
         do { identity = try NodeIdentity.loadOrCreate(in: config.resolvedStateDirectory) } catch let error as SyncError {
@@ -284,6 +286,9 @@ struct Run: AsyncParsableCommand {
             var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: syncNode), .init(service: control)]
             if let ms = ProcessInfo.processInfo.environment["SYNCKIT_TEST_SHUTDOWN_DELAY_MS"].flatMap(Int.init) {
                 services.append(.init(service: ShutdownDelayForTests(delay: .milliseconds(ms)), successTerminationBehavior: .ignore))
+            }
+            if let versions = syncNode.versions {
+                services.append(.init(service: VersionCleanup(store: versions, logger: logger)))
             }
             if let registry, let metricsAddress, let endpoint = PeerEndpoint(parsing: metricsAddress) {
                 services.append(.init(service: MetricsServer(host: endpoint.host, port: endpoint.port, registry: registry, logger: logger)))

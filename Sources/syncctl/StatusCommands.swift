@@ -30,8 +30,13 @@ struct Status: ParsableCommand {
         print("pulled    \(status.filesPulled) files: \(formatBytes(UInt64(status.bytesFromNetwork))) from peers, \(formatBytes(UInt64(status.bytesReused))) reused from local files")
         if !status.pulling.isEmpty { print("pulling   \(status.pulling.prefix(10).joined(separator: ", "))\(status.pulling.count > 10 ? " and \(status.pulling.count - 10) more" : "")") }
         for (path, why) in status.failed.sorted(by: { $0.key < $1.key }).prefix(10) { print("waiting   \(path): \(why)") }
-        print("conflicts \(status.conflicts)")
+        print("conflicts \(status.conflicts) since start, \(status.conflictCopiesPresent) conflict cop\(status.conflictCopiesPresent == 1 ? "y" : "ies") in the folder")
         for c in status.conflictCopies { print("  kept the other version as \(c)") }
+        if status.versioning == "none" {
+            print("versions  off (run with --versioning to keep what syncs replace or delete)")
+        } else {
+            print("versions  \(status.versioning): \(status.versionsKept) kept, \(formatBytes(status.versionsBytes)) (syncctl versions list)")
+        }
         if !status.recentErrors.isEmpty {
             print("recent errors")
             for e in status.recentErrors { print("  \(e)") }

@@ -33,9 +33,10 @@ struct SyncCtl: AsyncParsableCommand {
               syncctl run --dir ~/Shared --discovery static --peer 192.168.1.20:22000
               syncctl status --dir ~/Shared     what the daemon syncing it is doing
               syncctl id --dir ~/Shared         this folder's node ID
+              syncctl versions list --dir ~/Shared   old versions kept (run with --versioning)
             """,
         version: "0.1.0",
-        subcommands: [Run.self, Status.self, Peers.self, Demo.self, ID.self],
+        subcommands: [Run.self, Status.self, Peers.self, Versions.self, Demo.self, ID.self],
         defaultSubcommand: nil
     )
 }
