@@ -20,6 +20,8 @@ extension Integration {
             var ports: [Int] = []
             var processes: [Int: Process] = [:]
             let count: Int
+            /// Flags every node gets besides the usual ones.
+            var extraArgs: [String] = []
 
             init(count: Int) throws {
                 self.count = count
@@ -35,7 +37,7 @@ extension Integration {
                 p.executableURL = URL(fileURLWithPath: MultiProcessTests.syncctl)
                 var args = ["run", "--dir", folder(i), "--port", "\(ports[i])", "--bind", "127.0.0.1", "--name", "n\(i)", "--log", "stderr", "--log-level", "info"]
                 for j in 0..<count where j != i { args += ["--peer", "127.0.0.1:\(ports[j])"] }
-                p.arguments = args
+                p.arguments = args + extraArgs
                 var env = ProcessInfo.processInfo.environment
                 env["SYNCKIT_CLUSTER_KEY"] = "multi-process-test"
                 p.environment = env
