@@ -17,7 +17,8 @@ import Foundation
 /// (NFC) and as `e` + U+0301 (NFD) are one key in the index but two files on Linux; two wire
 /// names that both are NFC are equal as strings exactly when their bytes are equal, so no two
 /// accepted names can meet in one index entry or one file. A peer's non-NFC name is refused;
-/// a local non-NFC name is not synced (the scanner logs it).
+/// a local name in another form (NFD, as macOS writes) is recorded in its NFC form, and
+/// `FolderRoot` finds the disk's spelling for every later operation (decision 43).
 ///
 /// The kernel-level guarantee does not rest on this check: every file operation is resolved
 /// beneath the folder by `FolderRoot` (openat2 with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`).

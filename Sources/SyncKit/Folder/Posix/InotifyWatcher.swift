@@ -83,7 +83,9 @@ public final class InotifyWatcher: @unchecked Sendable {
             guard entry.type == DT_DIR || entry.type == DT_UNKNOWN else { continue }
             guard let name = String(validating: entry.name, as: UTF8.self) else { continue }
             let path = dir.isEmpty ? name : dir + "/" + name
-            if ignore.isIgnored(path, isDirectory: true) || !PathSafety.isSafe(path) { continue }
+            // Judged by the name the index knows (NFC); watched by the disk's spelling.
+            let wire = path.precomposedStringWithCanonicalMapping
+            if ignore.isIgnored(wire, isDirectory: true) || !PathSafety.isSafe(wire) { continue }
             if entry.type == DT_UNKNOWN, (try? FolderEntry.stat(dfd, name, path))??.kind != .directory { continue }
             subdirs.append(path)
         }

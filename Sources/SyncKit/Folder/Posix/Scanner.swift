@@ -11,8 +11,13 @@ import Logging
 /// Every directory is read through a descriptor opened beneath the folder (`FolderRoot`), and
 /// every entry is looked at relative to its directory's descriptor without following links: a
 /// symlink inside the folder is recorded as a link and never walked into or read through, so
-/// the scan cannot leave the folder whatever is planted in it. Names that are not valid UTF-8,
-/// not NFC, or otherwise refused by `PathSafety` are not synced (logged once each).
+/// the scan cannot leave the folder whatever is planted in it. Names that are not valid UTF-8
+/// or otherwise refused by `PathSafety` are not synced (logged once each).
+///
+/// Names are recorded in NFC, whatever form the disk holds (macOS and some tools write NFD):
+/// `e` + U+0301 on disk is the path `é` in the index and on the wire, and the disk's form is
+/// kept (every later operation finds it by `FolderRoot`'s lookup). When one directory holds a
+/// name in both forms, the NFC one is synced and the other is reported, never deleted.
 ///
 /// The scanner is a value with no mutable state of its own, so scans run off the node's actor
 /// (hashing a big file must not stall the protocol) and several can run in parallel.
@@ -57,7 +62,8 @@ public struct Scanner: Sendable {
         var out = [SyncEngine.Observation]()
         var seen = Set<String>()
         // Parents first, so a new directory is recorded before its content.
-        for path in paths.sorted() where !seen.contains(path) {
+        // The watcher reports the disk's spelling; the index knows NFC.
+        for path in Set(paths.map { $0.precomposedStringWithCanonicalMapping }).sorted() where !seen.contains(path) {
             guard PathSafety.isSafe(path) else { continue }
             var entry: FolderEntry?
             var st: FileOps.Stat?
@@ -108,17 +114,37 @@ public struct Scanner: Sendable {
             logger.warning("cannot list directory", metadata: ["sync.path": "\(relative)", "error": "\(error)"])
             return
         }
-        var names = [String]()
+        // Each disk name with its NFC form (the name in the index); ASCII names are both.
+        var names = [(disk: String, wire: String)]()
         names.reserveCapacity(entries.count)
+        var hasNonASCII = false
         for e in entries {
             guard let name = String(validating: e.name, as: UTF8.self) else {
                 report(relative + "/" + String(decoding: e.name, as: UTF8.self), "not valid UTF-8")
                 continue
             }
-            names.append(name)
+            if e.name.allSatisfy({ $0 < 0x80 }) {
+                names.append((name, name))
+            } else {
+                hasNonASCII = true
+                names.append((name, name.precomposedStringWithCanonicalMapping))
+            }
         }
-        for name in names.sorted() {
-            let path = relative.isEmpty ? name : relative + "/" + name
+        if hasNonASCII {
+            // Two spellings of one NFC name: the one already in NFC is the file (the lookup
+            // prefers exact bytes too); the other is not synced, and said so.
+            var byWire = [String: String]()
+            for n in names where byWire[n.wire] == nil || n.disk.utf8.elementsEqual(n.wire.utf8) { byWire[n.wire] = n.disk }
+            names = names.filter { n in
+                guard byWire[n.wire] == n.disk else {
+                    report(relative.isEmpty ? n.disk : relative + "/" + n.disk, "the same name as \(n.wire.debugDescription) in another Unicode form; only that one is synced")
+                    return false
+                }
+                return true
+            }
+        }
+        for (name, wireName) in names.sorted(by: { $0.wire < $1.wire }) {
+            let path = relative.isEmpty ? wireName : relative + "/" + wireName
             // The state directory and temp files are skipped before they are judged.
             if IgnoreRules.isInternal(path) { continue }
             if let problem = PathSafety.problem(with: path) {
@@ -155,6 +181,10 @@ public struct Scanner: Sendable {
     func observe(_ dir: Int32, _ name: String, _ path: String, _ st: FileOps.Stat, known: FileRecord?) -> (FileRecord, hashed: Bool)? {
         guard let kind = st.kind else { return nil }
         var r = FileRecord(path: path, kind: kind, mode: st.mode, modifiedBy: me, inode: st.inode)
+        if !root.keepsPermissions {
+            // The disk's mode is the file system's constant, not a choice: keep the known one.
+            r.mode = known.flatMap { $0.deleted || $0.kind != kind ? nil : $0.mode } ?? (kind == .directory ? 0o755 : 0o644)
+        }
         switch kind {
         case .directory:
             r.mtimeNs = 0  // directory times change with their content; not synced
