@@ -102,6 +102,19 @@ public struct PreferNodePolicy: ConflictPolicy {
 public enum ConflictNaming {
     public static let marker = ".sync-conflict-"
 
+    /// The name a file or directory called `name` takes on a case-insensitive file system where
+    /// another entry's name differs from it only in case (`README.txt` beside `Readme.txt`):
+    /// `README.sync-conflict-case.txt`. Derived from the name alone, so every such node
+    /// relocates it to the same place and every file of a clashing directory lands in one.
+    public static func caseClashName(_ name: String) -> String {
+        var stem = name, ext = ""
+        if let dot = name.lastIndex(of: "."), dot != name.startIndex {
+            stem = String(name[..<dot])
+            ext = String(name[dot...])
+        }
+        return stem + marker + "case" + ext
+    }
+
     public static func copyPath(for path: String, loser: FileRecord, winner: FileRecord) -> String {
         let slash = path.lastIndex(of: "/")
         let dir = slash.map { String(path[...$0]) } ?? ""

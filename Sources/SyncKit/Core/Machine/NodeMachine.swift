@@ -688,6 +688,10 @@ public struct NodeMachine: Sendable {
         let decided = engine.jobFinished(job, outcome: outcome)
         if outcome == .localChanged { pendingScan.insert(job.path) }
         if let copy = job.conflictCopyPath, case .applied = outcome { pendingScan.insert(copy) }
+        // Applied, but the disk does not hold it under its name (removed right after it landed,
+        // or written under its case-conflict name on a case-insensitive file system): look
+        // again, so that the path's absence becomes a change of this node's at once.
+        if case .applied(let r) = outcome, r.inode == 0, !r.deleted { pendingScan.insert(job.path) }
         absorb(decided)
         armDebounce()
     }

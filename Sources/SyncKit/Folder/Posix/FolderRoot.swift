@@ -28,6 +28,13 @@ public final class FolderRoot: Sendable {
     let reserved: [[UInt8]]
     /// False to use the component walk even where openat2 exists (tests of the fallback).
     let useOpenat2: Bool
+    /// The folder's file system finds names regardless of case (FAT, exFAT, ext4 with
+    /// casefold): probed once at start. Then every lookup checks the exact name (`resolve`).
+    public let caseInsensitive: Bool
+    /// The file system keeps permission bits (FAT does not: every file reads as one fixed
+    /// mode and chmod fails). Without them, pulls do not set modes and scans keep the modes the
+    /// index knows, so a fixed disk mode never travels to the other nodes as an edit.
+    public let keepsPermissions: Bool
 
     /// Opens the folder at `path` (which must be a real directory). `reserved` names relative
     /// paths that are never touched, besides `.synckit`.
@@ -38,6 +45,25 @@ public final class FolderRoot: Sendable {
         self.path = path
         self.reserved = ([PathSafety.stateDirectory] + reserved).map { Array($0.utf8) }
         self.useOpenat2 = useOpenat2
+        (caseInsensitive, keepsPermissions) = Self.probe(fd)
+    }
+
+    /// Creates a probe file with a mixed-case name in the root (a temp name, never synced):
+    /// found by its lower-case name means the file system ignores case; a
+    /// chmod that fails or does not stick means it keeps no permissions. (false, true) when the
+    /// folder cannot be written (nothing will be written then either).
+    static func probe(_ fd: Int32) -> (caseInsensitive: Bool, keepsPermissions: Bool) {
+        let name = ".SyncKit-Case-Probe-\(getpid())" + PathSafety.tempSuffix
+        let probe = name.withCString { openat(fd, $0, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600) }
+        guard probe >= 0 else { return (false, true) }
+        defer { _ = name.withCString { unlinkat(fd, $0, 0) } }
+        var a = Glibc.stat(), b = Glibc.stat()
+        let permissions = fchmod(probe, 0o640) == 0 && Glibc.fstat(probe, &a) == 0 && a.st_mode & 0o777 == 0o640
+        close(probe)
+        guard fstatat(fd, name, &a, AT_SYMLINK_NOFOLLOW) == 0 else { return (false, permissions) }
+        // (Not by inode: FUSE file systems may number one file differently per lookup. The
+        // probe's name is ours and unique, so its lower-case twin exists only as itself.)
+        return (fstatat(fd, name.lowercased(), &b, AT_SYMLINK_NOFOLLOW) == 0, permissions)
     }
 
     deinit { close(fd) }
@@ -122,6 +148,11 @@ public final class FolderRoot: Sendable {
     /// not exist (and `create` is off).
     public func entry(_ path: RelativePath, create: Bool = false) throws -> FolderEntry? {
         try checkReserved(path.string)
+        // Names the disk may spell differently from the wire: a non-ASCII name (NFD on disk,
+        // NFC on the wire) or any name on a case-insensitive file system.
+        if caseInsensitive || !path.string.utf8.allSatisfy({ $0 < 0x80 }) {
+            return try resolve(path, create: create)
+        }
         let (parent, name) = path.split
         let dir = try create ? parent.map(makeDirectories) ?? duplicate(fd) : openDirectory(parent)
         guard let dir else { return nil }
@@ -131,6 +162,101 @@ public final class FolderRoot: Sendable {
     /// `entry(_:create:)` for a path that is checked here.
     public func entry(_ path: String, create: Bool = false) throws -> FolderEntry? {
         try entry(RelativePath(path), create: create)
+    }
+
+    /// How a wire name is spelled in one directory on disk.
+    enum DiskName {
+        /// Nothing of that name (nor an equivalent one) is there.
+        case missing
+        /// The entry's name on disk: the same bytes, or the same name in another Unicode
+        /// normalization form.
+        case found(String)
+        /// Only an entry whose name differs in case is there (a case-insensitive file system
+        /// would open it for this name): a clash, never the same file.
+        case clash(String)
+    }
+
+    /// The disk's spelling of the wire name `name` in the directory open at `dir`.
+    func diskName(_ dir: Int32, _ name: String) throws -> DiskName {
+        var st = Glibc.stat()
+        let exists = fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0
+        if exists && !caseInsensitive { return .found(name) }
+        let ascii = name.utf8.allSatisfy { $0 < 0x80 }
+        if !exists && ascii { return .missing }
+        // Read the directory: exact bytes first, then the same name in NFC.
+        var equivalent: String?
+        var variant: String?
+        for entry in try Self.list(dir) {
+            guard let disk = String(validating: entry.name, as: UTF8.self) else { continue }
+            if entry.name.elementsEqual(name.utf8) { return .found(disk) }
+            if equivalent == nil, !ascii || !disk.utf8.allSatisfy({ $0 < 0x80 }), disk.precomposedStringWithCanonicalMapping.utf8.elementsEqual(name.utf8) {
+                equivalent = disk
+            } else if variant == nil, exists, disk.lowercased() == name.lowercased() {
+                variant = disk
+            }
+        }
+        if let equivalent { return .found(equivalent) }
+        if let variant { return .clash(variant) }
+        return exists ? .found(name) : .missing
+    }
+
+    /// `entry` by one component at a time, each looked up by its disk spelling (`diskName`),
+    /// never following a link. A component that clashes in case with another entry is not that
+    /// entry: a lookup finds nothing, and with `create` the path is relocated to the
+    /// component's case-conflict name (`ConflictNaming.caseClashName`), which the entry reports
+    /// in `relocatedPath`.
+    func resolve(_ path: RelativePath, create: Bool) throws -> FolderEntry? {
+        let components = path.components
+        var dir = try duplicate(fd)
+        var written = [String]()
+        var relocated = false
+        for (i, wire) in components.enumerated() {
+            var component = wire
+            var disk: String
+            // A clash: the case-conflict name instead, until one is free or is ours.
+            while true {
+                switch try diskName(dir, component) {
+                case .missing: disk = component
+                case .found(let d): disk = d
+                case .clash:
+                    guard create else {
+                        close(dir)
+                        return nil
+                    }
+                    component = ConflictNaming.caseClashName(component)
+                    relocated = true
+                    continue
+                }
+                break
+            }
+            written.append(component)
+            if i == components.count - 1 {
+                let entry = FolderEntry(directory: dir, name: disk, path: path.string)
+                if relocated { entry.relocatedPath = written.joined(separator: "/") }
+                return entry
+            }
+            var next = disk.withCString { openat(dir, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+            if next < 0 && errno == ENOENT && create {
+                if disk.withCString({ mkdirat(dir, $0, 0o755) }) != 0 && errno != EEXIST {
+                    let code = errno
+                    close(dir)
+                    throw SyncError(.io, "cannot create a parent of \(path): \(FileOps.errorText(code))")
+                }
+                next = disk.withCString { openat(dir, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+            }
+            let code = errno
+            close(dir)
+            guard next >= 0 else {
+                if code == ENOENT { return nil }
+                if code == ELOOP || code == ENOTDIR {
+                    throw SyncError(.unsafePath, "\(path) is not below real directories of the folder (a symlink or a file); refusing to go through it")
+                }
+                throw SyncError(.io, "cannot open a parent of \(path): \(FileOps.errorText(code))")
+            }
+            dir = next
+        }
+        close(dir)
+        return nil
     }
 
     private func checkReserved(_ relative: String) throws {
@@ -161,7 +287,8 @@ public final class FolderRoot: Sendable {
     public func openForReading(_ path: String) throws -> Int32 {
         let p = try RelativePath(path)
         try checkReserved(p.string)
-        if useOpenat2 {
+        // (A name the disk may spell otherwise is looked up by `entry`, below.)
+        if useOpenat2 && !caseInsensitive && p.string.utf8.allSatisfy({ $0 < 0x80 }) {
             let fd = p.string.withCString { synckit_openat2_beneath(self.fd, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0) }
             guard fd >= 0 else { throw SyncError(.io, "cannot open \(path): \(FileOps.errorText())") }
             return try FolderEntry.regularFile(fd, path)
@@ -215,6 +342,10 @@ public final class FolderEntry: @unchecked Sendable {
     public let name: String
     /// The relative path, for messages.
     public let path: String
+    /// Set when the path clashed in case with another entry on a case-insensitive file system
+    /// and the entry is the case-conflict name instead (`FolderRoot.resolve`): the folder-relative
+    /// path actually written.
+    public var relocatedPath: String?
 
     init(directory: Int32, name: String, path: String) {
         self.directory = directory
