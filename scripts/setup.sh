@@ -3,7 +3,9 @@
 # already there. Needs root (or sudo) for apt-get; the Swift 6 toolchain must be on PATH.
 set -euo pipefail
 
-need=(libsqlite3-dev libsystemd-dev liblz4-dev pkgconf tcpdump)
+# dosfstools and fusefat: the test of a folder on a real FAT file system (case-insensitive
+# names), mounted through FUSE since kernels in containers often lack the vfat module.
+need=(libsqlite3-dev libsystemd-dev liblz4-dev pkgconf tcpdump dosfstools fusefat)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
