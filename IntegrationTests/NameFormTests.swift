@@ -90,15 +90,18 @@ extension Integration {
             }
         }
 
-        /// A folder on a real FAT file system (an image made and mounted here, through FUSE:
-        /// kernels in containers often lack the vfat module). Needs root, mkfs.vfat and fusefat
-        /// (scripts/setup.sh installs them); without root the test says why and stops.
+        /// A folder on a real FAT file system: an image made here, loop-mounted by the kernel's
+        /// vfat driver where there is one, else through FUSE (fusefat; kernels in containers and
+        /// small VMs often lack the vfat module). Needs root, mkfs.vfat and fusefat
+        /// (scripts/setup.sh installs them); without them the test is skipped and says why.
         final class FATMount {
             let image: String
             let mountPoint: String
             /// fusefat in the foreground (`-f`): the mount lasts while it runs, and a daemonized
             /// FUSE process would outlive a test that failed.
             var daemon: Process?
+            /// Mounted by the kernel (`mount -o loop`) rather than by fusefat.
+            var loop = false
 
             init(at mountPoint: String) throws {
                 self.mountPoint = mountPoint
@@ -106,6 +109,10 @@ extension Integration {
                 try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
                 try Self.run("/usr/bin/truncate", ["-s", "64M", image])
                 try Self.run("/usr/sbin/mkfs.vfat", [image])
+                if (try? Self.run("/usr/bin/mount", ["-t", "vfat", "-o", "loop", image, mountPoint])) != nil {
+                    loop = true
+                    return
+                }
                 let p = Process()
                 p.executableURL = URL(fileURLWithPath: "/usr/bin/fusefat")
                 p.arguments = ["-f", "-o", "rw+", image, mountPoint]
@@ -123,7 +130,7 @@ extension Integration {
                 throw SyncError(.io, "fusefat did not mount \(image)")
             }
 
-            var mounted: Bool { daemon?.isRunning == true }
+            var mounted: Bool { loop || daemon?.isRunning == true }
 
             static func run(_ tool: String, _ args: [String]) throws {
                 let p = Process()
@@ -137,6 +144,11 @@ extension Integration {
             }
 
             func unmount() {
+                if loop {
+                    loop = false
+                    try? Self.run("/usr/bin/umount", [mountPoint])
+                    try? FileManager.default.removeItem(atPath: image)
+                }
                 guard let daemon else { return }
                 self.daemon = nil
                 try? Self.run("/bin/fusermount", ["-u", mountPoint])

@@ -166,3 +166,41 @@ extension Integration.VersioningTests {
         }
     }
 }
+
+extension Integration.VersioningTests {
+    /// Local changes leave versions too (unlike Syncthing): an editor's save (a new file renamed
+    /// over the old) and a delete on the node itself are kept there, by that node; an edit
+    /// written into the same inode is not (its old bytes are gone; documented).
+    @Test func localEditsAndDeletesAreKeptOnTheNodeThatMadeThem() async throws {
+        try await withTestCluster(nodes: 2, seed: { c in
+            c.configure = Self.versioned(.init(kind: .simple, keep: 10))
+            c.write(0, "essay.txt", "first draft")
+        }) { c in
+            try await c.waitUntilConverged()
+            let me = c.node(0).id.short
+            // An editor's save: write beside, rename over.
+            c.write(0, ".essay.txt.swp", "second draft")
+            c.move(0, ".essay.txt.swp", "essay.txt")
+            try await c.waitUntilConverged { _ in c.read(1, "essay.txt") == Array("second draft".utf8) }
+            let store = try #require(c.node(0).versions)
+            var kept = store.list("essay.txt")
+            #expect(kept.count == 1, "\(kept)")
+            #expect(kept.first?.reason == "edited")
+            #expect(kept.first?.by == me)
+            #expect(kept.first.flatMap { FileManager.default.contents(atPath: $0.file) } == Data("first draft".utf8))
+            // A delete on the node itself.
+            c.remove(0, "essay.txt")
+            try await c.waitUntilConverged { $0["essay.txt"] == nil }
+            kept = store.list("essay.txt")
+            #expect(kept.first?.reason == "deleted")
+            #expect(kept.first?.by == me)
+            #expect(kept.first.flatMap { FileManager.default.contents(atPath: $0.file) } == Data("second draft".utf8))
+            // And it comes back from there to every node.
+            _ = try await c.node(0).restoreVersion(path: "essay.txt", at: nil)
+            try await c.waitUntilConverged { _ in c.read(1, "essay.txt") == Array("second draft".utf8) }
+            // Node 1 kept the pulled changes as "replaced" and "deleted" by node 0.
+            let other = try #require(c.node(1).versions).list("essay.txt").map(\.reason)
+            #expect(other.contains("replaced") && other.contains("deleted"), "\(other)")
+        }
+    }
+}

@@ -21,12 +21,13 @@ public final class PosixFolder: LocalFolder {
         let root = try FolderRoot(path: path, reserved: reserved)
         self.root = root
         self.logger = logger
-        var scanner = Scanner(root: root, me: me, logger: logger)
-        scanner.fixedBlocks = fixedBlocks
-        self.scanner = scanner
-        let intentLogger = logger
         let versions = versioning.isOn ? VersionStore(stateDirectory: stateDirectory, policy: versioning, logger: logger) : nil
         self.versions = versions
+        var scanner = Scanner(root: root, me: me, logger: logger)
+        scanner.fixedBlocks = fixedBlocks
+        scanner.versions = versions
+        self.scanner = scanner
+        let intentLogger = logger
         var puller = Puller(
             root: root, logger: logger, window: blockWindow, committer: GroupCommitter(), journalDirectory: stateDirectory,
             intents: GroupCommit(label: "synckit.intents") { records in
@@ -48,6 +49,7 @@ public final class PosixFolder: LocalFolder {
         logger = other.logger
         var scanner = Scanner(root: root, me: other.scanner.me, logger: other.logger)
         scanner.fixedBlocks = other.scanner.fixedBlocks
+        scanner.versions = other.versions
         self.scanner = scanner
         var puller = Puller(root: root, logger: other.logger, window: other.puller.window, committer: other.puller.committer,
                             journalDirectory: other.puller.journalDirectory, intents: other.puller.intents)

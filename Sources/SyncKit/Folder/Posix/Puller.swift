@@ -145,7 +145,10 @@ struct Puller: Sendable {
                 guard try localMatches(job.expectedLocal, at: entry) else { return (.localChanged, stats) }
                 try await recordIntent(job)
                 let isDirectory = try entry.stat()?.kind == .directory
-                if !isDirectory { try keepVersion(entry, job, reason: .deleted, removing: true) }
+                if !isDirectory {
+                    try keepVersion(entry, job, reason: .deleted, removing: true)
+                    versions?.pulledDelete(path: job.path)
+                }
                 if !entry.remove(directory: isDirectory) {
                     if errno == ENOENT { return (.applied(job.target), stats) }
                     // A directory that still holds entries that are not synced (ignored here, or
@@ -228,6 +231,7 @@ struct Puller: Sendable {
         guard entry.rename(temp, to: entry.name) else {
             throw SyncError(.io, "cannot move \(job.path) into place: \(FileOps.errorText())")
         }
+        if job.target.kind == .file, entry.relocatedPath == nil { versions?.pulled(entry, path: job.path) }
         // An error here is not the writer's to handle: the file is in place and its data is
         // durable; at worst a crash now brings back the old name, which the next scan sees.
         _ = await committer.makeDurable(.directory(entry.directory))

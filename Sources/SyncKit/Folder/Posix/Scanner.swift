@@ -30,6 +30,9 @@ public struct Scanner: Sendable {
     /// Also compute each file's Syncthing block list (`FixedBlocks`), in the same read: on for
     /// a node that speaks BEP.
     public var fixedBlocks = false
+    /// With versioning on: the scan keeps each file's shadow, so local edits and deletes leave
+    /// versions (`VersionStore`).
+    var versions: VersionStore?
     /// Names already reported as not syncable (logged once, not at every rescan).
     let reported = Locked<Set<String>>([])
 
@@ -52,6 +55,7 @@ public struct Scanner: Sendable {
         }
         for (path, r) in known where !r.deleted && !seen.contains(path) && !ignore.isIgnored(path, isDirectory: r.kind == .directory) {
             out.append(.init(path: path, record: nil))
+            versions?.observedGone(path: path, known: r, me: me.short)
         }
         return out
     }
@@ -82,6 +86,7 @@ public struct Scanner: Sendable {
                 for (p, r) in known where !r.deleted && (p == path || p.hasPrefix(prefix)) && !seen.contains(p) {
                     seen.insert(p)
                     out.append(.init(path: p, record: nil))
+                    versions?.observedGone(path: p, known: r, me: me.short)
                 }
                 continue
             }
@@ -100,6 +105,7 @@ public struct Scanner: Sendable {
                 let prefix = path + "/"
                 for (p, r) in known where !r.deleted && p.hasPrefix(prefix) && !found.contains(p) && !ignore.isIgnored(p, isDirectory: r.kind == .directory) {
                     out.append(.init(path: p, record: nil))
+                    versions?.observedGone(path: p, known: r, me: me.short)
                 }
                 seen.formUnion(found)
             }
@@ -200,6 +206,7 @@ public struct Scanner: Sendable {
                !fixedBlocks || known.syncthingBlocks != nil {
                 r.blocks = known.blocks
                 r.fixedBlocks = known.fixedBlocks
+                versions?.observedLocal(dir, name, path: path, st, known: known, me: me.short)
                 return (r, false)
             }
             do {
@@ -219,6 +226,7 @@ public struct Scanner: Sendable {
                 r.blocks = blocks
                 // Kept only when the chunks are not already of that shape (small files).
                 if wantFixed && fixed != blocks { r.fixedBlocks = fixed }
+                versions?.observedLocal(dir, name, path: path, st, known: known, me: me.short)
                 return (r, true)
             } catch {
                 logger.warning("cannot read file", metadata: ["sync.path": "\(path)", "error": "\(error)"])

@@ -21,8 +21,17 @@ import Logging
 /// What is covered: every file content a sync (a pull) replaces, deletes or turns into a
 /// directory or link, and the content a restore replaces. Local edits are covered when the
 /// editor replaced the file (write a new file, rename it over; most editors save so) or the
-/// user deleted it, and only while the node holds a second name of it (`Shadows`); an edit
-/// written in place into the same inode leaves nothing to keep.
+/// user deleted it, and only while the node holds a second name of it (the shadow, below); an
+/// edit written in place into the same inode leaves nothing to keep.
+///
+/// Shadows: with versioning on, the node keeps a second name of every synced regular file in
+/// `<state>/shadow/<path>` (a hard link: no bytes). When a scan finds that the file at a path is
+/// another inode than its shadow (an editor saved by writing a new file and renaming it over)
+/// or that the file is gone (deleted, or moved out of the folder), the shadow still holds the
+/// content the index knew, and becomes a version (`edited` or `deleted`, by this node). Pulls
+/// move the shadow along with what they write, so only local changes are caught this way.
+/// Where hard links between the folder and the state directory fail (another file system, or
+/// FAT), there are no shadows and local changes are not covered.
 public final class VersionStore: Sendable {
     /// One kept version.
     public struct Version: Sendable, Codable, Equatable {
@@ -47,6 +56,10 @@ public final class VersionStore: Sendable {
 
     /// `<state>/versions`.
     public let directory: String
+    /// `<state>/shadow`: second names of the folder's files (see the type's comment).
+    public let shadowDirectory: String
+    /// Cleared at the first hard link that fails: the file systems do not allow shadows.
+    private let shadowsWork = Locked(true)
     public let policy: VersioningPolicy
     let logger: Logger
     /// Every kept version by path; loaded from the tree on first use.
@@ -54,6 +67,7 @@ public final class VersionStore: Sendable {
 
     public init(stateDirectory: String, policy: VersioningPolicy, logger: Logger) {
         directory = stateDirectory + "/versions"
+        shadowDirectory = stateDirectory + "/shadow"
         self.policy = policy
         self.logger = logger
     }
@@ -228,6 +242,89 @@ public final class VersionStore: Sendable {
         }
     }
 
+    // MARK: shadows (local edits)
+
+    private func shadow(_ path: String) -> String { shadowDirectory + "/" + path }
+
+    /// Makes `shadow(path)` a second name of `name` in the directory open at `dir` (replacing an
+    /// older shadow atomically: linked under a temp name, renamed over).
+    private func link(_ dir: Int32, _ name: String, shadow target: String) {
+        guard shadowsWork.withLock({ $0 }) else { return }
+        let parent = (target as NSString).deletingLastPathComponent
+        try? FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+        let temp = target + ".new"
+        unlink(temp)
+        guard name.withCString({ linkat(dir, $0, AT_FDCWD, temp, 0) }) == 0 else {
+            if errno == EXDEV || errno == EPERM || errno == ENOTSUP || errno == EMLINK {
+                shadowsWork.withLock { $0 = false }
+                logger.notice("no hard links between the folder and the state directory: versions of local edits are not kept (those of synced changes are)", metadata: ["error": "\(FileOps.errorText())"])
+            }
+            return
+        }
+        rename(temp, target)
+    }
+
+    /// Called by the scanner for every regular file it finds (`name` in the directory open at
+    /// `dir`, with its stat) and the record the index knew: a shadow of another inode that is
+    /// still the content the index knew becomes an `edited` version; then the shadow follows
+    /// the file.
+    func observedLocal(_ dir: Int32, _ name: String, path: String, _ st: FileOps.Stat, known: FileRecord?, me: String) {
+        let target = shadow(path)
+        if let old = try? FileOps.lstat(target) {
+            if old.inode == st.inode { return }
+            if let known, !known.deleted, known.kind == .file, old.size == known.size, old.mtimeNs == known.mtimeNs {
+                adopt(target, path: path, by: me, reason: .edited, st: old)
+            } else {
+                unlink(target)
+            }
+        }
+        link(dir, name, shadow: target)
+    }
+
+    /// Called by the scanner for a known file that is gone: its shadow, if it is still the
+    /// content the index knew, becomes a `deleted` version.
+    func observedGone(path: String, known: FileRecord, me: String) {
+        let target = shadow(path)
+        guard let old = try? FileOps.lstat(target) else { return }
+        if known.kind == .file, !known.deleted, old.size == known.size, old.mtimeNs == known.mtimeNs {
+            adopt(target, path: path, by: me, reason: .deleted, st: old)
+        } else {
+            unlink(target)
+        }
+    }
+
+    /// Called by the puller after it placed a file at `entry`: the shadow follows it (the
+    /// content it replaced was kept already, as a `replaced` version).
+    func pulled(_ entry: FolderEntry, path: String) {
+        link(entry.directory, entry.name, shadow: shadow(path))
+    }
+
+    /// Called by the puller after it deleted `path`.
+    func pulledDelete(path: String) {
+        unlink(shadow(path))
+    }
+
+    /// Moves the file at `file` (a shadow) into the versions as a version of `path`.
+    private func adopt(_ file: String, path: String, by: String, reason: Reason, st: FileOps.Stat) {
+        let dir = directory + "/" + path
+        guard (try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)) != nil else { return }
+        withCatalog { _ in }
+        let now = Date().timeIntervalSince1970
+        var time = (now * 1000).rounded() / 1000
+        var target = dir + "/" + Self.fileName(time: time, by: by, reason: reason)
+        while (try? FileOps.lstat(target)) != nil {
+            time += 0.001
+            target = dir + "/" + Self.fileName(time: time, by: by, reason: reason)
+        }
+        guard rename(file, target) == 0 else {
+            unlink(file)
+            return
+        }
+        let version = Version(path: path, time: time, by: by, reason: reason.rawValue, size: st.size, file: target, mtimeNs: st.mtimeNs)
+        withCatalog { $0[path, default: []].append(version) }
+        prune(path: path, now: now)
+    }
+
     // MARK: cleanup
 
     /// Applies the per-file rules to `path`, then the byte budget.
@@ -343,6 +440,8 @@ public final class VersionStore: Sendable {
             throw SyncError(.io, "cannot put \(version.path) back: \(message)")
         }
         _ = fsync(entry.directory)
+        // What it replaced is kept already: the shadow follows the restored file.
+        link(entry.directory, entry.name, shadow: shadow(version.path))
     }
 }
 
