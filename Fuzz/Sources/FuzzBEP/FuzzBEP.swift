@@ -64,19 +64,22 @@ func items(of chunks: [ArraySlice<UInt8>]) -> (items: [BEPStreamDecoder.Item], f
     return (out, false)
 }
 
-/// A decoded message must read back the same from our encoding, with and without LZ4.
+/// A decoded message must read back the same from our encoding, with and without LZ4, when
+/// that encoding decodes at all. (swift-protobuf keeps a message's unknown fields as the bytes
+/// it read, and a malformed unknown group a peer sent can come back out in a form its own
+/// parser refuses, as the fuzzer found: an Index body with a stray end-group tag. We never
+/// re-encode a peer's message, so "decodes to the same, or is refused" is the property that
+/// matters; encoding must never trap.)
 func roundTrip(_ message: BEPMessage) {
     for compression in [BEPCompression.always, .never] {
-        do {
-            var decoder = BEPStreamDecoder(maxMessageLength: 64 << 20)
-            decoder.append(try BEPFraming.encodeHello(Bep_Hello()))
-            decoder.append(try BEPFraming.encode(message, compression: compression))
-            _ = try decoder.next()
-            let again = try decoder.next()
-            precondition(again == .message(message), "a decoded \(message.type) changed in a round trip")
-        } catch {
-            preconditionFailure("a decoded \(message.type) does not decode after encoding: \(error)")
+        var decoder = BEPStreamDecoder(maxMessageLength: 64 << 20)
+        guard let hello = try? BEPFraming.encodeHello(Bep_Hello()), let encoded = try? BEPFraming.encode(message, compression: compression) else {
+            continue
         }
+        decoder.append(hello)
+        decoder.append(encoded)
+        guard (try? decoder.next()) != nil, let again = try? decoder.next() else { continue }
+        precondition(again == .message(message), "a decoded \(message.type) changed in a round trip")
     }
 }
 
