@@ -113,11 +113,14 @@ struct Versions: ParsableCommand {
         let base = (folder.absoluteDir as NSString).standardizingPath
         if p.hasPrefix("/") {
             p = (p as NSString).standardizingPath
+            if p == base { return "" }
             guard p.hasPrefix(base + "/") else { throw ValidationError("\(text) is not inside the folder \(base).") }
             p = String(p.dropFirst(base.count + 1))
         }
+        if p.hasPrefix("/") == false, p == "." || p == "./" { return "" }
         while p.hasSuffix("/") { p.removeLast() }
         while p.hasPrefix("./") { p.removeFirst(2) }
+        if p.isEmpty { return "" }
         p = p.precomposedStringWithCanonicalMapping
         if let problem = PathSafety.problem(with: p) { throw ValidationError("'\(text)' is not a path in the folder: \(problem).") }
         return p
@@ -144,7 +147,7 @@ struct Versions: ParsableCommand {
         @Flag(help: "Print JSON for scripts.") var json = false
 
         func run() throws {
-            let relative = try path.map { try Versions.relativePath($0, folder: folder) }
+            let relative = try path.map { try Versions.relativePath($0, folder: folder) }.flatMap { $0.isEmpty ? nil : $0 }
             let versions: [VersionStore.Version]
             if let answer = try Versions.ask(folder, "versions-list", .init(path: relative)) {
                 if let error = answer.error { throw ValidationError(error) }
@@ -229,11 +232,13 @@ func parseTime(_ text: String) -> Double? {
     if t.hasPrefix("@") { return Double(t.dropFirst()) }
     if let stamp = VersionStore.Version.parseStampText(t) { return stamp }
     var iso = t.replacingOccurrences(of: " ", with: "T")
+    // A time to the second means the whole second: a version replaced at .123 of it counts.
+    let wholeSecond = !iso.contains(".")
     if !(iso.hasSuffix("Z") || iso.range(of: #"[+-]\d\d:?\d\d$"#, options: .regularExpression) != nil) { iso += "Z" }
     for options: ISO8601DateFormatter.Options in [[.withInternetDateTime, .withFractionalSeconds], [.withInternetDateTime]] {
         let f = ISO8601DateFormatter()
         f.formatOptions = options
-        if let d = f.date(from: iso) { return d.timeIntervalSince1970 }
+        if let d = f.date(from: iso) { return d.timeIntervalSince1970 + (wholeSecond ? 0.999 : 0) }
     }
     return nil
 }

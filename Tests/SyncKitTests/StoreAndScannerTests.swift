@@ -97,6 +97,31 @@ extension IndexStoreTests {
         FileManager.default.createFile(atPath: full, contents: Data(bytes))
     }
 
+    /// Names in another Unicode form: an NFD name is recorded in NFC and found again by its
+    /// disk spelling; of an NFC/NFD pair in one directory only the NFC file is observed; a name
+    /// whose NFC is another, plain-ASCII name (the Kelvin sign) is not synced.
+    @Test func namesInOtherUnicodeFormsAreRecordedInNFC() throws {
+        let root = makeTempDirectory()
+        write(root, "d/e\u{301}.txt", [1])            // NFD alone
+        write(root, "twins/\u{E9}.txt", [1, 2])       // NFC...
+        write(root, "twins/e\u{301}.txt", [1, 2, 3])  // ...and its NFD twin
+        write(root, "\u{212A}.txt", [4])              // NFC: "K.txt"
+        let folder = try FolderRoot(path: root)
+        let scanner = Scanner(root: folder, me: TestIDs.a, logger: logger)
+        let obs = scanner.fullScan(known: [:])
+        let paths = obs.map { Array($0.path.utf8) }
+        #expect(paths.contains(Array("d/\u{E9}.txt".utf8)))
+        #expect(!paths.contains(Array("d/e\u{301}.txt".utf8)))
+        #expect(paths.filter { $0 == Array("twins/\u{E9}.txt".utf8) }.count == 1)
+        #expect(!paths.contains(Array("twins/e\u{301}.txt".utf8)))
+        #expect(obs.first { Array($0.path.utf8) == Array("twins/\u{E9}.txt".utf8) }?.record?.size == 2, "the NFC twin is the file")
+        #expect(!paths.contains(Array("K.txt".utf8)))
+        // The NFC path finds the NFD file on disk.
+        #expect(try folder.stat("d/\u{E9}.txt")?.size == 1)
+        let fd = try folder.openForReading("d/\u{E9}.txt")
+        close(fd)
+    }
+
     @Test func seesFilesDirectoriesAndSymlinksButNotStateOrIgnored() throws {
         let root = makeTempDirectory()
         write(root, "a.txt", [1, 2, 3])

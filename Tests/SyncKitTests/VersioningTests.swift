@@ -61,6 +61,8 @@ import Testing
         // 350 bytes: the oldest (time 1) goes, then 250 fit.
         #expect(p.overBudget(versions) == [1])
         #expect(VersioningPolicy(kind: .simple).overBudget(versions) == [])
+        // One version larger than the whole budget goes alone; the others stay.
+        #expect(p.overBudget([(1, 100), (2, 100), (3, 1000)]) == [2])
     }
 
     @Test func stampsRoundTrip() {

@@ -91,13 +91,14 @@ public struct VersioningPolicy: Sendable, Equatable {
         return remove
     }
 
-    /// Of all versions kept (time and size each), the indices to remove, oldest first, so that
-    /// the rest fit in `maxBytes`. Empty without a budget.
+    /// Of all versions kept (time and size each), the indices to remove so that the rest fit in
+    /// `maxBytes`: first any version larger than the whole budget (alone: one huge file must not
+    /// push out every other version), then the oldest first. Empty without a budget.
     public func overBudget(_ versions: [(time: Double, size: UInt64)]) -> [Int] {
         guard let maxBytes else { return [] }
-        var total = versions.reduce(UInt64(0)) { $0 + $1.size }
-        var out = [Int]()
-        for i in versions.indices.sorted(by: { versions[$0].time < versions[$1].time }) where total > maxBytes {
+        var out = versions.indices.filter { versions[$0].size > maxBytes }
+        var total = versions.indices.filter { versions[$0].size <= maxBytes }.reduce(UInt64(0)) { $0 + versions[$1].size }
+        for i in versions.indices.sorted(by: { versions[$0].time < versions[$1].time }) where total > maxBytes && versions[i].size <= maxBytes {
             out.append(i)
             total -= versions[i].size
         }

@@ -183,6 +183,12 @@ public final class FolderRoot: Sendable {
         if exists && !caseInsensitive { return .found(name) }
         let ascii = name.utf8.allSatisfy { $0 < 0x80 }
         if !exists && ascii { return .missing }
+        if !exists && !caseInsensitive {
+            // The usual other spelling is the NFD one (macOS): one more stat, no listing (a
+            // listing per missing name would make a first pull of many such names quadratic).
+            let nfd = name.decomposedStringWithCanonicalMapping
+            return fstatat(dir, nfd, &st, AT_SYMLINK_NOFOLLOW) == 0 ? .found(nfd) : .missing
+        }
         // Read the directory: exact bytes first, then the same name in NFC.
         var equivalent: String?
         var variant: String?
@@ -197,7 +203,9 @@ public final class FolderRoot: Sendable {
         }
         if let equivalent { return .found(equivalent) }
         if let variant { return .clash(variant) }
-        return exists ? .found(name) : .missing
+        // Found by the file system but under no listed name that is this one (a FAT short name
+        // such as REPORT~1.DOC, or its own case-folding rules): another entry, never this one.
+        return exists ? .clash(name) : .missing
     }
 
     /// `entry` by one component at a time, each looked up by its disk spelling (`diskName`),
@@ -215,7 +223,12 @@ public final class FolderRoot: Sendable {
             var disk: String
             // A clash: the case-conflict name instead, until one is free or is ours.
             while true {
-                switch try diskName(dir, component) {
+                let found: DiskName
+                do { found = try diskName(dir, component) } catch {
+                    close(dir)
+                    throw error
+                }
+                switch found {
                 case .missing: disk = component
                 case .found(let d): disk = d
                 case .clash:

@@ -133,16 +133,24 @@ public struct Scanner: Sendable {
                 names.append((name, name))
             } else {
                 hasNonASCII = true
-                names.append((name, name.precomposedStringWithCanonicalMapping))
+                let wire = name.precomposedStringWithCanonicalMapping
+                // A name whose NFC is plain ASCII (the Kelvin sign U+212A is "K") would be looked
+                // up by the ASCII fast path and never found: not synced, said so.
+                if wire.utf8.allSatisfy({ $0 < 0x80 }) {
+                    report(relative.isEmpty ? name : relative + "/" + name, "its Unicode NFC form \(wire.debugDescription) is another, plain-ASCII name; rename it")
+                    continue
+                }
+                names.append((name, wire))
             }
         }
         if hasNonASCII {
             // Two spellings of one NFC name: the one already in NFC is the file (the lookup
             // prefers exact bytes too); the other is not synced, and said so.
             var byWire = [String: String]()
+            // (Compared as bytes: Swift's == takes the two spellings for one string.)
             for n in names where byWire[n.wire] == nil || n.disk.utf8.elementsEqual(n.wire.utf8) { byWire[n.wire] = n.disk }
             names = names.filter { n in
-                guard byWire[n.wire] == n.disk else {
+                guard byWire[n.wire]?.utf8.elementsEqual(n.disk.utf8) == true else {
                     report(relative.isEmpty ? n.disk : relative + "/" + n.disk, "the same name as \(n.wire.debugDescription) in another Unicode form; only that one is synced")
                     return false
                 }

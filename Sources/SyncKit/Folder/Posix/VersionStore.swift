@@ -90,7 +90,8 @@ public final class VersionStore: Sendable {
     /// The time in a stamp, nil when it is not one.
     static func parseStamp(_ s: Substring) -> Double? {
         let b = Array(s.utf8)
-        guard b.count == 20, b[8] == UInt8(ascii: "T"), b[15] == UInt8(ascii: "."), b[19] == UInt8(ascii: "Z") else { return nil }
+        guard b.count == 20, b[8] == UInt8(ascii: "T"), b[15] == UInt8(ascii: "."), b[19] == UInt8(ascii: "Z"),
+              b.indices.allSatisfy({ [8, 15, 19].contains($0) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(b[$0]) }) else { return nil }
         func num(_ r: Range<Int>) -> Int32? { Int32(String(decoding: b[r], as: UTF8.self)) }
         guard let y = num(0..<4), let mo = num(4..<6), let d = num(6..<8), let h = num(9..<11), let mi = num(11..<13),
               let sec = num(13..<15), let ms = num(16..<19) else { return nil }
@@ -183,9 +184,11 @@ public final class VersionStore: Sendable {
             throw SyncError(.io, "cannot make the versions directory for \(path)", underlying: error)
         }
         // The catalog is read before the new name exists (else the walk would find it too).
-        withCatalog { _ in }
-        // A unique name: a second version within the same millisecond waits a millisecond.
-        var time = (now * 1000).rounded() / 1000
+        let newest = withCatalog { $0[path]?.map(\.time).max() }
+        // A unique name: a second version within the same millisecond waits a millisecond; and
+        // never older than the path's newest version (a clock stepped back must not make the
+        // rules prune the version just kept).
+        var time = max((now * 1000).rounded() / 1000, (newest ?? 0) + 0.001)
         var file = dir + "/" + Self.fileName(time: time, by: by, reason: reason)
         while (try? FileOps.lstat(file)) != nil {
             time += 0.001
@@ -252,7 +255,8 @@ public final class VersionStore: Sendable {
         guard shadowsWork.withLock({ $0 }) else { return }
         let parent = (target as NSString).deletingLastPathComponent
         try? FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
-        let temp = target + ".new"
+        // (A name no synced path can have: synced names never end in the temp suffix.)
+        let temp = target + PathSafety.tempSuffix
         unlink(temp)
         guard name.withCString({ linkat(dir, $0, AT_FDCWD, temp, 0) }) == 0 else {
             if errno == EXDEV || errno == EPERM || errno == ENOTSUP || errno == EMLINK {
@@ -308,9 +312,9 @@ public final class VersionStore: Sendable {
     private func adopt(_ file: String, path: String, by: String, reason: Reason, st: FileOps.Stat) {
         let dir = directory + "/" + path
         guard (try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)) != nil else { return }
-        withCatalog { _ in }
+        let newest = withCatalog { $0[path]?.map(\.time).max() }
         let now = Date().timeIntervalSince1970
-        var time = (now * 1000).rounded() / 1000
+        var time = max((now * 1000).rounded() / 1000, (newest ?? 0) + 0.001)
         var target = dir + "/" + Self.fileName(time: time, by: by, reason: reason)
         while (try? FileOps.lstat(target)) != nil {
             time += 0.001
@@ -339,9 +343,10 @@ public final class VersionStore: Sendable {
         enforceBudget()
     }
 
-    /// Removes the oldest versions until all fit in `maxBytes`.
-    private func enforceBudget() {
-        guard policy.maxBytes != nil else { return }
+    /// Removes the oldest versions until all fit in `maxBytes`; returns what went.
+    @discardableResult
+    private func enforceBudget() -> [Version] {
+        guard policy.maxBytes != nil else { return [] }
         let doomed: [Version] = withCatalog { all in
             let flat = all.values.flatMap { $0 }
             let over = Set(policy.overBudget(flat.map { ($0.time, $0.size) }).map { flat[$0].file })
@@ -353,13 +358,15 @@ public final class VersionStore: Sendable {
             return flat.filter { over.contains($0.file) }
         }
         delete(doomed)
+        return doomed
     }
 
     /// The whole cleanup at `now`: per-file rules (ages, counts, staggering) for every path,
     /// then the byte budget. Returns how many versions went and their bytes.
     @discardableResult
     public func cleanup(now: Double = Date().timeIntervalSince1970) -> (removed: Int, bytes: UInt64) {
-        let before = summary()
+        // Read the tree again: versions removed by hand must not count against the budget.
+        catalog.withLock { $0 = nil }
         let doomed: [Version] = withCatalog { all in
             var out = [Version]()
             for (path, versions) in all {
@@ -372,9 +379,9 @@ public final class VersionStore: Sendable {
             return out
         }
         delete(doomed)
-        enforceBudget()
-        let after = summary()
-        return (before.count - after.count, before.bytes - after.bytes)
+        let evicted = enforceBudget()
+        let gone = doomed + evicted
+        return (gone.count, gone.reduce(0) { $0 + $1.size })
     }
 
     /// Unlinks versions' files, and the directories they leave empty.
@@ -409,7 +416,7 @@ public final class VersionStore: Sendable {
         let source = open(version.file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard source >= 0 else { throw SyncError(.io, "cannot open the version \(version.file): \(FileOps.errorText())") }
         defer { close(source) }
-        let temp = "." + (entry.name.utf8.count > 200 ? String(entry.name.prefix(100)) : entry.name) + ".restore" + PathSafety.tempSuffix
+        let temp = Puller.tempName(forName: entry.name + ".restore")
         _ = entry.remove(name: temp)
         let st = try FileOps.fstat(source)
         let out = entry.open(O_WRONLY | O_CREAT | O_EXCL, mode: mode_t(st.mode & 0o777) | 0o600, name: temp)
