@@ -177,23 +177,7 @@ public final class VersionStore: Sendable {
         guard let st = try entry.stat(), st.kind == .file else {
             throw SyncError(.io, "cannot keep a version of \(path): it is not a regular file")
         }
-        let dir = directory + "/" + path
-        do {
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        } catch {
-            throw SyncError(.io, "cannot make the versions directory for \(path)", underlying: error)
-        }
-        // The catalog is read before the new name exists (else the walk would find it too).
-        let newest = withCatalog { $0[path]?.map(\.time).max() }
-        // A unique name: a second version within the same millisecond waits a millisecond; and
-        // never older than the path's newest version (a clock stepped back must not make the
-        // rules prune the version just kept).
-        var time = max((now * 1000).rounded() / 1000, (newest ?? 0) + 0.001)
-        var file = dir + "/" + Self.fileName(time: time, by: by, reason: reason)
-        while (try? FileOps.lstat(file)) != nil {
-            time += 0.001
-            file = dir + "/" + Self.fileName(time: time, by: by, reason: reason)
-        }
+        let (time, file) = try newVersionFile(path: path, by: by, reason: reason, now: now)
         var kept = entry.name.withCString { linkat(entry.directory, $0, AT_FDCWD, file, 0) } == 0
         if !kept && removing {
             // No second name possible: move it, since it is to go anyway.
@@ -203,11 +187,38 @@ public final class VersionStore: Sendable {
             try copy(entry, to: file, path: path)
         }
         let version = Version(path: path, time: time, by: by, reason: reason.rawValue, size: st.size, file: file, mtimeNs: st.mtimeNs)
-        withCatalog { all in
-            if !(all[path]?.contains { $0.file == file } ?? false) { all[path, default: []].append(version) }
-        }
-        prune(path: path, now: now)
+        record(version, now: now)
         return version
+    }
+
+    /// Makes the versions directory of `path` and picks the new version's time and file: a
+    /// second version within the same millisecond waits a millisecond, and none is older than
+    /// the path's newest (a clock stepped back must not make the rules prune the version just
+    /// kept).
+    private func newVersionFile(path: String, by: String, reason: Reason, now: Double) throws -> (time: Double, file: String) {
+        let dir = directory + "/" + path
+        do {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        } catch {
+            throw SyncError(.io, "cannot make the versions directory for \(path)", underlying: error)
+        }
+        // The catalog is read before the new name exists (else the walk would find it too).
+        let newest = withCatalog { $0[path]?.map(\.time).max() }
+        var time = max((now * 1000).rounded() / 1000, (newest ?? 0) + 0.001)
+        var file = dir + "/" + Self.fileName(time: time, by: by, reason: reason)
+        while (try? FileOps.lstat(file)) != nil {
+            time += 0.001
+            file = dir + "/" + Self.fileName(time: time, by: by, reason: reason)
+        }
+        return (time, file)
+    }
+
+    /// Adds a version just kept to the catalog, then applies the rules to its path.
+    private func record(_ version: Version, now: Double) {
+        withCatalog { all in
+            if !(all[version.path]?.contains { $0.file == version.file } ?? false) { all[version.path, default: []].append(version) }
+        }
+        prune(path: version.path, now: now)
     }
 
     /// Copies the file at `entry` to `file` with its modification time and permission bits.
@@ -253,12 +264,17 @@ public final class VersionStore: Sendable {
     /// older shadow atomically: linked under a temp name, renamed over).
     private func link(_ dir: Int32, _ name: String, shadow target: String) {
         guard shadowsWork.withLock({ $0 }) else { return }
-        let parent = (target as NSString).deletingLastPathComponent
-        try? FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
         // (A name no synced path can have: synced names never end in the temp suffix.)
         let temp = target + PathSafety.tempSuffix
         unlink(temp)
-        guard name.withCString({ linkat(dir, $0, AT_FDCWD, temp, 0) }) == 0 else {
+        var linked = name.withCString { linkat(dir, $0, AT_FDCWD, temp, 0) } == 0
+        if !linked && errno == ENOENT {
+            // The shadow's directory is made only when the link finds it missing (a scan makes
+            // one shadow per file: a directory call for each was most of the first scan's cost).
+            try? FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            linked = name.withCString { linkat(dir, $0, AT_FDCWD, temp, 0) } == 0
+        }
+        guard linked else {
             if errno == EXDEV || errno == EPERM || errno == ENOTSUP || errno == EMLINK {
                 shadowsWork.withLock { $0 = false }
                 logger.notice("no hard links between the folder and the state directory: versions of local edits are not kept (those of synced changes are)", metadata: ["error": "\(FileOps.errorText())"])
@@ -310,23 +326,13 @@ public final class VersionStore: Sendable {
 
     /// Moves the file at `file` (a shadow) into the versions as a version of `path`.
     private func adopt(_ file: String, path: String, by: String, reason: Reason, st: FileOps.Stat) {
-        let dir = directory + "/" + path
-        guard (try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)) != nil else { return }
-        let newest = withCatalog { $0[path]?.map(\.time).max() }
         let now = Date().timeIntervalSince1970
-        var time = max((now * 1000).rounded() / 1000, (newest ?? 0) + 0.001)
-        var target = dir + "/" + Self.fileName(time: time, by: by, reason: reason)
-        while (try? FileOps.lstat(target)) != nil {
-            time += 0.001
-            target = dir + "/" + Self.fileName(time: time, by: by, reason: reason)
-        }
+        guard let (time, target) = try? newVersionFile(path: path, by: by, reason: reason, now: now) else { return }
         guard rename(file, target) == 0 else {
             unlink(file)
             return
         }
-        let version = Version(path: path, time: time, by: by, reason: reason.rawValue, size: st.size, file: target, mtimeNs: st.mtimeNs)
-        withCatalog { $0[path, default: []].append(version) }
-        prune(path: path, now: now)
+        record(Version(path: path, time: time, by: by, reason: reason.rawValue, size: st.size, file: target, mtimeNs: st.mtimeNs), now: now)
     }
 
     // MARK: cleanup
