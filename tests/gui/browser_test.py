@@ -347,6 +347,18 @@ def run(cluster: Cluster, br: Browser, big_mib: int) -> None:
     pct = br.js("return document.getElementById('folder-percent').textContent")
     log(f"folder state {br.d.find_element(By.ID, 'folder-state').text!r}, in sync {pct!r}")
     br.shot("01-connected")
+
+    # The folder's buttons: Pause turns the badge to "paused" (and the node says so), Resume
+    # turns it back; Rescan is accepted.
+    br.d.find_element(By.ID, "pause").click()
+    wait_for("the badge to say paused", lambda: br.js("return document.getElementById('folder-state').textContent.trim().toLowerCase()") == "paused", 10)
+    check(cluster.rest(n0, "/rest/status").get("paused") is True, "Pause reached the node (/rest/status paused)")
+    wait_for("the button to offer Resume", lambda: br.js("return document.getElementById('pause').textContent.trim()") == "Resume", 5)
+    br.d.find_element(By.ID, "pause").click()
+    wait_for("the badge to leave paused", lambda: br.js("return document.getElementById('folder-state').textContent.trim().toLowerCase()") != "paused", 10)
+    check(cluster.rest(n0, "/rest/status").get("paused") is False, "Resume reached the node")
+    br.d.find_element(By.ID, "rescan").click()
+    wait_for("the Rescan button back", lambda: br.js("const b = document.getElementById('rescan'); return !b.disabled && b.textContent === 'Rescan'"), 10)
     sev = br.severe()
     check(not sev, f"no SEVERE console entries after loading (got {sev})")
 
