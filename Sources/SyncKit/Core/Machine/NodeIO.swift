@@ -111,6 +111,8 @@ public enum NodeInput: Sendable {
     case jobFinished(PullJob, PullOutcome, PullStats)
     /// Rescan now (tests, `syncctl`).
     case rescanRequested
+    /// Stop pulling (true) or pull again (false): the dashboard's and the API's pause.
+    case pause(Bool)
     /// Stop: say goodbye to every peer, write the index.
     case stop
 }

@@ -89,6 +89,11 @@ public struct NodeMachine: Sendable {
     private var sweepAt: Duration?
 
     public private(set) var inSync = false
+    /// Paused by the user (`NodeInput.pause`): no job starts until resumed. Scans go on, and
+    /// local changes are still recorded and offered to peers.
+    public private(set) var paused = false
+    /// A scan is running now (the dashboard's "scanning").
+    public var isScanning: Bool { scanning != nil }
     private var tempsCleaned = false
     /// Paths whose pull stopped half-way (their temp file is kept for a resume).
     private var interruptedPulls: Set<String> = []
@@ -158,6 +163,9 @@ public struct NodeMachine: Sendable {
             if let c = fetches.removeValue(forKey: fetch) { sessions[c]?.cancel(fetch) }
         case .jobFinished(let job, let outcome, let stats): jobFinished(job, outcome, stats)
         case .rescanRequested: requestFullScan()
+        case .pause(let on):
+            if paused != on { logger.notice(on ? "paused: pulling nothing until resumed" : "resumed: pulling again") }
+            paused = on
         case .stop: stop()
         }
         // The inputs of moving one block (a fetch asked for or cancelled, a block request or
@@ -165,7 +173,8 @@ public struct NodeMachine: Sendable {
         // in sync: they skip both checks, which on a folder of small files ran for every block,
         // twice per block on each side.
         if !input.isBlockTraffic {
-            if !stopping { schedule() }
+            // Paused, nothing new starts (jobs already running finish); resuming schedules.
+            if !stopping && !paused { schedule() }
             checkInSync()
         }
         return out
