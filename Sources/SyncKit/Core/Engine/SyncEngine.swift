@@ -578,6 +578,45 @@ public struct SyncEngine: Sendable {
     /// True when nothing is pending, running or waiting for a retry.
     public var isIdle: Bool { pending.isEmpty && running.isEmpty && failed.isEmpty }
 
+    /// What this node still has to bring to disk: paths waiting, running or failed, and their
+    /// bytes (the largest size any peer offers for a waiting path, the target's for a running
+    /// one). For the dashboard's "percent in sync"; one dictionary lookup per path and peer.
+    public func needSummary() -> (files: Int, bytes: UInt64) {
+        var paths = Set(pending.keys)
+        paths.formUnion(failed.keys)
+        var bytes: UInt64 = 0
+        for (path, job) in running {
+            paths.remove(path)
+            if !job.target.deleted { bytes += job.target.size }
+        }
+        for path in paths {
+            bytes += peers.values.compactMap { $0.records[path] }.filter { !$0.deleted }.map(\.size).max() ?? 0
+        }
+        return (paths.count + running.count, bytes)
+    }
+
+    /// What this node still has to pull that `peer` offers: waiting, running or failed paths
+    /// for which the peer holds a live version newer than (or concurrent with) ours. (What the
+    /// peer itself lacks cannot be told from here: a SyncKit peer does not send back the
+    /// records it pulled from us, so its own dashboard shows its need.)
+    public func neededFrom(peer: NodeID) -> (files: Int, bytes: UInt64) {
+        guard let index = peers[peer] else { return (0, 0) }
+        var paths = Set(pending.keys)
+        paths.formUnion(failed.keys)
+        paths.formUnion(running.keys)
+        var files = 0, bytes: UInt64 = 0
+        for path in paths {
+            guard let theirs = index.records[path], !theirs.deleted else { continue }
+            if let mine = local[path] {
+                let order = theirs.version.compare(to: mine.version)
+                if order == .equal || order == .older { continue }
+            }
+            files += 1
+            bytes += theirs.size
+        }
+        return (files, bytes)
+    }
+
     /// The node reports how a job ended.
     public mutating func jobFinished(_ job: PullJob, outcome: PullOutcome) -> Output {
         var out = Output()
