@@ -28,6 +28,8 @@ public struct SyncError: Error, CustomStringConvertible, Sendable {
         public static let transport = Code("transport")
         /// Invalid configuration given by the user.
         public static let configuration = Code("configuration")
+        /// What was asked for is not there (a file, a conflict copy, a version).
+        public static let notFound = Code("notFound")
     }
 
     public var code: Code

@@ -135,4 +135,35 @@ public enum ConflictNaming {
 
     /// True for names made by `copyPath`.
     public static func isConflictCopy(_ path: String) -> Bool { path.contains(marker) }
+
+    /// A conflict copy's path taken apart: the original it stands beside, the stamp (the
+    /// loser's modification time, `YYYYMMDD-HHMMSS`) and the short ID of the winner's node.
+    /// Nil for a path whose last component is not of `copyPath`'s form (a case-clash name
+    /// included: it has no original of its own to go back to).
+    public struct Parsed: Sendable, Equatable {
+        public var original: String
+        public var stamp: String
+        public var winner: String
+    }
+
+    public static func parse(_ path: String) -> Parsed? {
+        let slash = path.lastIndex(of: "/")
+        let dir = slash.map { String(path[...$0]) } ?? ""
+        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        guard let m = name.range(of: marker), m.lowerBound != name.startIndex else { return nil }
+        let stem = name[..<m.lowerBound]
+        let rest = name[m.upperBound...]
+        // The stamp and the short ID hold no dot: the extension starts at the first one.
+        let tagEnd = rest.firstIndex(of: ".") ?? rest.endIndex
+        let tag = rest[..<tagEnd]
+        let parts = tag.split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0].count == 8, parts[1].count == 6,
+              parts[0].allSatisfy(\.isASCIIDigit), parts[1].allSatisfy(\.isASCIIDigit), !parts[2].isEmpty else { return nil }
+        return Parsed(original: dir + stem + rest[tagEnd...], stamp: "\(parts[0])-\(parts[1])", winner: String(parts[2]))
+    }
+}
+
+extension Character {
+    /// 0 to 9 only (Character.isNumber takes every script's digits).
+    var isASCIIDigit: Bool { isASCII && isNumber }
 }
