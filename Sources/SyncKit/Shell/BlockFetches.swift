@@ -53,6 +53,7 @@ struct NodeBlockSource: BlockSource {
         while !Task.isCancelled {
             let (data, peer) = await node.requestBlock(block, offset: offset, of: target, excluding: tried)
             if let data, data.readableBytes == Int(block.size), data.withUnsafeReadableBytes({ Chunker.hash($0) }) == block.hash {
+                node.progress.add(target.path, bytes: UInt64(block.size))
                 return data
             }
             guard let peer else { return nil }

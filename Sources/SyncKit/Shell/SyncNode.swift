@@ -41,6 +41,11 @@ public actor SyncNode: Service {
     var fullScansStarted = 0
     var fullScansDone = 0
     var scanWaiters: [(target: Int, continuation: CheckedContinuation<Void, Never>)] = []
+    /// When the last full scan was taken in, and when the node was made (the dashboard's).
+    var lastFullScan: Date?
+    public nonisolated let startedAt = Date()
+    /// Bytes each running pull has received so far (the dashboard's progress bars).
+    let progress = TransferProgress()
 
     /// Opens the folder's state (identity, index) and checks it is safe to sync (see
     /// `StateDirectory`), with the folder on disk (`PosixFolder`).
@@ -199,7 +204,10 @@ public actor SyncNode: Service {
         for input in batch {
             var queue = [input], i = 0
             while i < queue.count {
-                if case .scanned(let result) = queue[i], result.request == .full { fullScansDone += 1 }
+                if case .scanned(let result) = queue[i], result.request == .full {
+                    fullScansDone += 1
+                    lastFullScan = Date()
+                }
                 for directive in machine.handle(queue[i], now: clock.now) {
                     if let more = perform(directive) { queue.append(more) }
                 }
@@ -335,6 +343,7 @@ public actor SyncNode: Service {
     private func startJob(_ job: PullJob, locals: [BlockHash: [BlockMap.Location]]) {
         let folder = self.folder
         let source = NodeBlockSource(node: self)
+        if job.operation == .writeFile { progress.begin(job.path, size: job.target.size) }
         jobs[job.path] = Task {
             let (outcome, stats) = await folder.apply(job, locals: locals, blocks: source)
             self.jobEnded(job, outcome, stats)
@@ -343,6 +352,7 @@ public actor SyncNode: Service {
 
     private func jobEnded(_ job: PullJob, _ outcome: PullOutcome, _ stats: PullStats) {
         jobs[job.path] = nil
+        progress.end(job.path)
         handle(.jobFinished(job, outcome, stats))
     }
 
