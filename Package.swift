@@ -145,7 +145,11 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
+            // The dashboard is one HTML file compiled into the binary (no files to ship beside
+            // it, nothing fetched at run time): `PackageResources.dashboard_html`.
+            resources: [.embedInCode("Dashboard/dashboard.html")],
             swiftSettings: strict
         ),
         // Whole-cluster simulations from seeds (see SyncKitTesting's SimulatedCluster), built in

@@ -32,6 +32,7 @@ public enum ConfigFile {
         "insecure-plaintext": true, "folder-id": false, "no-bep": true,
         "versioning": false, "versions-keep": false, "versions-max-age": false, "versions-cleanup-interval": false,
         "versions-max-size": false,
+        "gui-address": false, "no-gui": true, "gui-api-key": false, "gui-tls": true,
     ]
 
     /// The command line with the flags of the file named by `--config` (of `run` only) put

@@ -59,10 +59,18 @@ extension ControlServer {
         guard let request = try? JSONDecoder().decode(Versions.Request.self, from: argument) else {
             return .init(error: "a malformed request")
         }
+        return await Versions.answer(node: node, request: request, restore: command == "versions-restore", logger: logger)
+    }
+}
+
+extension Versions {
+    /// Lists the versions of `request.path` (all without one), or restores one: for the control
+    /// socket and the REST API alike.
+    static func answer(node: SyncNode, request: Request, restore: Bool, logger: Logger) async -> Answer {
         if let path = request.path, let problem = PathSafety.problem(with: path) {
             return .init(error: "'\(path)' is not a path in the folder: \(problem)")
         }
-        if command == "versions-list" {
+        if !restore {
             return .init(versions: node.versionsOnDisk.list(request.path))
         }
         guard let path = request.path else { return .init(error: "which file? Name a path to restore") }

@@ -171,6 +171,7 @@ struct Run: AsyncParsableCommand {
     @OptionGroup var folder: FolderOptions
     @OptionGroup var node: NodeOptions
     @OptionGroup var versioning: VersioningOptions
+    @OptionGroup var gui: GUIOptions
 
     @Option(help: ArgumentHelp("A YAML or JSON file with the same keys as these flags (e.g. `port: 22000`, `peer: [a:22000, b:22000]`); flags typed here win.", valueName: "path"))
     var config: String?
@@ -230,6 +231,7 @@ struct Run: AsyncParsableCommand {
         } else if !interfaces.isEmpty {
             throw ValidationError("--interface only applies to --discovery multicast.")
         }
+        try gui.validateGUI()
         if let metricsAddress, PeerEndpoint(parsing: metricsAddress) == nil {
             throw ValidationError("--metrics-address takes host:port, for example 127.0.0.1:9464, not '\(metricsAddress)'.")
         }
@@ -289,6 +291,17 @@ struct Run: AsyncParsableCommand {
             }
             if let versions = syncNode.versions {
                 services.append(.init(service: VersionCleanup(store: versions, logger: logger)))
+            }
+            if !gui.noGui, let endpoint = gui.endpoint {
+                let stateDirectory = config.resolvedStateDirectory
+                let key = try gui.guiApiKey ?? GUIKeys.loadOrCreate(stateDirectory)
+                let server = GUIServer(
+                    host: endpoint.host, port: endpoint.port, tls: gui.guiTls ? TLSSettings(identity: identity) : nil,
+                    api: RESTAPI(node: syncNode, logger: logger),
+                    security: GUISecurity(apiKey: key, loopbackOnly: GUISecurity.isLoopbackAddress(endpoint.host)),
+                    stateDirectory: stateDirectory, logger: logger)
+                // A GUI that could not bind ends alone: the node goes on.
+                services.append(.init(service: server, successTerminationBehavior: .ignore))
             }
             if let registry, let metricsAddress, let endpoint = PeerEndpoint(parsing: metricsAddress) {
                 services.append(.init(service: MetricsServer(host: endpoint.host, port: endpoint.port, registry: registry, logger: logger)))

@@ -36,7 +36,7 @@ struct SyncCtl: AsyncParsableCommand {
               syncctl versions list --dir ~/Shared   old versions kept (run with --versioning)
             """,
         version: "0.1.0",
-        subcommands: [Run.self, Status.self, Peers.self, Versions.self, Demo.self, ID.self],
+        subcommands: [Run.self, Status.self, Peers.self, Versions.self, GUIURL.self, Demo.self, ID.self],
         defaultSubcommand: nil
     )
 }
