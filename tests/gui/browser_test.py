@@ -499,11 +499,11 @@ def spec_notes(cluster: Cluster, n: Node, conflicts) -> None:
             notes.append(f"/rest/status has no '{k}'")
     for p in dump["/rest/peers"]:
         for k in ("nodeID", "shortID", "name", "address", "connected", "protocol", "bytesIn", "bytesOut", "rateIn", "rateOut",
-                  "caughtUp", "needFiles", "needBytes"):
+                  "caughtUp", "pullFiles", "pullBytes"):
             if k not in p:
                 notes.append(f"/rest/peers entry has no '{k}'")
     actions = {c.get("action") for c in dump["/rest/changes"]}
-    odd = actions - {"added", "modified", "deleted", "conflict", "restored"}
+    odd = actions - {"changed", "deleted", "conflict", "resolved", "restored"}
     if odd:
         notes.append(f"/rest/changes actions outside the documented set: {sorted(odd)}")
     for c in dump["/rest/changes"]:
