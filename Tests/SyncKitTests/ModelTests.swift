@@ -208,6 +208,22 @@ import SyncKitTesting
         #expect(ConflictNaming.copyPath(for: "Makefile", loser: loser, winner: winner) == "Makefile.sync-conflict-20251124-160000-\(TestIDs.c.short)")
         #expect(ConflictNaming.copyPath(for: ".bashrc", loser: loser, winner: winner) == ".bashrc.sync-conflict-20251124-160000-\(TestIDs.c.short)")
     }
+
+    /// The dashboard settles a conflict from the copy's name alone: every name `copyPath` makes
+    /// gives back its original, and names of other shapes give nothing.
+    @Test func aCopysNameGivesBackItsOriginal() {
+        var loser = fileRecord("x", [1], by: TestIDs.b)
+        loser.mtimeNs = 1_764_000_000 * 1_000_000_000
+        let winner = fileRecord("x", [2], by: TestIDs.c)
+        for original in ["docs/report.txt", "Makefile", ".bashrc", "a/b/c.tar.gz", "dir.d/name", "caf\u{E9} \u{2615}.txt"] {
+            let copy = ConflictNaming.copyPath(for: original, loser: loser, winner: winner)
+            #expect(ConflictNaming.parse(copy) == .init(original: original, stamp: "20251124-160000", winner: TestIDs.c.short), "\(copy)")
+        }
+        for notACopy in ["report.txt", "README.sync-conflict-case.txt", ".sync-conflict-20251124-160000-ABCDEFG.txt",
+                         "a.sync-conflict-2025112-160000-ABCDEFG.txt", "a.sync-conflict-20251124-160000-.txt", "a.sync-conflict-20251124-16000x-ABCDEFG"] {
+            #expect(ConflictNaming.parse(notACopy) == nil, "\(notACopy)")
+        }
+    }
 }
 
 /// Node IDs read and print as Syncthing's device IDs do (lib/protocol deviceid.go, luhn.go),
