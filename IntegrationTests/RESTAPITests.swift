@@ -385,5 +385,30 @@ extension Integration {
             #expect(try c.get(0, "/rest/health").status == 200)
             #expect((try c.get(0, "/rest/status").json as? [String: Any])?["name"] as? String == "n0")
         }
+
+        /// `--gui-tls`: the same API over HTTPS with the node's certificate (curl, as a person
+        /// scripting it would); plain HTTP to that port gets no answer.
+        @Test func theAPIOverHTTPSWithGuiTls() async throws {
+            let c = try await GUICluster(count: 2, extra: ["--gui-tls"])
+            defer { c.stop() }
+            let address = try String(contentsOfFile: c.cluster.folder(0) + "/.synckit/gui-address", encoding: .utf8)
+            #expect(address.hasPrefix("https://127.0.0.1:"))
+            func curl(_ args: [String]) throws -> String {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+                p.arguments = ["-s", "-k", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"] + args
+                let pipe = Pipe()
+                p.standardOutput = pipe
+                try p.run()
+                p.waitUntilExit()
+                return String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            }
+            let base = "https://127.0.0.1:\(c.guiPorts[0])"
+            #expect(try curl(["-H", "X-API-Key: \(c.keys[0])", base + "/rest/status"]) == "200")
+            #expect(try curl([base + "/rest/status"]) == "401")
+            #expect(try curl(["-H", "X-API-Key: \(c.keys[0])", "-H", "Origin: https://evil.example", base + "/rest/status"]) == "403")
+            #expect(try curl([base + "/"]) == "200")
+            #expect(try curl(["http://127.0.0.1:\(c.guiPorts[0])/rest/health"]) != "200")
+        }
     }
 }

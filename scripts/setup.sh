@@ -5,7 +5,8 @@ set -euo pipefail
 
 # dosfstools and fusefat: the test of a folder on a real FAT file system (case-insensitive
 # names), mounted through FUSE since kernels in containers often lack the vfat module.
-need=(libsqlite3-dev libsystemd-dev liblz4-dev pkgconf tcpdump dosfstools fusefat)
+# curl: the test of the dashboard over HTTPS (--gui-tls).
+need=(libsqlite3-dev libsystemd-dev liblz4-dev pkgconf tcpdump dosfstools fusefat curl)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
