@@ -275,11 +275,10 @@ actor EventHub {
             addChange(path: path, action: deleted ? "deleted" : "changed", origin: "local", by: node.id.short)
         case .pulled(let path, let operation):
             type = "pulled"; fields = ["path": path, "operation": "\(operation)"]
-            let by = await node.record(path)?.modifiedBy.short ?? ""
-            addChange(path: path, action: operation == .delete ? "deleted" : "changed", origin: "remote", by: by)
+            addChange(path: path, action: operation == .delete ? "deleted" : "changed", origin: "remote", by: nil)
         case .conflict(let path, let copyPath):
             type = "conflict"; fields = ["path": path, "copy": copyPath]
-            addChange(path: path, action: "conflict", origin: "remote", by: await node.record(path)?.modifiedBy.short ?? "")
+            addChange(path: path, action: "conflict", origin: "remote", by: nil)
         case .refused(let path, let peer, let reason):
             type = "refused"; fields = ["path": path, "peer": peer.description, "reason": reason]
         case .pullFailed(let path, let reason):
@@ -298,9 +297,10 @@ actor EventHub {
         for l in listeners.values { l.yield(item) }
     }
 
-    private func addChange(path: String, action: String, origin: String, by: String) {
-        let name = by == node.id.short ? node.name : names[by] ?? by
-        changes.append(Change(time: Date().timeIntervalSince1970, path: path, action: action, origin: origin, by: by, byName: name))
+    /// `by` nil: a pulled change, whose author the index tells (looked up when the list is
+    /// asked for, in one call for all: not one hop to the node per pulled file).
+    private func addChange(path: String, action: String, origin: String, by: String?) {
+        changes.append(Change(time: Date().timeIntervalSince1970, path: path, action: action, origin: origin, by: by ?? "", byName: ""))
         if changes.count > Self.keep { changes.removeFirst(changes.count - Self.keep) }
     }
 
@@ -317,7 +317,18 @@ actor EventHub {
         return touched
     }
 
-    func recentChanges() -> [Change] { changes.reversed() }
+    func recentChanges() async -> [Change] {
+        let unknown = Set(changes.filter { $0.by.isEmpty }.map(\.path))
+        let authors = unknown.isEmpty ? [:] : await node.authors(of: unknown)
+        for i in changes.indices where changes[i].by.isEmpty {
+            changes[i].by = authors[changes[i].path] ?? ""
+        }
+        for i in changes.indices where changes[i].byName.isEmpty && !changes[i].by.isEmpty {
+            let by = changes[i].by
+            changes[i].byName = by == node.id.short ? node.name : names[by] ?? by
+        }
+        return changes.reversed()
+    }
 
     func subscribe(since: Int?) -> (replay: [Item], stream: AsyncStream<Item>, token: Int) {
         let (stream, continuation) = AsyncStream<Item>.makeStream(bufferingPolicy: .bufferingNewest(1000))

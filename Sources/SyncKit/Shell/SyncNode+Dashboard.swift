@@ -214,6 +214,10 @@ extension SyncNode {
         }
     }
 
-    /// The record of one path in this node's index.
-    public func record(_ path: String) -> FileRecord? { machine.engine.local[path] }
+    /// The short ID of the node that made the version this node has of each path.
+    public func authors(of paths: Set<String>) -> [String: String] {
+        var out: [String: String] = [:]
+        for p in paths { if let r = machine.engine.local[p] { out[p] = r.modifiedBy.short } }
+        return out
+    }
 }
