@@ -126,9 +126,14 @@ for n in a b; do
 done
 A=$RUN_ID-a B=$RUN_ID-b
 on() { local c=$1; shift; docker exec "$c" "$@"; }
+# Asked too early (before PID 1 listens on its bus), systemctl fails at once instead of
+# waiting: ask again until systemd says it finished booting.
 for c in "$A" "$B"; do
-    state=$(timeout 90 docker exec "$c" systemctl is-system-running --wait 2>/dev/null || true)
-    [[ $state == running || $state == degraded ]] || fail "systemd in $c did not come up (state '$state')"
+    deadline=$(( $(date +%s) + 90 ))
+    until state=$(timeout 30 docker exec "$c" systemctl is-system-running --wait 2>/dev/null); [[ $state == running || $state == degraded ]]; do
+        (( $(date +%s) < deadline )) || fail "systemd in $c did not come up (state '$state')"
+        sleep 0.5
+    done
 done
 log "two systemd machines up after $(since "$START") s"
 
