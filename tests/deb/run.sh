@@ -8,7 +8,9 @@
 #   3. `man syncctl` shows the page (no groff warnings) with every subcommand, and the bash,
 #      zsh and fish completions are where those shells look (bash's one loads).
 #   4. The two services sync once each trusts the other's ID and lists it as a peer (files
-#      written on node-a appear on node-b and the other way), and `syncctl status` answers.
+#      written on node-a appear on node-b and the other way), and `syncctl status` answers;
+#      the dashboard answers on 127.0.0.1:8384 with the key `syncctl gui-url` prints, and not
+#      from the other machine.
 #   5. A SIGKILLed daemon is restarted by systemd (Restart=on-failure).
 #   6. The template unit runs a user's own folder: synckit@alice.
 #   7. Reinstalling restarts the service; `apt-get remove` stops it and keeps the data and the
@@ -215,6 +217,17 @@ wait_for "from-b.txt and the edit of from-a.txt reach node-a" 60 "$A" \
 log "PASS node-b -> node-a: a new file and an edit in $(since "$t") s"
 on "$A" syncctl status --dir /var/lib/synckit/Sync >/dev/null || fail "syncctl status --dir /var/lib/synckit/Sync"
 
+# ---- 4b: the dashboard, on loopback only (gui-address in the default config) ----
+url=$(on "$A" syncctl gui-url --dir /var/lib/synckit/Sync) || fail "syncctl gui-url"
+[[ $url == http://127.0.0.1:8384*#key=* ]] || fail "gui-url printed '$url'"
+key=$(on "$A" syncctl gui-url --dir /var/lib/synckit/Sync --key-only)
+on "$A" curl -fsS --max-time 5 http://127.0.0.1:8384/rest/health | grep -q ok || fail "GET /rest/health"
+on "$A" curl -fsS --max-time 5 -H "X-API-Key: $key" http://127.0.0.1:8384/rest/status >/dev/null || fail "GET /rest/status with the key"
+code=$(on "$A" curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://127.0.0.1:8384/rest/status || true)
+[[ $code == 401 ]] || fail "GET /rest/status without the key answered $code, not 401"
+! on "$B" curl -fsS --max-time 5 -o /dev/null http://node-a:8384/rest/health 2>/dev/null || fail "the dashboard answers from another machine"
+log "PASS dashboard at 127.0.0.1:8384 (gui-url, key required, not reachable from node-b)"
+
 # ---- 5: systemd restarts a daemon that dies ----
 pid=$(on "$A" systemctl show -p MainPID --value synckit)
 on "$A" systemctl kill -s SIGKILL synckit
@@ -228,13 +241,14 @@ log "PASS SIGKILL: systemd restarted the daemon, which synced again ($(since "$t
 # ---- 6: the template unit, for one user's folder ----
 on "$A" useradd -m alice
 on "$A" runuser -u alice -- sh -c 'h=/home/alice; mkdir -p $h/Sync $h/.config/synckit && : > $h/.config/synckit/trusted-ids && : > $h/.config/synckit/peers \
-    && printf "dir: $h/Sync\nport: 22001\ntrust-file: $h/.config/synckit/trusted-ids\npeers-file: $h/.config/synckit/peers\n" > $h/.config/synckit/config.yaml'
+    && printf "dir: $h/Sync\nport: 22001\ngui-address: 127.0.0.1:8385\ntrust-file: $h/.config/synckit/trusted-ids\npeers-file: $h/.config/synckit/peers\n" > $h/.config/synckit/config.yaml'
 on "$A" systemctl start synckit@alice
 sleep 2
 on "$A" systemctl is-active --quiet synckit@alice || fail "synckit@alice is not active"
 on "$A" test -d /home/alice/Sync/.synckit || fail "synckit@alice made no state in /home/alice/Sync/.synckit"
 [[ $(on "$A" sh -c 'ps -o user= -p "$(systemctl show -p MainPID --value synckit@alice)"') == alice ]] || fail "synckit@alice does not run as alice"
-log "PASS synckit@alice runs as alice on /home/alice/Sync"
+wait_for "synckit@alice's dashboard on 127.0.0.1:8385" 10 "$A" curl -fsS --max-time 2 http://127.0.0.1:8385/rest/health
+log "PASS synckit@alice runs as alice on /home/alice/Sync, dashboard on 127.0.0.1:8385"
 
 # ---- 7: upgrade (same version again), remove, purge ----
 pid=$(on "$A" systemctl show -p MainPID --value synckit)
