@@ -24,10 +24,10 @@ import sys
 
 
 def esc(text):
-    """Escapes prose for roff: backslashes, and the hyphens of anything that looks like an
-    option (--state-dir), so that the page shows minus signs one can copy into a shell."""
-    text = text.replace("\\", "\\e")
-    return re.sub(r"(?<![\w-])-[\w-]*", lambda m: m.group(0).replace("-", "\\-"), text)
+    """Escapes prose for roff: backslashes, and every hyphen as \\- so that options
+    (--state-dir) and commands (gui-url) come out as typed, copy into a shell, and are never
+    broken across lines at a hyphen."""
+    return text.replace("\\", "\\e").replace("-", "\\-")
 
 
 def line(text):
@@ -63,7 +63,10 @@ def prose(text):
                 flush_words()
                 pre.append(raw)
             else:
-                flush_pre()
+                if pre:
+                    # Text after an example starts a paragraph of its own.
+                    flush_pre()
+                    out.append(".PP")
                 words.append(raw)
         flush_words()
         flush_pre()
