@@ -556,6 +556,9 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     for old in OUT.glob("*.png"):
         old.unlink()
+    # A SIGTERM (a CI timeout) unwinds like Ctrl-C, so the finally below still stops the nodes
+    # and the browser this test started.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     work = Path(tempfile.mkdtemp(prefix="synckit-gui-"))
     log(f"syncctl {a.syncctl}; work dir {work}")
     cluster = Cluster(str(Path(a.syncctl).resolve()), work)
@@ -565,7 +568,7 @@ def main() -> int:
         br = Browser()
         run(cluster, br, a.big_mib)
         ok = True
-    except Exception as e:
+    except (Exception, KeyboardInterrupt) as e:
         log(f"FAILED: {type(e).__name__}: {e}")
         if br is not None:
             try:

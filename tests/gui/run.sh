@@ -30,6 +30,10 @@ if ((${#missing[@]})); then
     apt-get install -y -qq "${missing[@]}" >/dev/null
     PY=/usr/bin/python3
 fi
+# Where Debian has no python3-selenium package: from PyPI into the system python.
+if ! "$PY" -c 'import selenium' >/dev/null 2>&1; then
+    "$PY" -m pip install -q --break-system-packages selenium >&2
+fi
 
 if [[ -z "${SYNCCTL:-}" ]]; then
     bin=""
