@@ -431,6 +431,9 @@ def run(cluster: Cluster, br: Browser, big_mib: int) -> None:
     # ---- Stage 3: a conflict. notes.txt everywhere; node 2 stopped; edited on node 1 and on
     # node 2's folder; node 2 started again: its edit and node 1's are concurrent.
     base = b"shopping list\n- milk\n"
+    # Also a name full of markup: the page must show it as text, never run it.
+    evil = '<img src=x onerror="window.__xss=1">&amp;.txt'
+    (n1.folder / evil).write_bytes(b"<script>window.__xss=2</script>\n")
     (n1.folder / "notes.txt").write_bytes(base)
     for n in cluster.nodes:
         wait_for(f"notes.txt on {n.name}", lambda n=n: (n.folder / "notes.txt").exists()
@@ -501,6 +504,11 @@ def run(cluster: Cluster, br: Browser, big_mib: int) -> None:
     n_versions = len(br.d.find_elements(By.CSS_SELECTOR, "#versions .version"))
     log(f"versions listed on the page: {n_versions}")
     spec_notes(cluster, n0, conflict_seen)
+    wait_for("the markup-named file on node 0", lambda: (n0.folder / evil).exists(), 20)
+    wait_for("the markup-named file listed as text in #changes", lambda: br.js(
+        "return Array.from(document.querySelectorAll('#changes .change'), c => c.dataset.path).includes(arguments[0])", evil), 20)
+    check(br.js("return window.__xss === undefined && !document.querySelector('#changes img, #changes script')"),
+          "a file name with markup is shown as text (no element made from it, nothing run)")
     sev = br.severe()
     check(not sev, f"no SEVERE console entries in the whole run (got {sev})")
 
