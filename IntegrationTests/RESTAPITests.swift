@@ -203,6 +203,7 @@ extension Integration {
             #expect(status["percentInSync"] as? Double == 100)
             #expect(status["lastScan"] is Double)
             #expect((status["peers"] as? [[String: Any]])?.first?["name"] as? String == "n1")
+            #expect((status["peers"] as? [[String: Any]])?.first?["pullFiles"] as? Int == 0)
 
             let peers = try #require(try c.get(0, "/rest/peers").json as? [[String: Any]])
             #expect(peers.count == 1)
@@ -242,11 +243,13 @@ extension Integration {
             let size = 192 << 20
             FileManager.default.createFile(atPath: c.cluster.folder(0) + "/big.bin", contents: Data(bytes(size, seed: 192)))
             var seen: [(done: Int, size: Int)] = []
+            var percents: [Double] = []
             let deadline = ContinuousClock.now + .seconds(120)
             while ContinuousClock.now < deadline {
                 if let list = try c.get(1, "/rest/transfers").json as? [[String: Any]],
                    let t = list.first(where: { $0["path"] as? String == "big.bin" }), let done = t["done"] as? Int, let total = t["size"] as? Int {
                     seen.append((done, total))
+                    if let percent = (try c.get(1, "/rest/status").json as? [String: Any])?["percentInSync"] as? Double { percents.append(percent) }
                 }
                 if FileManager.default.fileExists(atPath: c.cluster.folder(1) + "/big.bin") { break }
                 try await Task.sleep(for: .milliseconds(10))
@@ -254,6 +257,7 @@ extension Integration {
             #expect(!seen.isEmpty, "the pull of big.bin never showed in /rest/transfers")
             #expect(seen.allSatisfy { $0.size == size && $0.done <= size })
             #expect(seen.contains { $0.done > 0 && $0.done < size }, "no progress between 0 and the size was seen: \(seen.prefix(5))")
+            #expect(percents.contains { $0 > 0 && $0 < 100 }, "the folder's percentage did not move with the pull: \(percents.prefix(5))")
         }
 
         @Test func rescanPauseAndResume() async throws {

@@ -110,6 +110,9 @@ struct RESTAPI: Sendable {
         let status = await node.status()
         let folder = await node.folderState()
         let rates = await hub.rates()
+        // What is still pulled from each peer changes as pulls go: sent with every status (it
+        // walks only the paths still needed, not the index).
+        let summaries = Dictionary(await node.peerSummaries().map { ($0.nodeID, $0) }) { a, _ in a }
         var object = (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(status))) as? [String: Any] ?? [:]
         let extra = (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(folder))) as? [String: Any] ?? [:]
         object.merge(extra) { $1 }
@@ -119,6 +122,11 @@ struct RESTAPI: Sendable {
                 let rate = (peers[i]["nodeID"] as? String).flatMap { rates[$0] }
                 peers[i]["rateIn"] = rate?.in ?? 0
                 peers[i]["rateOut"] = rate?.out ?? 0
+                if let summary = (peers[i]["nodeID"] as? String).flatMap({ summaries[$0] }) {
+                    peers[i]["pullFiles"] = summary.pullFiles
+                    peers[i]["pullBytes"] = summary.pullBytes
+                    peers[i]["protocol"] = summary.protocol
+                }
             }
             object["peers"] = peers
         }

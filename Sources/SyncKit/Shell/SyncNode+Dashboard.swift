@@ -63,8 +63,13 @@ extension SyncNode {
     }
 
     public func folderState() -> FolderState {
-        let need = machine.engine.needSummary()
-        let have = machine.engine.local.values.reduce(UInt64(0)) { $1.deleted ? $0 : $0 + $1.size }
+        var need = machine.engine.needSummary()
+        var have = machine.engine.local.values.reduce(UInt64(0)) { $1.deleted ? $0 : $0 + $1.size }
+        // Bytes already received by pulls in flight count as here: a large file's progress
+        // moves the folder's percentage too, not only when it lands.
+        let received = progress.all.values.reduce(UInt64(0)) { $0 + min($1.done, $1.size) }
+        have += min(received, need.bytes)
+        need.bytes -= min(received, need.bytes)
         let state = machine.paused ? "paused" : machine.isScanning && !machine.inSync ? "scanning" : machine.inSync ? "idle" : "syncing"
         let percent = have + need.bytes == 0 ? (need.files == 0 ? 100 : 0) : Double(have) * 100 / Double(have + need.bytes)
         return FolderState(state: state, paused: machine.paused, needFiles: need.files, needBytes: need.bytes,
