@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Debian package dist/synckit_VERSION_amd64.deb: syncctl as a system service.
+# Builds the Debian package dist/synckit_VERSION_ARCH.deb (amd64 here): syncctl as a system service.
 #
 #   bash scripts/package.sh                      # uses (or builds) the release binary
 #   SYNCCTL=/path/to/syncctl bash scripts/package.sh   # packages that binary, builds nothing
@@ -13,7 +13,7 @@
 #   /usr/share/man/man1/syncctl.1.gz          rendered from `syncctl --experimental-dump-help`
 #                                             by scripts/gen-manpage.py
 #   bash, zsh and fish completions            from `syncctl --generate-completion-script`
-#   /usr/share/doc/synckit/{copyright,changelog.gz}
+#   /usr/share/doc/synckit/{copyright,changelog.gz}, /usr/share/lintian/overrides/synckit
 #   DEBIAN/{control,conffiles,md5sums,postinst,prerm,postrm}
 #
 # The version is `git describe --tags` when the repository has a tag, else syncctl's own
@@ -24,7 +24,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PKG=synckit
-ARCH=amd64
+# The machine's own architecture: the binary is built here, for it (amd64 in CI).
+ARCH=$(dpkg --print-architecture)
 log() { echo "package: $*"; }
 
 # ---- the binary ----
@@ -112,7 +113,10 @@ if command -v dpkg-shlibdeps >/dev/null; then
 fi
 [[ -n $depends ]] || depends="libc6 (>= 2.34), libgcc-s1, liblz4-1, libsqlite3-0, libstdc++6, libsystemd0"
 rm -rf "$STAGE/src"
-installed_size=$(du -sk --exclude=DEBIAN "$T" | cut -f1)
+# Installed-Size as dpkg-gencontrol counts it (KiB per file rounded up, 1 per directory), not
+# du, whose answer depends on the file system the tree was staged on.
+installed_size=$(find "$T" -path "$T/DEBIAN" -prune -o \( -type f -printf '%s\n' \) -o \( -type d -printf '1024\n' \) \
+    | awk '{ kib += int(($1 + 1023) / 1024) } END { print kib }')
 cat > "$T/DEBIAN/control" <<EOF
 Package: $PKG
 Version: $VERSION
