@@ -26,18 +26,19 @@ ROOT=$(pwd)
 PKG=synckit
 # The machine's own architecture: the binary is built here, for it (amd64 in CI).
 ARCH=$(dpkg --print-architecture)
-log() { echo "package: $*"; }
+# Progress on stderr; stdout gets only the package's path (last line), for scripts.
+log() { echo "package: $*" >&2; }
 
 # ---- the binary ----
 # CI built it earlier (compose/test.sh, scripts/simulate.sh share .build-release): use that one
 # as it is; build only when it is missing.
 if [[ -z ${SYNCCTL:-} ]]; then
-    source scripts/setup.sh >/dev/null
+    source scripts/setup.sh >&2
     flags=(-c release --static-swift-stdlib --scratch-path .build-release)
     SYNCCTL="$(swift build "${flags[@]}" --show-bin-path)/syncctl"
     if [[ ! -x $SYNCCTL ]]; then
         log "no release build yet: building syncctl (release, static Swift runtime)"
-        swift build "${flags[@]}" --product syncctl 2>&1 | tail -n 1
+        swift build "${flags[@]}" --product syncctl 2>&1 | tail -n 1 >&2
     elif [[ -n $(find Sources Package.swift -newer "$SYNCCTL" -type f -print -quit) ]]; then
         log "note: sources changed since $SYNCCTL was built; packaging it as it is"
         log "      (rebuild first: swift build ${flags[*]} --product syncctl)"

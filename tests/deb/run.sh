@@ -78,7 +78,7 @@ t=$(date +%s.%N)
 if [[ -n ${SYNCKIT_DEB:-} ]]; then
     DEB=$(realpath "$SYNCKIT_DEB")
 else
-    DEB=$(bash scripts/package.sh | tee /dev/stderr | tail -n 1)
+    DEB=$(bash scripts/package.sh | tail -n 1)   # its progress goes to stderr
 fi
 [[ -f $DEB ]] || fail "no package at $DEB"
 log "package $(basename "$DEB") ($(du -h --apparent-size "$DEB" | cut -f1)) ready after $(since "$t") s"
