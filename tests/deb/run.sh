@@ -118,6 +118,7 @@ for i in "${!CAP_NAMES[@]}"; do
         break
     fi
 done
+t=$(date +%s.%N)
 docker network create --internal "$NET" >/dev/null
 for n in a b; do
     c=$RUN_ID-$n
@@ -137,7 +138,7 @@ for c in "$A" "$B"; do
         sleep 0.5
     done
 done
-log "two systemd machines up after $(since "$START") s"
+log "two systemd machines up in $(since "$t") s"
 
 # Waits until `$2...` (run in container $1) succeeds; $what names it in the failure.
 wait_for() {
