@@ -22,6 +22,8 @@ extension Integration {
             let count: Int
             /// Flags every node gets besides the usual ones.
             var extraArgs: [String] = []
+            /// A command that runs syncctl for the test (`setpriv` to drop root), if any.
+            var launcher: [String] = []
 
             init(count: Int) throws {
                 self.count = count
@@ -38,6 +40,10 @@ extension Integration {
                 var args = ["run", "--dir", folder(i), "--port", "\(ports[i])", "--bind", "127.0.0.1", "--name", "n\(i)", "--log", "stderr", "--log-level", "info"]
                 for j in 0..<count where j != i { args += ["--peer", "127.0.0.1:\(ports[j])"] }
                 p.arguments = args + extraArgs
+                if let tool = launcher.first {
+                    p.executableURL = URL(fileURLWithPath: tool)
+                    p.arguments = Array(launcher.dropFirst()) + [MultiProcessTests.syncctl] + args + extraArgs
+                }
                 var env = ProcessInfo.processInfo.environment
                 env["SYNCKIT_CLUSTER_KEY"] = "multi-process-test"
                 p.environment = env

@@ -414,5 +414,27 @@ extension Integration {
             #expect(try curl([base + "/"]) == "200")
             #expect(try curl(["http://127.0.0.1:\(c.guiPorts[0])/rest/health"]) != "200")
         }
+
+        /// The daemon as a service runs it: not as root. (A socket option only root may set
+        /// once made every dashboard connection end the node; tests as root never saw it.)
+        @Test func aNodeRunByAnUnprivilegedUserServesTheAPI() async throws {
+            let c = try await GUICluster(count: 2) { cluster in
+                guard getuid() == 0 else { return }
+                // nobody (65534) owns the folders and runs the nodes.
+                chmod(cluster.root, 0o755)
+                for i in 0..<2 { chown(cluster.folder(i), 65534, 65534) }
+                cluster.launcher = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+                FileManager.default.createFile(atPath: cluster.folder(0) + "/mine.txt", contents: Data("x\n".utf8))
+                chown(cluster.folder(0) + "/mine.txt", 65534, 65534)
+            }
+            defer { c.stop() }
+            for _ in 0..<3 {
+                #expect(try c.get(0, "/rest/health").status == 200)
+                #expect(try c.get(0, "/rest/status").status == 200)
+                #expect(try Self.request(c.guiPorts[0], "GET", "/").status == 200)
+            }
+            try await c.eventually("mine.txt on n1") { FileManager.default.fileExists(atPath: c.cluster.folder(1) + "/mine.txt") }
+            #expect(c.cluster.processes.values.allSatisfy { $0.isRunning })
+        }
     }
 }

@@ -105,7 +105,7 @@ struct GUIServer: Service {
         do {
             server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .bind(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         if let sslContext {
@@ -127,7 +127,13 @@ struct GUIServer: Service {
         logger.notice("serving the dashboard and the REST API", metadata: ["address": "\(url)", "gui.key": "\(GUIKeys.keyPath(stateDirectory))"])
         let events = Task { await api.hub.run() }
         defer { events.cancel() }
-        try await serveUntilShutdown(server) { await self.serve($0) }
+        do {
+            try await serveUntilShutdown(server) { await self.serve($0) }
+        } catch {
+            // The GUI is a window on the node, never a reason to stop syncing.
+            logger.error("the dashboard stopped; the node runs on without it", metadata: ["error": "\(error)"])
+            try? await gracefulShutdown()
+        }
     }
 
     /// One connection: requests in turn until the client closes or a response says close.

@@ -300,8 +300,8 @@ struct Run: AsyncParsableCommand {
                     api: RESTAPI(node: syncNode, logger: logger),
                     security: GUISecurity(apiKey: key, loopbackOnly: GUISecurity.isLoopbackAddress(endpoint.host)),
                     stateDirectory: stateDirectory, logger: logger)
-                // A GUI that could not bind ends alone: the node goes on.
-                services.append(.init(service: server, successTerminationBehavior: .ignore))
+                // A GUI that could not bind, or failed, ends alone: the node goes on.
+                services.append(.init(service: server, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
             }
             if let registry, let metricsAddress, let endpoint = PeerEndpoint(parsing: metricsAddress) {
                 services.append(.init(service: MetricsServer(host: endpoint.host, port: endpoint.port, registry: registry, logger: logger)))
