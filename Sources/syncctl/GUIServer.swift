@@ -49,23 +49,31 @@ enum GUIKeys {
     static func keyPath(_ stateDirectory: String) -> String { stateDirectory + "/gui-api-key" }
     static func addressPath(_ stateDirectory: String) -> String { stateDirectory + "/gui-address" }
 
-    /// The key in the state directory, made (32 random bytes as hex, mode 0600) when none is.
+    /// The key in the state directory, made (32 random bytes as hex) when none is. (The node
+    /// holds its state directory's lock by now: no second start races this one.)
     static func loadOrCreate(_ stateDirectory: String) throws -> String {
         if let existing = read(stateDirectory) { return existing }
-        try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         var generator = SystemRandomNumberGenerator()
         let key = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
-        let path = keyPath(stateDirectory)
-        // O_EXCL: two starts at once agree on the first key written.
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        if fd < 0 {
-            if errno == EEXIST, let existing = read(stateDirectory) { return existing }
+        try store(key, stateDirectory)
+        return key
+    }
+
+    /// Writes `key` as the key file: a temp file of mode 0600, flushed, renamed over the old
+    /// one, so a crash leaves the old key or the new one, never an empty file.
+    static func store(_ key: String, _ stateDirectory: String) throws {
+        try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let path = keyPath(stateDirectory), temp = path + ".tmp-\(getpid())"
+        unlink(temp)
+        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SyncError(.io, "cannot write \(temp): \(String(cString: strerror(errno)))") }
+        let bytes = Array((key + "\n").utf8)
+        let ok = write(fd, bytes, bytes.count) == bytes.count && fsync(fd) == 0
+        close(fd)
+        guard ok, rename(temp, path) == 0 else {
+            unlink(temp)
             throw SyncError(.io, "cannot write \(path): \(String(cString: strerror(errno)))")
         }
-        defer { close(fd) }
-        let bytes = Array((key + "\n").utf8)
-        guard write(fd, bytes, bytes.count) == bytes.count else { throw SyncError(.io, "cannot write \(path)") }
-        return key
     }
 
     static func read(_ stateDirectory: String) -> String? {
@@ -88,8 +96,11 @@ struct GUIServer: Service {
     let port: Int
     let tls: TLSSettings?
     let api: RESTAPI
-    let security: GUISecurity
+    let apiKey: String
     let stateDirectory: String
+    /// Connections served at once; more are closed at once (idle sockets cannot use up the
+    /// descriptors the node needs for its peers and files).
+    static let maxConnections = 64
     let logger: Logger
 
     func run() async throws {
@@ -121,6 +132,10 @@ struct GUIServer: Service {
             return
         }
         let bound = server.channel.localAddress?.port ?? port
+        // Whether Host must be a loopback name is decided by the address bound, however the
+        // flag spelled it (::ffff:127.0.0.1, 0:0:0:0:0:0:0:1, localhost).
+        let security = GUISecurity(apiKey: apiKey, loopbackOnly: GUISecurity.isLoopbackAddress(server.channel.localAddress?.ipAddress ?? host))
+        let gate = ConnectionGate(limit: Self.maxConnections)
         let shown = host.contains(":") ? "[\(host)]:\(bound)" : "\(host):\(bound)"
         let url = "\(tls == nil ? "http" : "https")://\(shown)/"
         try? (url + "\n").write(toFile: GUIKeys.addressPath(stateDirectory), atomically: true, encoding: .utf8)
@@ -128,7 +143,14 @@ struct GUIServer: Service {
         let events = Task { await api.hub.run() }
         defer { events.cancel() }
         do {
-            try await serveUntilShutdown(server) { await self.serve($0) }
+            try await serveUntilShutdown(server) { client in
+                guard await gate.enter() else {
+                    try? await client.channel.close()
+                    return
+                }
+                await self.serve(client, security: security)
+                await gate.leave()
+            }
         } catch {
             // The GUI is a window on the node, never a reason to stop syncing.
             logger.error("the dashboard stopped; the node runs on without it", metadata: ["error": "\(error)"])
@@ -137,7 +159,7 @@ struct GUIServer: Service {
     }
 
     /// One connection: requests in turn until the client closes or a response says close.
-    func serve(_ client: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {
+    func serve(_ client: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, security: GUISecurity) async {
         try? await client.executeThenClose { inbound, outbound in
             var head: HTTPRequestHead?
             var body = ByteBuffer()
@@ -155,13 +177,17 @@ struct GUIServer: Service {
                     head = nil
                     let keepAlive = request.isKeepAlive
                     let writer = ResponseWriter(outbound: outbound, keepAlive: keepAlive, tls: tls != nil)
+                    // One reading of the target, for the checks and the handler alike.
+                    let target = RequestTarget(request.uri)
                     if tooLarge {
                         try await writer.json(.payloadTooLarge, ["error": "the request body is over \(GUISecurity.maxBody) bytes"])
-                    } else if let refusal = security.check(request, bodyBytes: body.readableBytes, tls: tls != nil) {
-                        logger.info("refused a GUI request", metadata: ["http.path": "\(request.uri.prefix(200))", "http.status": "\(refusal.status.code)", "reason": "\(refusal.reason)"])
+                    } else if let target, let refusal = security.check(request, path: target.path, bodyBytes: body.readableBytes, tls: tls != nil) {
+                        logger.debug("refused a GUI request", metadata: ["http.path": "\(target.path.prefix(200))", "http.status": "\(refusal.status.code)", "reason": "\(refusal.reason)"])
                         try await writer.json(refusal.status, ["error": refusal.reason])
+                    } else if let target {
+                        try await api.handle(request, target: target, body: body, writer: writer)
                     } else {
-                        try await api.handle(request, body: body, writer: writer)
+                        try await writer.json(.badRequest, ["error": "a request target must be a plain path: /, /rest/..., no percent escapes, dot segments or fragments"])
                     }
                     if !keepAlive || writer.streamed { return }
                 }
@@ -195,7 +221,6 @@ final class ResponseWriter: @unchecked Sendable {
         h.add(name: "X-Frame-Options", value: "DENY")
         h.add(name: "Referrer-Policy", value: "no-referrer")
         h.add(name: "Content-Security-Policy", value: "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
-        if tls { h.add(name: "Strict-Transport-Security", value: "max-age=31536000") }
         h.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
         return h
     }
@@ -244,8 +269,11 @@ struct GUISecurity: Sendable {
     /// Paths that change state: POST only.
     static let postPaths: Set<String> = ["/rest/rescan", "/rest/pause", "/rest/resume", "/rest/conflicts/resolve", "/rest/versions/restore"]
 
-    func check(_ request: HTTPRequestHead, bodyBytes: Int, tls: Bool) -> Refusal? {
-        let path = String(request.uri.split(separator: "?", maxSplits: 1).first ?? "")
+    /// Paths that read: GET only.
+    static let getPaths: Set<String> = ["/rest/health", "/rest/status", "/rest/peers", "/rest/transfers", "/rest/changes", "/rest/events",
+                                        "/rest/conflicts", "/rest/file", "/rest/versions"]
+
+    func check(_ request: HTTPRequestHead, path: String, bodyBytes: Int, tls: Bool) -> Refusal? {
         // 1. Host: a page on a name its attacker controls (DNS rebinding) sends that name.
         guard let host = request.headers.first(name: "Host"), !host.isEmpty else {
             return Refusal(status: .badRequest, reason: "no Host header")
@@ -281,9 +309,10 @@ struct GUISecurity: Sendable {
             if (bodyBytes > 0 && !isJSON) || (!type.isEmpty && !isJSON) {
                 return Refusal(status: .unsupportedMediaType, reason: "send JSON (Content-Type: application/json)")
             }
-        } else if request.method != .GET {
+        } else if Self.getPaths.contains(path), request.method != .GET {
             return Refusal(status: .methodNotAllowed, reason: "use GET for \(path)")
         }
+        // Any other /rest/ path is the router's 404, whatever the method.
         return nil
     }
 
@@ -300,8 +329,10 @@ struct GUISecurity: Sendable {
         return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
     }
 
+    /// A loopback address as the socket reports it (or as given, before binding).
     static func isLoopbackAddress(_ host: String) -> Bool {
-        host == "::1" || host == "localhost" || host.hasPrefix("127.")
+        let h = host.lowercased()
+        return h == "::1" || h == "0:0:0:0:0:0:0:1" || h == "localhost" || h.hasPrefix("127.") || h.hasPrefix("::ffff:127.")
     }
 
     /// Equal strings, in time that does not depend on where they differ.
@@ -311,4 +342,43 @@ struct GUISecurity: Sendable {
         for i in 0..<max(x.count, y.count) { diff |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0) }
         return diff == 0
     }
+}
+
+/// A request's target, read once and strictly: an origin-form path (one leading slash) with no
+/// percent escapes, backslashes, dot segments, control characters or fragment, and its query.
+/// Nil for anything else, which is answered 400: the security checks and the router must never
+/// see two readings of one target (`/%72est/pause` is not `/rest/pause` to one and the other).
+struct RequestTarget: Sendable {
+    let path: String
+    let query: [String: String]
+
+    init?(_ uri: String) {
+        guard uri.hasPrefix("/"), !uri.hasPrefix("//"), !uri.contains("#") else { return nil }
+        let parts = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        let path = String(parts[0])
+        guard path.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "%") && $0 != UInt8(ascii: "\\") }),
+              !path.split(separator: "/").contains(where: { $0 == "." || $0 == ".." }) else { return nil }
+        var query: [String: String] = [:]
+        if parts.count == 2 {
+            var components = URLComponents()
+            components.percentEncodedQuery = String(parts[1])
+            guard let items = components.queryItems else { return nil }
+            for item in items { query[item.name] = item.value ?? "" }
+        }
+        self.path = path
+        self.query = query
+    }
+}
+
+/// Counts the connections being served (`GUIServer.maxConnections`).
+actor ConnectionGate {
+    let limit: Int
+    private var open = 0
+    init(limit: Int) { self.limit = limit }
+    func enter() -> Bool {
+        guard open < limit else { return false }
+        open += 1
+        return true
+    }
+    func leave() { open -= 1 }
 }

@@ -21,11 +21,8 @@ struct RESTAPI: Sendable {
     struct Failure: Encodable { var error: String }
     struct OK: Encodable { var ok = true }
 
-    func handle(_ request: HTTPRequestHead, body: ByteBuffer, writer: ResponseWriter) async throws {
-        let url = URLComponents(string: request.uri)
-        let path = url?.path ?? request.uri
-        var query: [String: String] = [:]
-        for item in url?.queryItems ?? [] { query[item.name] = item.value ?? "" }
+    func handle(_ request: HTTPRequestHead, target: RequestTarget, body: ByteBuffer, writer: ResponseWriter) async throws {
+        let path = target.path, query = target.query
         switch path {
         case "/", "/index.html":
             try await writer.send(.ok, contentType: "text/html; charset=utf-8", body: PackageResources.dashboard_html)
@@ -100,7 +97,7 @@ struct RESTAPI: Sendable {
         switch error.code {
         case .notFound: .notFound
         case .unsafePath, .protocolViolation: .badRequest
-        case .configuration: .conflict
+        case .configuration, .stateConflict: .conflict
         default: .internalServerError
         }
     }
@@ -138,8 +135,10 @@ struct RESTAPI: Sendable {
     /// writes never interleave; it ends when the client goes (a write fails) or the server
     /// stops (graceful shutdown cancels it).
     func events(writer: ResponseWriter, since: Int?) async throws {
+        guard let (replay, stream, token) = await hub.subscribe(since: since) else {
+            return try await writer.json(.serviceUnavailable, Failure(error: "too many event streams open (\(EventHub.maxListeners)); close some tabs"))
+        }
         try await writer.startStream(contentType: "text/event-stream; charset=utf-8")
-        let (replay, stream, token) = await hub.subscribe(since: since)
         enum Input: Sendable { case event(EventHub.Item), tick }
         let (merged, feed) = AsyncStream<Input>.makeStream(bufferingPolicy: .bufferingNewest(1000))
         let forward = Task {
@@ -338,7 +337,11 @@ actor EventHub {
         return changes.reversed()
     }
 
-    func subscribe(since: Int?) -> (replay: [Item], stream: AsyncStream<Item>, token: Int) {
+    /// Streams open at once, at most (each asks the node for status twice a second).
+    static let maxListeners = 32
+
+    func subscribe(since: Int?) -> (replay: [Item], stream: AsyncStream<Item>, token: Int)? {
+        guard listeners.count < Self.maxListeners else { return nil }
         let (stream, continuation) = AsyncStream<Item>.makeStream(bufferingPolicy: .bufferingNewest(1000))
         nextListener += 1
         listeners[nextListener] = continuation
@@ -357,6 +360,7 @@ actor EventHub {
             list.removeAll { now - $0.time > 5 }
             samples[t.nodeID] = list
         }
+        for (id, list) in samples where list.last.map({ now - $0.time > 5 }) ?? true { samples[id] = nil }
     }
 
     /// Bytes per second in and out of each peer over the last two seconds or so.

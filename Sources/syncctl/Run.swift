@@ -294,11 +294,12 @@ struct Run: AsyncParsableCommand {
             }
             if !gui.noGui, let endpoint = gui.endpoint {
                 let stateDirectory = config.resolvedStateDirectory
+                // A key given by flag or config is written where `gui-url` reads it.
                 let key = try gui.guiApiKey ?? GUIKeys.loadOrCreate(stateDirectory)
+                if gui.guiApiKey != nil, GUIKeys.read(stateDirectory) != key { try GUIKeys.store(key, stateDirectory) }
                 let server = GUIServer(
                     host: endpoint.host, port: endpoint.port, tls: gui.guiTls ? TLSSettings(identity: identity) : nil,
-                    api: RESTAPI(node: syncNode, logger: logger),
-                    security: GUISecurity(apiKey: key, loopbackOnly: GUISecurity.isLoopbackAddress(endpoint.host)),
+                    api: RESTAPI(node: syncNode, logger: logger), apiKey: key,
                     stateDirectory: stateDirectory, logger: logger)
                 // A GUI that could not bind, or failed, ends alone: the node goes on.
                 services.append(.init(service: server, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
