@@ -1,3 +1,4 @@
+import CSyncKitShims
 import Foundation
 
 /// Bytes received so far by each running pull, for the dashboard's progress bars.
@@ -164,38 +165,64 @@ extension SyncNode {
         guard let posix = folder as? PosixFolder else { throw SyncError(.configuration, "this folder is not on disk") }
         if let problem = PathSafety.problem(with: copy) { throw SyncError(.unsafePath, "'\(copy)' is not a path in the folder: \(problem)") }
         guard let parsed = ConflictNaming.parse(copy) else { throw SyncError(.protocolViolation, "'\(copy)' is not a conflict copy") }
+        // The original must be a name the folder syncs (not a temp name, not '.' or '..').
+        if let problem = PathSafety.problem(with: parsed.original) {
+            throw SyncError(.unsafePath, "'\(copy)' stands beside '\(parsed.original)', which is not a synced name: \(problem)")
+        }
         guard let entry = try posix.root.entry(copy), let st = try entry.stat() else {
             throw SyncError(.notFound, "no conflict copy \(copy) in the folder")
         }
         guard st.kind == .file else { throw SyncError(.protocolViolation, "\(copy) is not a file") }
-        let originalName = String(parsed.original.split(separator: "/").last ?? "")
+        // The original as the disk spells it (NFD on a Mac-made folder, other case on FAT).
+        guard let original = try posix.root.entry(parsed.original) else { throw SyncError(.notFound, "the directory of \(copy) is gone") }
+        let originalExists = try original.stat() != nil
         let result: (kept: String, removed: String?)
         switch choice {
         case .original:
+            // Removing the copy when the original is gone would lose both versions.
+            guard originalExists else {
+                throw SyncError(.stateConflict, "\(parsed.original) is gone: keeping it would delete the only version left; keep the copy or both")
+            }
             guard entry.remove() else { throw SyncError(.io, "cannot remove \(copy): \(FileOps.errorText())") }
             result = (parsed.original, copy)
         case .copy:
-            guard entry.rename(entry.name, to: originalName) else { throw SyncError(.io, "cannot rename \(copy): \(FileOps.errorText())") }
+            let moved = entry.name.withCString { f in original.name.withCString { renameat(entry.directory, f, original.directory, $0) } } == 0
+            guard moved else { throw SyncError(.io, "cannot rename \(copy): \(FileOps.errorText())") }
             result = (parsed.original, copy)
         case .both:
-            // `doc (conflict 20261203-101010 ABCDEFG).txt`; a link never replaces a name, so a
-            // file already called so is kept and a number is added.
+            // `doc (conflict 20261203-101010 ABCDEFG).txt`: never replacing a name (a file
+            // already called so is kept and a number is added). A link where the file system
+            // has them, else a rename that refuses to replace (FAT has no hard links).
+            let originalName = String(parsed.original.split(separator: "/").last ?? "")
             var stem = originalName, ext = ""
             if let dot = originalName.lastIndex(of: "."), dot != originalName.startIndex {
                 stem = String(originalName[..<dot])
                 ext = String(originalName[dot...])
             }
             var kept: String?
+            var linked = false
             for n in 1...100 {
                 let name = "\(stem) (conflict \(parsed.stamp) \(parsed.winner)\(n == 1 ? "" : " \(n)"))\(ext)"
                 if entry.link(entry.name, to: name) {
                     kept = entry.sibling(name)
+                    linked = true
                     break
+                }
+                if errno == EPERM || errno == EOPNOTSUPP || errno == EMLINK {
+                    let moved = entry.name.withCString { f in name.withCString { synckit_renameat_noreplace(entry.directory, f, entry.directory, $0) } } == 0
+                    if moved {
+                        kept = entry.sibling(name)
+                        break
+                    }
                 }
                 if errno != EEXIST { throw SyncError(.io, "cannot rename \(copy): \(FileOps.errorText())") }
             }
             guard let kept else { throw SyncError(.io, "no free name beside \(copy)") }
-            guard entry.remove() else { throw SyncError(.io, "cannot rename \(copy): \(FileOps.errorText())") }
+            if linked && !entry.remove() {
+                let why = FileOps.errorText()
+                _ = entry.remove(name: String(kept.split(separator: "/").last ?? ""))
+                throw SyncError(.io, "cannot rename \(copy): \(why)")
+            }
             result = (kept, copy)
         }
         logger.notice("conflict resolved by the user", metadata: ["sync.copy": "\(copy)", "sync.keep": "\(choice.rawValue)", "sync.path": "\(result.kept)"])

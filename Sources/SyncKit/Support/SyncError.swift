@@ -30,6 +30,9 @@ public struct SyncError: Error, CustomStringConvertible, Sendable {
         public static let configuration = Code("configuration")
         /// What was asked for is not there (a file, a conflict copy, a version).
         public static let notFound = Code("notFound")
+        /// What was asked for contradicts the state it would act on (it would lose the last
+        /// copy of something, or the thing changed meanwhile).
+        public static let stateConflict = Code("stateConflict")
     }
 
     public var code: Code
