@@ -181,6 +181,18 @@ extension Integration {
                     #expect(try Self.request(port, "POST", path, headers: ["X-API-Key": key, "Content-Type": form], body: Array("a=b".utf8)).status == 415, "a \(form) post to \(path)")
                 }
             }
+            // One reading of a target for the checks and the router: escapes, doubled slashes,
+            // absolute forms, dot segments and fragments are refused, never routed.
+            for target in ["/%72est/status", "/%72est/pause", "///rest/status", "//127.0.0.1/rest/status", "http://127.0.0.1/rest/pause",
+                           "/rest/%70ause", "/rest/pause#x", "/rest/../rest/status", "/./rest/status", "/rest/status%00", "*"] {
+                for key in ["", key] {
+                    let r = try Self.request(port, "GET", target, headers: ["X-API-Key": key])
+                    #expect(r.status == 400 || r.status == 401, "GET \(target) \(key.isEmpty ? "without" : "with") the key: \(r.status)")
+                    let p = try Self.request(port, "POST", target, headers: ["X-API-Key": key, "Content-Type": "application/json"])
+                    #expect(p.status == 400 || p.status == 401, "POST \(target) \(key.isEmpty ? "without" : "with") the key: \(p.status)")
+                }
+            }
+            #expect(try c.post(0, "/rest/no-such-thing", "{}").status == 404)
             // Nothing refused took effect: the node is not paused.
             let status = try c.get(0, "/rest/status").json as? [String: Any]
             #expect(status?["paused"] as? Bool == false)
@@ -325,6 +337,17 @@ extension Integration {
             #expect(try c.post(1, "/rest/conflicts/resolve", #"{"copy": "../x.sync-conflict-20200101-000000-ABCDEFG.txt", "keep": "copy"}"#).status == 400)
             #expect(try c.post(1, "/rest/conflicts/resolve", "{\"copy\": \"\(copyPath)\", \"keep\": \"neither\"}").status == 400)
 
+            // A copy whose original is gone: keeping "the original" would delete the only
+            // version, so it is refused; a copy named beside a temp name is refused outright.
+            FileManager.default.createFile(atPath: c.cluster.folder(1) + "/orphan.sync-conflict-20200101-000000-ABCDEFG.txt", contents: Data("orphan\n".utf8))
+            FileManager.default.createFile(atPath: c.cluster.folder(1) + "/x.synckit-tmp.sync-conflict-20200101-000000-ABCDEFG", contents: Data("t\n".utf8))
+            #expect(try c.post(1, "/rest/conflicts/resolve", #"{"copy": "orphan.sync-conflict-20200101-000000-ABCDEFG.txt", "keep": "original"}"#).status == 409)
+            #expect(FileManager.default.fileExists(atPath: c.cluster.folder(1) + "/orphan.sync-conflict-20200101-000000-ABCDEFG.txt"))
+            #expect(try c.post(1, "/rest/conflicts/resolve", #"{"copy": "x.synckit-tmp.sync-conflict-20200101-000000-ABCDEFG", "keep": "copy"}"#).status == 400)
+            #expect(FileManager.default.fileExists(atPath: c.cluster.folder(1) + "/x.synckit-tmp.sync-conflict-20200101-000000-ABCDEFG"))
+            #expect(try c.post(1, "/rest/conflicts/resolve", #"{"copy": "orphan.sync-conflict-20200101-000000-ABCDEFG.txt", "keep": "both"}"#).status == 200)
+            try FileManager.default.removeItem(atPath: c.cluster.folder(1) + "/x.synckit-tmp.sync-conflict-20200101-000000-ABCDEFG")
+
             // Settled on n1; every node ends the same.
             for (original, keep) in [("keep-original.txt", "original"), ("keep-copy.txt", "copy"), ("keep-both.txt", "both")] {
                 let r = try c.post(1, "/rest/conflicts/resolve", "{\"copy\": \"\(try copy(of: original))\", \"keep\": \"\(keep)\"}")
@@ -344,6 +367,7 @@ extension Integration {
                     guard !names.contains(where: { ConflictNaming.isConflictCopy($0) }) else { return false }
                     guard let both = names.first(where: { $0.hasPrefix("keep-both (conflict ") && $0.hasSuffix(").txt") }),
                           content(both) == "older keep-both.txt\n" else { return false }
+                    guard content("orphan (conflict 20200101-000000 ABCDEFG).txt") == "orphan\n" else { return false }
                 }
                 return true
             }
