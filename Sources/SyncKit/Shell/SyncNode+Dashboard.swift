@@ -63,9 +63,17 @@ extension SyncNode {
         public var startedAt: Double
     }
 
-    public func folderState() -> FolderState {
+    /// The status and the folder's state from one walk of the index (the dashboard asks for
+    /// both twice a second while things move).
+    public func statusAndFolderState() -> (NodeStatus, FolderState) {
+        let status = status()
+        return (status, folderState(have: status.bytes))
+    }
+
+    /// `have`: the bytes of the live entries of the index (`NodeStatus.bytes`).
+    private func folderState(have: UInt64) -> FolderState {
+        var have = have
         var need = machine.engine.needSummary()
-        var have = machine.engine.local.values.reduce(UInt64(0)) { $1.deleted ? $0 : $0 + $1.size }
         // Bytes already received by pulls in flight count as here: a large file's progress
         // moves the folder's percentage too, not only when it lands.
         let received = progress.all.values.reduce(UInt64(0)) { $0 + min($1.done, $1.size) }
@@ -193,37 +201,33 @@ extension SyncNode {
             // `doc (conflict 20261203-101010 ABCDEFG).txt`: never replacing a name (a file
             // already called so is kept and a number is added). A link where the file system
             // has them, else a rename that refuses to replace (FAT has no hard links).
-            let originalName = String(parsed.original.split(separator: "/").last ?? "")
-            var stem = originalName, ext = ""
-            if let dot = originalName.lastIndex(of: "."), dot != originalName.startIndex {
-                stem = String(originalName[..<dot])
-                ext = String(originalName[dot...])
-            }
-            var kept: String?
+            // The last component by the path's own split (bytes at '/', as the kernel sees it).
+            let (stem, ext) = ConflictNaming.stemAndExtension(try RelativePath(parsed.original).split.name)
+            var keptName: String?
             var linked = false
             for n in 1...100 {
                 let name = "\(stem) (conflict \(parsed.stamp) \(parsed.winner)\(n == 1 ? "" : " \(n)"))\(ext)"
                 if entry.link(entry.name, to: name) {
-                    kept = entry.sibling(name)
+                    keptName = name
                     linked = true
                     break
                 }
                 if errno == EPERM || errno == EOPNOTSUPP || errno == EMLINK {
                     let moved = entry.name.withCString { f in name.withCString { synckit_renameat_noreplace(entry.directory, f, entry.directory, $0) } } == 0
                     if moved {
-                        kept = entry.sibling(name)
+                        keptName = name
                         break
                     }
                 }
                 if errno != EEXIST { throw SyncError(.io, "cannot rename \(copy): \(FileOps.errorText())") }
             }
-            guard let kept else { throw SyncError(.io, "no free name beside \(copy)") }
+            guard let keptName else { throw SyncError(.io, "no free name beside \(copy)") }
             if linked && !entry.remove() {
                 let why = FileOps.errorText()
-                _ = entry.remove(name: String(kept.split(separator: "/").last ?? ""))
+                _ = entry.remove(name: keptName)
                 throw SyncError(.io, "cannot rename \(copy): \(why)")
             }
-            result = (kept, copy)
+            result = (entry.sibling(keptName), copy)
         }
         logger.notice("conflict resolved by the user", metadata: ["sync.copy": "\(copy)", "sync.keep": "\(choice.rawValue)", "sync.path": "\(result.kept)"])
         handle(.folderChanged(Set([copy, parsed.original, result.kept])))

@@ -107,23 +107,21 @@ public enum ConflictNaming {
     /// `README.sync-conflict-case.txt`. Derived from the name alone, so every such node
     /// relocates it to the same place and every file of a clashing directory lands in one.
     public static func caseClashName(_ name: String) -> String {
-        var stem = name, ext = ""
-        if let dot = name.lastIndex(of: "."), dot != name.startIndex {
-            stem = String(name[..<dot])
-            ext = String(name[dot...])
-        }
+        let (stem, ext) = stemAndExtension(name)
         return stem + marker + "case" + ext
+    }
+
+    /// `report.txt` -> (`report`, `.txt`); a leading dot is part of the stem (`.bashrc`).
+    public static func stemAndExtension(_ name: String) -> (stem: String, ext: String) {
+        guard let dot = name.lastIndex(of: "."), dot != name.startIndex else { return (name, "") }
+        return (String(name[..<dot]), String(name[dot...]))
     }
 
     public static func copyPath(for path: String, loser: FileRecord, winner: FileRecord) -> String {
         let slash = path.lastIndex(of: "/")
         let dir = slash.map { String(path[...$0]) } ?? ""
         let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
-        var stem = name, ext = ""
-        if let dot = name.lastIndex(of: "."), dot != name.startIndex {
-            stem = String(name[..<dot])
-            ext = String(name[dot...])
-        }
+        let (stem, ext) = stemAndExtension(name)
         let date = Date(timeIntervalSince1970: Double(loser.mtimeNs / 1_000_000_000))
         var cal = Calendar(identifier: .gregorian)
         cal.timeZone = TimeZone(identifier: "UTC")!
