@@ -104,8 +104,7 @@ struct RESTAPI: Sendable {
 
     /// `syncctl status --json`'s fields, the folder's state, and the peers' rates, as one object.
     func statusJSON() async -> Data {
-        let status = await node.status()
-        let folder = await node.folderState()
+        let (status, folder) = await node.statusAndFolderState()
         let rates = await hub.rates()
         // What is still pulled from each peer changes as pulls go: sent with every status (it
         // walks only the paths still needed, not the index).
