@@ -23,7 +23,7 @@ The quick mode (CI) runs each workload once at small size and checks convergence
 import argparse, hashlib, json, os, random, shutil, signal, statistics, subprocess, sys, tempfile, time
 import xml.etree.ElementTree as ET
 
-NODES = 4
+NODES = 4  # the cluster size of workloads 1-5 and 8 (Cluster's default)
 
 # ---------------------------------------------------------------- helpers
 
@@ -142,11 +142,14 @@ def write_file(path, size, seed):
 # ---------------------------------------------------------------- the tools
 
 class Cluster:
-    """A running 4-node cluster of one tool."""
-    def __init__(self, tool, root, args):
-        self.tool, self.root, self.args = tool, root, args
-        self.dirs = [os.path.join(root, f"n{i}") for i in range(NODES)]
-        self.procs = []
+    """A running cluster of one tool: `nodes` nodes (4 unless a workload asks otherwise), each
+    listing every other as a peer. Node i listens on 22101+i (Syncthing, and syncctl in a mixed
+    cluster) or 22201+i (synckit); a Syncthing's GUI is on 8385+i, a syncctl's on a free port."""
+    def __init__(self, tool, root, args, nodes=NODES):
+        self.tool, self.root, self.args, self.nodes = tool, root, args, nodes
+        self.dirs = [os.path.join(root, f"n{i}") for i in range(nodes)]
+        self.procs = [None] * nodes  # a node not started (yet) is None
+        self.api_keys = {}
 
     def prepare(self):
         for d in self.dirs:
@@ -161,11 +164,11 @@ class Cluster:
         if self.tool.startswith("mixed-serve"):
             return i == 0
         if self.tool.startswith("mixed-pull"):
-            return i == NODES - 1
+            return i == self.nodes - 1
         return False
 
     def start(self):
-        self.procs = [self.launch(i) for i in range(NODES)]
+        self.procs = [self.launch(i) for i in range(self.nodes)]
 
     def binary(self):
         """The syncctl this tool runs: --syncctl-before for synckit-before*, --syncctl-between
@@ -182,18 +185,21 @@ class Cluster:
             # A syncctl node in a Syncthing cluster: BEP to every Syncthing, trusted by ID.
             cmd = [self.args.syncctl, "run", "--dir", self.dirs[i], "--port", str(22101 + i), "--bind", "127.0.0.1",
                    "--name", f"n{i}", "--log", "stderr", "--log-level", os.environ.get("BENCH_LOG_LEVEL", "warning"),
-                   "--discovery", "static", "--folder-id", "bench"]
-            for j in range(NODES):
+                   "--discovery", "static", "--folder-id", "bench", "--gui-address", "127.0.0.1:0"]
+            for j in range(self.nodes):
                 if j != i:
                     cmd += ["--peer", f"127.0.0.1:{22101 + j}", "--trust", self.ids[j]]
             log = open(os.path.join(self.root, f"n{i}.log"), "ab")
             return subprocess.Popen(cmd, stdout=log, stderr=log)
         if self.tool.startswith("synckit"):
-            ports = [22201 + k for k in range(NODES)]
+            ports = [22201 + k for k in range(self.nodes)]
             binary = self.binary()
             cmd = [binary, "run", "--dir", self.dirs[i], "--port", str(ports[i]), "--bind", "127.0.0.1",
-                   "--name", f"n{i}", "--log", "stderr", "--log-level", os.environ.get("BENCH_LOG_LEVEL", "warning")]
-            for j in range(NODES):
+                   "--name", f"n{i}", "--log", "stderr", "--log-level", os.environ.get("BENCH_LOG_LEVEL", "warning"),
+                   # A free port for each node's GUI: with the default 8384 only the first
+                   # node would serve one (sixteen nodes would race for it).
+                   "--gui-address", "127.0.0.1:0"]
+            for j in range(self.nodes):
                 if j != i:
                     cmd += ["--peer", f"127.0.0.1:{ports[j]}"]
             # synckit-plain: the same nodes without TLS, to measure what encryption costs.
@@ -222,37 +228,30 @@ class Cluster:
     def start_node(self, i):
         self.procs[i] = self.launch(i)
 
-    def wait_back_in_sync(self, i, deadline_s):
-        """The time at which node i reports itself connected to every peer and in sync (None at
-        the deadline): `syncctl status --json`, or Syncthing's REST API."""
+    def wait_back_in_sync(self, i, deadline_s, adaptive=False):
+        """The time at which node i reports itself connected to every peer (nodes - 1 of them)
+        and in sync (None at the deadline): `syncctl status --json`, or Syncthing's REST API.
+        Every 50 ms; adaptive: less often when a status costs more (a daemon walks its whole
+        index to answer, a million records in workload 6), so that polling takes at most a fifth
+        of the time."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < deadline_s:
+            t = time.monotonic()
             if self.node_in_sync(i):
                 return time.monotonic()
-            time.sleep(0.05)
+            time.sleep(max(0.05, 4 * (time.monotonic() - t)) if adaptive else 0.05)
         return None
 
     def node_in_sync(self, i):
         if self.is_syncctl(i):
-            binary = self.binary() if self.tool.startswith("synckit") else self.args.syncctl
-            out = subprocess.run([binary, "status", "--dir", self.dirs[i], "--json"], capture_output=True, text=True)
-            if out.returncode != 0:
+            st = self.syncctl_status(i)
+            if st is None:
                 return False
-            try:
-                st = json.loads(out.stdout)
-            except ValueError:
-                return False
-            return st.get("inSync") and len(st.get("peers", [])) == NODES - 1 and all(p.get("caughtUp") for p in st["peers"])
-        import urllib.request
-        home = os.path.join(self.root, f"st{i}")
-        key = ET.parse(os.path.join(home, "config.xml")).getroot().find("gui/apikey").text
-        def get(path):
-            req = urllib.request.Request(f"http://127.0.0.1:{8385 + i}{path}", headers={"X-API-Key": key})
-            with urllib.request.urlopen(req, timeout=2) as r:
-                return json.loads(r.read())
+            return st.get("inSync") and len(st.get("peers", [])) == self.nodes - 1 and all(p.get("caughtUp") for p in st["peers"])
+        get = lambda path: self.st_get(i, path)
         try:
             conns = get("/rest/system/connections")["connections"]
-            if sum(1 for c in conns.values() if c.get("connected")) < NODES - 1:
+            if sum(1 for c in conns.values() if c.get("connected")) < self.nodes - 1:
                 return False
             status = get("/rest/db/status?folder=bench")
             completion = [get(f"/rest/db/completion?folder=bench&device={d}")["completion"] for d in conns]
@@ -260,33 +259,58 @@ class Cluster:
         except Exception:
             return False
 
+    def st_get(self, i, path):
+        """GET `path` from Syncthing node i's REST API (JSON); raises when it does not answer."""
+        import urllib.request
+        key = self.api_keys.get(i)
+        if key is None:
+            home = os.path.join(self.root, f"st{i}")
+            key = self.api_keys[i] = ET.parse(os.path.join(home, "config.xml")).getroot().find("gui/apikey").text
+        req = urllib.request.Request(f"http://127.0.0.1:{8385 + i}{path}", headers={"X-API-Key": key})
+        with urllib.request.urlopen(req, timeout=2) as r:
+            return json.loads(r.read())
+
+    def syncctl_status(self, i):
+        """`syncctl status --json` of syncctl node i (None: no daemon answers yet)."""
+        binary = self.binary() if self.tool.startswith("synckit") else self.args.syncctl
+        out = subprocess.run([binary, "status", "--dir", self.dirs[i], "--json"], capture_output=True, text=True)
+        if out.returncode != 0:
+            return None
+        try:
+            return json.loads(out.stdout)
+        except ValueError:
+            return None
+
     def stop(self):
         for p in self.procs:
-            p.send_signal(signal.SIGTERM)
+            if p is not None:
+                p.send_signal(signal.SIGTERM)
         for p in self.procs:
+            if p is None:
+                continue
             try:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        self.procs = []
+        self.procs = [None] * self.nodes
 
     def cpu(self):
         return sum(self.cpu_per_node())
 
     def cpu_per_node(self):
-        return [round(proc_cpu(p.pid), 2) for p in self.procs]
+        return [round(proc_cpu(p.pid), 2) if p else 0.0 for p in self.procs]
 
     def peak_rss(self):
         return max(self.rss_per_node())
 
     def rss_per_node(self):
         """Peak RSS of each node (VmHWM, MiB): in a mixed cluster, which kind of node it was."""
-        return [round(proc_hwm_mib(p.pid), 1) for p in self.procs]
+        return [round(proc_hwm_mib(p.pid), 1) if p else 0.0 for p in self.procs]
 
     def prepare_syncthing(self):
         ids = []
-        for i in range(NODES):
+        for i in range(self.nodes):
             if self.is_syncctl(i):
                 out = subprocess.run([self.args.syncctl, "id", "--dir", self.dirs[i]], check=True,
                                      capture_output=True, text=True).stdout.splitlines()[0].strip()
@@ -300,7 +324,7 @@ class Cluster:
             ids.append(out)
         self.ids = ids
         delay = "1" if self.tool.endswith("-1s") else "10"
-        for i in range(NODES):
+        for i in range(self.nodes):
             if self.is_syncctl(i):
                 continue
             home = os.path.join(self.root, f"st{i}")
@@ -314,9 +338,9 @@ class Cluster:
                 "rescanIntervalS": "3600", "fsWatcherEnabled": "true", "fsWatcherDelayS": delay,
                 "ignorePerms": "false", "autoNormalize": "true"})
             ET.SubElement(folder, "maxConflicts").text = "10"
-            for j in range(NODES):
+            for j in range(self.nodes):
                 ET.SubElement(folder, "device", {"id": ids[j], "introducedBy": ""})
-            for j in range(NODES):
+            for j in range(self.nodes):
                 dev = ET.SubElement(cfg, "device", {"id": ids[j], "name": f"n{j}", "compression": "metadata",
                                                     "introducer": "false", "skipIntroductionRemovals": "false", "introducedBy": ""})
                 ET.SubElement(dev, "address").text = f"tcp://127.0.0.1:{22101 + j}"
@@ -376,7 +400,7 @@ def run_workload(n, tool, args, scale):
             for i, d in enumerate(c.dirs):
                 for k in range(per):
                     write_file(os.path.join(d, f"n{i}", f"f{k}.bin"), size, i * 100000 + k)
-            expect = per * NODES
+            expect = per * c.nodes
         elif n in (2, 4):
             write_file(os.path.join(c.dirs[0], "big.bin"), scale["w2_bytes"], 2)
             expect = 1
@@ -416,11 +440,11 @@ def run_workload(n, tool, args, scale):
                 # changed. Measured: bytes on lo from its start until it is back in sync with
                 # every peer (connected, indexes exchanged, nothing to pull), and that time.
                 time.sleep(2)
-                c.stop_node(NODES - 1)
+                c.stop_node(c.nodes - 1)
                 time.sleep(0.5)
                 lo0, t = lo_bytes(), time.monotonic()
-                c.start_node(NODES - 1)
-                seen = c.wait_back_in_sync(NODES - 1, args.deadline)
+                c.start_node(c.nodes - 1)
+                seen = c.wait_back_in_sync(c.nodes - 1, args.deadline)
                 ok = seen is not None
                 result.update(ok=ok, seconds=seen - t if ok else None, restart_lo_bytes=lo_bytes() - lo0)
             elif n == 4:
