@@ -59,6 +59,7 @@ class Digest:
     """Content digests of folders, hashing a file again only when its size or mtime changed."""
     def __init__(self):
         self.cache = {}
+        self.laggard = 0  # the folder that failed the last check (laggard_first)
 
     def folder(self, root):
         out = {}
@@ -83,13 +84,19 @@ class Digest:
                 out[os.path.relpath(path, root)] = digest
         return out
 
-    def converged(self, roots, expect_files=None):
+    def converged(self, roots, expect_files=None, laggard_first=False):
         # Cheapest first, so that polling steals as little CPU as possible from the tools being
         # measured: names only (readdir, no stat), then sizes, then content hashes.
+        # laggard_first: list first the folder that failed the last check, which most likely
+        # still lags (with sixteen folders a check then lists one or two, not up to sixteen).
+        order = list(range(len(roots)))
+        if laggard_first and self.laggard < len(roots):
+            order.insert(0, order.pop(self.laggard))
         names = []
-        for r in roots:
-            n = list_names(r)
+        for k in order:
+            n = list_names(roots[k])
             if n is None or (expect_files is not None and len(n) != expect_files) or (names and n != names[0]):
+                self.laggard = k
                 return False
             names.append(n)
         sizes = []
@@ -369,32 +376,95 @@ class Cluster:
 
 # ---------------------------------------------------------------- workloads
 
-def wait(cluster, digest, expect, deadline_s):
+def wait(cluster, digest, expect, deadline_s, min_sleep=0.01, laggard_first=False):
     """The time at which every folder was seen identical, or None at the deadline."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < deadline_s:
         t = time.monotonic()
-        seen = digest.converged(cluster.dirs, expect)
+        seen = digest.converged(cluster.dirs, expect, laggard_first)
         if seen:
             return seen
-        # Every 10 ms, or less often when a poll is expensive (tens of thousands of files): the
-        # poller then takes at most a third of one core, and the error it adds stays below
-        # three poll durations.
-        time.sleep(max(0.01, 2 * (time.monotonic() - t)))
+        # Every 10 ms (min_sleep), or less often when a poll is expensive (tens of thousands of
+        # files): the poller then takes at most a third of one core, and the error it adds stays
+        # below three poll durations.
+        time.sleep(max(min_sleep, 2 * (time.monotonic() - t)))
+    return None
+
+def wait_file(roots, rel, content, deadline_s, interval=0.005):
+    """The time at which every folder in roots holds the file rel with exactly these bytes
+    (None at the deadline). Every 5 ms: a stat per folder still without it, a read only when
+    the size is right; a folder that had it is not looked at again."""
+    t0 = time.monotonic()
+    pending = list(roots)
+    while time.monotonic() - t0 < deadline_s:
+        for r in list(pending):
+            path = os.path.join(r, rel)
+            try:
+                if os.stat(path).st_size != len(content):
+                    continue
+                with open(path, "rb") as f:
+                    if f.read() == content:
+                        pending.remove(r)
+            except OSError:
+                continue
+        if not pending:
+            return time.monotonic()
+        time.sleep(interval)
     return None
 
 DEFERRED = []
+
+def run_w7(c, digest, args, scale, result):
+    """Workload 7: a full mesh of c.nodes nodes (sixteen), each seeded with its own files; the
+    time until every folder holds the union, then the latency of one new file from node 0 to
+    all the others."""
+    per, size = scale["w7_files"], 16 << 10
+    for i, d in enumerate(c.dirs):
+        for k in range(per):
+            write_file(os.path.join(d, f"n{i}", f"f{k}.bin"), size, i * 100000 + k)
+        digest.folder(d)  # the seeds' hashes, before the clock starts
+    expect = per * c.nodes
+    result.update(nodes=c.nodes, files=expect)
+    lo0, t0 = lo_bytes(), time.monotonic()
+    c.start()
+    # Polling sixteen folders: each check lists the folder that lagged last time first (most
+    # checks then list one or two folders), and at most every 50 ms (a check near the end
+    # lists all sixteen and hashes what changed; wait() then backs off to twice its cost).
+    seen = wait(c, digest, expect, args.deadline, min_sleep=0.05, laggard_first=True)
+    result.update(ok=seen is not None, seconds=seen - t0 if seen else None, lo_bytes=lo_bytes() - lo0,
+                  cpu=c.cpu(), cpu_per_node=c.cpu_per_node(), rss_mib=c.peak_rss(), rss_per_node=c.rss_per_node())
+    print(f"bench: w7 {c.tool}: {c.nodes} nodes hold the union of {expect} files after "
+          f"{result['seconds'] if seen else 'never (deadline)'} s", file=sys.stderr, flush=True)
+    if not seen:
+        return
+    time.sleep(1.5)  # idle
+    content = random.Random(7).randbytes(4096)
+    lo1, cpu1, t = lo_bytes(), c.cpu(), time.monotonic()
+    with open(os.path.join(c.dirs[0], "new.bin"), "wb") as f:
+        f.write(content)
+    seen = wait_file(c.dirs[1:], "new.bin", content, args.deadline)
+    # The bytes the change cost: measured a second after the last node has the file, so that
+    # the index updates the nodes send one another after it count too.
+    time.sleep(1)
+    result.update(latency_s=seen - t if seen else None, latency_lo_bytes=lo_bytes() - lo1,
+                  latency_cpu=round(c.cpu() - cpu1, 2))
+    # Byte-identical everywhere, every file (not timed).
+    ok = seen is not None and wait(c, digest, expect + 1, 30) is not None
+    result.update(ok=ok)
 
 def count_files(root):
     return sum(len(f) for _, _, f in os.walk(root))
 
 def run_workload(n, tool, args, scale):
     root = tempfile.mkdtemp(prefix=f"bench-{tool}-w{n}-", dir=args.workdir)
-    c = Cluster(tool, root, args)
+    c = Cluster(tool, root, args, {6: 2, 7: scale["w7_nodes"]}.get(n, NODES))
     c.prepare()
     digest = Digest()
     result = {"workload": n, "tool": tool}
     try:
+        if n == 7:
+            run_w7(c, digest, args, scale, result)
+            return result
         if n == 1:
             per, size = scale["w1_files"], 16 << 10
             for i, d in enumerate(c.dirs):
@@ -535,8 +605,8 @@ def main():
         cmd = ["unshare", "-n", "--", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable] + sys.argv + ["--in-netns"]
         sys.exit(subprocess.call(cmd))
 
-    scale = ({"w1_files": 10, "w2_bytes": 8 << 20, "w3_repeats": 2, "w5_files": 200} if args.quick else
-             {"w1_files": 250, "w2_bytes": 512 << 20, "w3_repeats": 5, "w5_files": 20000})
+    scale = ({"w1_files": 10, "w2_bytes": 8 << 20, "w3_repeats": 2, "w5_files": 200, "w7_nodes": 16, "w7_files": 5} if args.quick else
+             {"w1_files": 250, "w2_bytes": 512 << 20, "w3_repeats": 5, "w5_files": 20000, "w7_nodes": 16, "w7_files": 100})
     if args.quick:
         args.runs = 1
         args.deadline = min(args.deadline, 120)
