@@ -414,6 +414,214 @@ def wait_file(roots, rel, content, deadline_s, interval=0.005):
 
 DEFERRED = []
 
+def poll(check, deadline_s, what, min_sleep=0.05):
+    """Calls check(), which returns (done, how far), until it is done: the time it said so
+    (None at the deadline) and how far it got. Between checks it sleeps four times what a check
+    took (at least min_sleep), so that polling takes at most a fifth of the time even when a
+    check walks a million files or makes a daemon do so; a progress line every minute."""
+    t0 = last = time.monotonic()
+    far = None
+    while time.monotonic() - t0 < deadline_s:
+        t = time.monotonic()
+        done, far = check()
+        now = time.monotonic()
+        if done:
+            return now, far
+        if now - last >= 60:
+            last = now
+            print(f"bench:   {what}: {far} after {now - t0:.0f} s", file=sys.stderr, flush=True)
+        time.sleep(max(min_sleep, 4 * (now - t)))
+    return None, far
+
+W6_LEAVES = 1000  # workload 6's tree: d{0..31}/e{0..999}, 1,000 leaf directories
+
+def w6_leaf(k):
+    leaf = k % W6_LEAVES
+    return f"d{leaf // 32}/e{leaf}"
+
+def w6_seed(root, n, label):
+    """n files of 1 KiB (distinct contents) under root, in workload 6's tree: plain writes, no
+    fsync. Returns the number of files each leaf directory holds."""
+    rnd = random.Random(6)
+    t0 = time.monotonic()
+    for k in range(n):
+        leaf = w6_leaf(k)
+        if k < W6_LEAVES:
+            os.makedirs(os.path.join(root, leaf), exist_ok=True)
+        with open(os.path.join(root, leaf, f"f{k}.bin"), "wb") as f:
+            f.write(rnd.randbytes(1024))
+        if (k + 1) % 100000 == 0 and k + 1 < n:
+            print(f"bench: w6 {label}: seeded {k + 1:,} of {n:,} files ({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
+    print(f"bench: w6 {label}: seeded {n:,} files in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+    return {w6_leaf(e): n // W6_LEAVES + (1 if e < n % W6_LEAVES else 0) for e in range(min(n, W6_LEAVES))}
+
+def synced_name(name):
+    return not name.startswith(IGNORED_PREFIXES) and not name.endswith(".synckit-tmp")
+
+def w6_leaves_done(root, expected, pending):
+    """Removes from pending the leaf directories of root that hold all their files (temp files
+    of transfers in flight do not count): one listdir per leaf still pending, no stat."""
+    for leaf in list(pending):
+        try:
+            names = os.listdir(os.path.join(root, leaf))
+        except OSError:
+            continue
+        if len(names) >= expected[leaf] and sum(1 for x in names if synced_name(x)) >= expected[leaf]:
+            pending.discard(leaf)
+
+def w6_files_present(root, expected):
+    n = 0
+    for leaf in expected:
+        try:
+            n += sum(1 for x in os.listdir(os.path.join(root, leaf)) if synced_name(x))
+        except OSError:
+            pass
+    return n
+
+def index_bytes(c, i):
+    """Bytes of node i's index on disk: syncctl's SQLite database with its WAL and shared
+    memory files, or Syncthing's LevelDB directory (du -sb)."""
+    if c.is_syncctl(i):
+        base = os.path.join(c.dirs[i], ".synckit", "index.db")
+        return sum(os.path.getsize(base + x) for x in ("", "-wal", "-shm") if os.path.exists(base + x))
+    # Syncthing's LevelDB directory (du -sb).
+    out = subprocess.run(["du", "-sb", os.path.join(c.root, f"st{i}", "index-v0.14.0.db")], capture_output=True, text=True)
+    return int(out.stdout.split()[0]) if out.returncode == 0 else None
+
+def syncthing_scanned_since(c, i, wall):
+    """Syncthing node i finished a scan of the folder after the wall-clock time `wall` (its
+    folder may report "idle" before the scan a start begins with)."""
+    try:
+        last = c.st_get(i, "/rest/stats/folder").get("bench", {}).get("lastScan", "")
+    except Exception:
+        return False
+    import datetime, re
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", last or "")
+    if not m:
+        return False
+    frac = (m.group(2) or ".0")[:7]
+    tz = "+00:00" if m.group(3) == "Z" else m.group(3)
+    return datetime.datetime.fromisoformat(m.group(1) + frac + tz).timestamp() >= wall
+
+def run_w6(c, digest, args, scale, result):
+    """Workload 6: a million files of 1 KiB (--w6-files) on node 0, in about 1,000 directories.
+    Measured: the machine's floor (tar reading the tree), node 0's first scan alone, node 1's
+    pull of everything, both indexes on disk, node 1's restart with nothing changed, and one
+    new file's latency. Progress goes to stderr: a full run takes tens of minutes."""
+    n, label = scale["w6_files"], c.tool
+    long_deadline = args.deadline if args.quick else max(args.deadline, args.w6_deadline)
+    d0, d1 = c.dirs
+    expected = w6_seed(d0, n, label)
+    result.update(nodes=2, files=n)
+    # The floor: what it takes this machine to stat and read the whole tree (GNU tar does not
+    # read the files when its output is /dev/null itself, hence the pipe).
+    t = time.monotonic()
+    subprocess.run(["sh", "-c", 'tar -cf - -C "$1" . | cat > /dev/null', "sh", d0], check=True)
+    floor = time.monotonic() - t
+    result.update(floor_s=round(floor, 3), floor_files_per_s=round(n / floor))
+    print(f"bench: w6 {label}: floor (tar) {floor:.2f} s, {n / floor:,.0f} files/s", file=sys.stderr, flush=True)
+
+    # a. Node 0 alone, its first scan: `syncctl status` says in sync (which a syncctl node
+    # only says once its first full scan is done) with every file in its index; Syncthing's
+    # folder is idle with every file in its database.
+    def scanned():
+        if c.is_syncctl(0):
+            st = c.syncctl_status(0)
+            files = st.get("files") if st else None
+            return bool(st and st.get("inSync") and files == n), files
+        try:
+            st = c.st_get(0, "/rest/db/status?folder=bench")
+        except Exception:
+            return False, None
+        return st.get("state") == "idle" and st.get("localFiles") == n, st.get("localFiles")
+    t0 = time.monotonic()
+    c.start_node(0)
+    seen, far = poll(scanned, long_deadline, f"w6 {label} first scan, files in the index")
+    p0 = c.procs[0].pid
+    result.update(scan_s=seen - t0 if seen else None, scan_files_per_s=round(n / (seen - t0)) if seen else None,
+                  scan_cpu=round(proc_cpu(p0), 2), scan_rss_mib=round(proc_hwm_mib(p0), 1))
+    if not seen:
+        print(f"bench: w6 {label}: first scan not done after {long_deadline:.0f} s ({far} files indexed)", file=sys.stderr, flush=True)
+        result.update(ok=False, scan_files_at_deadline=far, seconds=None)
+        return
+    print(f"bench: w6 {label}: first scan {seen - t0:.2f} s, {n / (seen - t0):,.0f} files/s, "
+          f"{result['scan_cpu']} s CPU, {result['scan_rss_mib']} MiB", file=sys.stderr, flush=True)
+
+    # b. Node 1 starts empty and pulls everything: done when every file is on its disk, by name
+    # (leaf directories counted, each only until it is complete).
+    cpu0, lo0, t1 = proc_cpu(p0), lo_bytes(), time.monotonic()
+    c.start_node(1)
+    pending = set(expected)
+    def pulled():
+        w6_leaves_done(d1, expected, pending)
+        return not pending, f"{len(pending)} of {len(expected)} directories incomplete"
+    seen, far = poll(pulled, long_deadline, f"w6 {label} pull")
+    pull_lo = lo_bytes() - lo0
+    pull_cpu = [round(proc_cpu(p0) - cpu0, 2), round(proc_cpu(c.procs[1].pid), 2)]
+    result.update(seconds=seen - t1 if seen else None, pull_files_per_s=round(n / (seen - t1)) if seen else None,
+                  lo_bytes=pull_lo, cpu=round(sum(pull_cpu), 2), cpu_per_node=pull_cpu,
+                  rss_per_node=c.rss_per_node(), rss_mib=c.peak_rss())
+    if not seen:
+        have = w6_files_present(d1, expected)
+        print(f"bench: w6 {label}: pull not done after {long_deadline:.0f} s: node 1 holds {have:,} of {n:,} files",
+              file=sys.stderr, flush=True)
+        result.update(ok=False, pull_files_at_deadline=have, index_bytes=[index_bytes(c, 0), index_bytes(c, 1)])
+        return
+    print(f"bench: w6 {label}: pull {seen - t1:.2f} s, {n / (seen - t1):,.0f} files/s, {pull_lo:,} bytes on lo, "
+          f"CPU {pull_cpu} s, peak RSS {result['rss_per_node']} MiB", file=sys.stderr, flush=True)
+    # Node 1 says it is in sync (its index saved, node 0's index received: what the restart
+    # below starts from), then the contents are checked, neither timed.
+    insync = c.wait_back_in_sync(1, long_deadline, adaptive=True)
+    result.update(pull_in_sync_s=insync - t1 if insync else None)
+    same = wait(c, digest, n, max(args.deadline, 300)) is not None
+    print(f"bench: w6 {label}: node 1 in sync after {result['pull_in_sync_s']} s; "
+          f"contents {'identical' if same else 'DIFFER'}", file=sys.stderr, flush=True)
+    if not insync or not same:
+        result.update(ok=False)
+        return
+
+    # c. The indexes on disk.
+    time.sleep(2)
+    result.update(index_bytes=[index_bytes(c, 0), index_bytes(c, 1)])
+    # Of which syncctl's write-ahead log (SQLite keeps the file at its largest size until it
+    # is checkpointed and truncated).
+    result.update(index_wal_bytes=[os.path.getsize(w) if c.is_syncctl(i) and os.path.exists(w := os.path.join(c.dirs[i], ".synckit", "index.db-wal")) else None
+                                   for i in range(2)])
+    print(f"bench: w6 {label}: index on disk {result['index_bytes']} bytes", file=sys.stderr, flush=True)
+
+    # d. Node 1 stops cleanly and starts again, nothing changed: the time until it is back in
+    # sync, the bytes on lo meanwhile, and its CPU (against node 0's first scan: a restart that
+    # hashes the files again costs about as much).
+    c.stop_node(1)
+    time.sleep(0.5)
+    lo0, wall, t2 = lo_bytes(), time.time(), time.monotonic()
+    c.start_node(1)
+    if c.is_syncctl(1):
+        seen = c.wait_back_in_sync(1, long_deadline, adaptive=True)
+    else:
+        seen, _ = poll(lambda: (c.node_in_sync(1) and syncthing_scanned_since(c, 1, wall), None), long_deadline,
+                       f"w6 {label} restart")
+    p1 = c.procs[1].pid
+    result.update(restart_s=seen - t2 if seen else None, restart_lo_bytes=lo_bytes() - lo0,
+                  restart_cpu=round(proc_cpu(p1), 2), restart_rss_mib=round(proc_hwm_mib(p1), 1))
+    print(f"bench: w6 {label}: restart {result['restart_s']} s, {result['restart_lo_bytes']:,} bytes on lo, "
+          f"{result['restart_cpu']} s CPU (first scan: {result['scan_cpu']} s)", file=sys.stderr, flush=True)
+    if not seen:
+        result.update(ok=False)
+        return
+
+    # e. One new 4 KiB file on node 0: the time until node 1 has the same bytes.
+    time.sleep(1.5)  # idle
+    content = random.Random(66).randbytes(4096)
+    rel = os.path.join(w6_leaf(0), "change.bin")
+    lo0, t3 = lo_bytes(), time.monotonic()
+    with open(os.path.join(d0, rel), "wb") as f:
+        f.write(content)
+    seen = wait_file([d1], rel, content, args.deadline)
+    time.sleep(1)
+    result.update(change_s=seen - t3 if seen else None, change_lo_bytes=lo_bytes() - lo0, ok=seen is not None)
+    print(f"bench: w6 {label}: one new file on node 1 after {result['change_s']} s", file=sys.stderr, flush=True)
+
 def run_w7(c, digest, args, scale, result):
     """Workload 7: a full mesh of c.nodes nodes (sixteen), each seeded with its own files; the
     time until every folder holds the union, then the latency of one new file from node 0 to
@@ -462,8 +670,8 @@ def run_workload(n, tool, args, scale):
     digest = Digest()
     result = {"workload": n, "tool": tool}
     try:
-        if n == 7:
-            run_w7(c, digest, args, scale, result)
+        if n in (6, 7):
+            (run_w6 if n == 6 else run_w7)(c, digest, args, scale, result)
             return result
         if n == 1:
             per, size = scale["w1_files"], 16 << 10
@@ -529,7 +737,13 @@ def run_workload(n, tool, args, scale):
         result.update(cpu=c.cpu(), cpu_per_node=c.cpu_per_node(), rss_mib=c.peak_rss(), rss_per_node=c.rss_per_node(), lo_bytes=lo_bytes() - lo0)
     finally:
         c.stop()
-        if not args.keep:
+        if n == 6 and not args.keep:
+            # Millions of files: deleted now (deferred, a few runs would fill the disk), and
+            # the deletion committed (sync) so that the inodes it frees are free again before
+            # the next run creates files.
+            subprocess.run(["rm", "-rf", root])
+            os.sync()
+        elif not args.keep:
             # Deleting tens of thousands of files right before the next run would slow that
             # run's file creation (ext4 skips recently freed inodes when it allocates), whichever
             # tool it measures: such trees are deleted when the whole benchmark ends.
@@ -589,6 +803,9 @@ def main():
     ap.add_argument("--syncctl-between", default=None,
                     help="a third syncctl binary, run as the tool synckit-between (synckit-between-plain: without TLS)")
     ap.add_argument("--deadline", type=float, default=600)
+    ap.add_argument("--w6-files", type=int, default=1000000, help="workload 6's number of 1 KiB files (not in quick mode: 2,000)")
+    ap.add_argument("--w6-deadline", type=float, default=3600,
+                    help="workload 6's deadline for the first scan, the pull and the restart (not in quick mode)")
     ap.add_argument("--workdir", default="/tmp")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--json", default=None)
@@ -605,8 +822,8 @@ def main():
         cmd = ["unshare", "-n", "--", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable] + sys.argv + ["--in-netns"]
         sys.exit(subprocess.call(cmd))
 
-    scale = ({"w1_files": 10, "w2_bytes": 8 << 20, "w3_repeats": 2, "w5_files": 200, "w7_nodes": 16, "w7_files": 5} if args.quick else
-             {"w1_files": 250, "w2_bytes": 512 << 20, "w3_repeats": 5, "w5_files": 20000, "w7_nodes": 16, "w7_files": 100})
+    scale = ({"w1_files": 10, "w2_bytes": 8 << 20, "w3_repeats": 2, "w5_files": 200, "w6_files": 2000, "w7_nodes": 16, "w7_files": 5} if args.quick else
+             {"w1_files": 250, "w2_bytes": 512 << 20, "w3_repeats": 5, "w5_files": 20000, "w6_files": args.w6_files, "w7_nodes": 16, "w7_files": 100})
     if args.quick:
         args.runs = 1
         args.deadline = min(args.deadline, 120)
