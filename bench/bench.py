@@ -2,8 +2,9 @@
 """SyncKit against Syncthing, same workloads, same machine, same run.
 
 Usage (as root; see bench/run.sh, which also builds syncctl and installs Syncthing):
-    python3 bench/bench.py --syncctl PATH [--runs 3] [--quick] [--workloads 1,2,3,4,5,8]
+    python3 bench/bench.py --syncctl PATH [--runs 3] [--quick] [--workloads 1,2,3,4,5,8,6,7]
                            [--tools synckit,synckit-plain,syncthing,syncthing-1s] [--markdown OUT]
+                           [--w6-files 1000000] [--w6-deadline 3600]
     (synckit runs over TLS, as a user runs it; synckit-plain is the same with --insecure-plaintext,
     to measure what TLS costs; synckit-before and synckit-before-plain run the binary given by
     --syncctl-before, for before/after figures of a change in one run; mixed-serve and mixed-pull
@@ -15,9 +16,13 @@ Usage (as root; see bench/run.sh, which also builds syncctl and installs Syncthi
 Everything runs inside a fresh network namespace that has only `lo` (the script re-executes
 itself under `unshare -n`), so no packet leaves the machine, and Syncthing's discovery, relays,
 NAT, usage reporting, crash reporting and upgrades are all off in its config before it starts.
-Each tool runs a 4-node full mesh on 127.0.0.1; a workload is timed until every node's folder is
-byte-identical (SHA-256 of every file), polling the file system. Per workload and tool we record
-wall time, CPU time of the node processes, peak RSS per node (VmHWM) and bytes on `lo`.
+Each tool runs a 4-node full mesh on 127.0.0.1 (workload 6: 2 nodes, workload 7: 16); a workload
+is timed until every node's folder is byte-identical (SHA-256 of every file), polling the file
+system. Per workload and tool we record wall time, CPU time of the node processes, peak RSS per
+node (VmHWM) and bytes on `lo`. Workload 6 (a million 1 KiB files, --w6-files, to one empty peer)
+also records the machine's floor for reading the tree (tar), node 0's first scan alone, both
+indexes on disk, a restart with nothing changed and one new file's latency; workload 7 (sixteen
+nodes, 100 x 16 KiB each, time to union) also records one new file's latency to the 15 others.
 The quick mode (CI) runs each workload once at small size and checks convergence, not time.
 """
 import argparse, hashlib, json, os, random, shutil, signal, statistics, subprocess, sys, tempfile, time
@@ -757,6 +762,7 @@ def run_workload(n, tool, args, scale):
 
 NAMES = {1: "1: 4 x 250 x 16 KiB, time to union", 2: "2: 512 MiB to 3 peers", 3: "3: one new 4 KiB file (latency)",
          4: "4: 1 MiB edit in 512 MiB", 5: "5: 20,000 x 1 KiB to 3 peers",
+         6: "6: {files:,} x 1 KiB to 1 empty peer (pull)", 7: "7: {nodes} nodes x {per} x 16 KiB, time to union",
          8: "8: one of 4 nodes restarts, 20,000 files, nothing changed"}
 
 def write_table(results, path):
@@ -765,6 +771,9 @@ def write_table(results, path):
     def med(rows, key):
         vals = [r[key] for r in rows if r.get(key) is not None]
         return statistics.median(vals) if vals else None
+    def fmt(x, spec):
+        return "-" if x is None else format(x, spec)  # a run that did not get that far
+    labels = {}
     import platform
     lines = [f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({platform.machine()}), "
              f"{subprocess.run(['syncthing', '--version'], capture_output=True, text=True).stdout.split('(')[0].strip()}; "
@@ -782,7 +791,45 @@ def write_table(results, path):
             ratio = f"{t / base:.2f}x" if t and base and tool != "synckit" else ""
             label = {"synckit": "syncctl", "synckit-plain": "syncctl --insecure-plaintext", "synckit-before": "syncctl (before)", "synckit-before-plain": "syncctl (before) --insecure-plaintext", "synckit-between": "syncctl (between)", "synckit-between-plain": "syncctl (between) --insecure-plaintext", "syncthing": "Syncthing (default)", "syncthing-1s": "Syncthing (watcher delay 1 s)", "mixed-serve": "mixed: syncctl serves 3 Syncthings", "mixed-serve-1s": "mixed: syncctl serves 3 Syncthings (1 s)", "mixed-pull": "mixed: syncctl pulls from 3 Syncthings", "mixed-pull-1s": "mixed: syncctl pulls from 3 Syncthings (1 s)"}[tool]
             lo = med(rows, "restart_lo_bytes" if n == 8 else "lo_bytes")
-            lines.append(f"| {NAMES[n]} | {label} | {t:.3f} | {ratio} | {med(rows, 'cpu'):.2f} | {med(rows, 'rss_mib'):.0f} | {lo:,.0f} |")
+            name = NAMES[n].format(files=rows[0].get("files", 0), nodes=rows[0].get("nodes", 0),
+                                   per=rows[0].get("files", 0) // max(rows[0].get("nodes", 1), 1))
+            lines.append(f"| {name} | {label} | {fmt(t, '.3f')} | {ratio} | {fmt(med(rows, 'cpu'), '.2f')} | {fmt(med(rows, 'rss_mib'), '.0f')} | {fmt(lo, ',.0f')} |")
+            labels[tool] = label
+    # Workloads 6 and 7 measure more than one time: their other figures, medians too.
+    def medlist(rows, key):
+        lists = [r[key] for r in rows if r.get(key)]
+        return [statistics.median(x[i] for x in lists if x[i] is not None) if any(x[i] is not None for x in lists) else None
+                for i in range(len(lists[0]))] if lists else None
+    w6 = [r for r in results if r["workload"] == 6]
+    if w6:
+        lines += ["", f"Workload 6, {w6[0]['files']:,} files of 1 KiB in 1,000 directories, node 0 then node 1: "
+                  "floor = tar reading the whole tree (stat and read, warm cache); first scan = node 0 alone, from its start "
+                  "until it reports every file indexed; restart = node 1 stops and starts again with nothing changed, until "
+                  "it is back in sync (its CPU against node 0's first scan shows whether it hashed everything again); "
+                  "one new file = a new 4 KiB file on node 0 until node 1 has its bytes.", "",
+                  "| tool | floor (s, files/s) | first scan (s, files/s, CPU s) | pull (files/s) | index on disk per node (MiB) "
+                  "| restart (s, bytes on lo, CPU s) | one new file (s) |",
+                  "|---|---|---|---|---|---|---|"]
+        for tool in [t for t in labels if any(r["tool"] == t for r in w6)]:
+            rows = [r for r in w6 if r["tool"] == tool]
+            idx = medlist(rows, "index_bytes")
+            lines.append(f"| {labels[tool]} | {fmt(med(rows, 'floor_s'), '.2f')}, {fmt(med(rows, 'floor_files_per_s'), ',.0f')} "
+                         f"| {fmt(med(rows, 'scan_s'), '.2f')}, {fmt(med(rows, 'scan_files_per_s'), ',.0f')}, {fmt(med(rows, 'scan_cpu'), '.1f')} "
+                         f"| {fmt(med(rows, 'pull_files_per_s'), ',.0f')} "
+                         f"| {' / '.join(fmt(x / 2**20 if x is not None else None, '.1f') for x in idx) if idx else '-'} "
+                         f"| {fmt(med(rows, 'restart_s'), '.2f')}, {fmt(med(rows, 'restart_lo_bytes'), ',.0f')}, {fmt(med(rows, 'restart_cpu'), '.1f')} "
+                         f"| {fmt(med(rows, 'change_s'), '.3f')} |")
+    w7 = [r for r in results if r["workload"] == 7]
+    if w7:
+        lines += ["", f"Workload 7, {w7[0]['nodes']} nodes in a full mesh: after the union, one new 4 KiB file on node 0 "
+                  f"until all {w7[0]['nodes'] - 1} others have its bytes (bytes on lo until a second after that).", "",
+                  "| tool | time to union (s) | CPU per node, median (s) | one new file to every peer (s) | its bytes on lo |",
+                  "|---|---|---|---|---|"]
+        for tool in [t for t in labels if any(r["tool"] == t for r in w7)]:
+            rows = [r for r in w7 if r["tool"] == tool]
+            per_node = [statistics.median(r["cpu_per_node"]) for r in rows if r.get("cpu_per_node")]
+            lines.append(f"| {labels[tool]} | {fmt(med(rows, 'seconds'), '.3f')} | {fmt(statistics.median(per_node) if per_node else None, '.2f')} "
+                         f"| {fmt(med(rows, 'latency_s'), '.3f')} | {fmt(med(rows, 'latency_lo_bytes'), ',.0f')} |")
     text = open(path).read()
     start, end = "<!-- bench:start -->", "<!-- bench:end -->"
     if start in text and end in text:
@@ -796,7 +843,8 @@ def main():
     ap.add_argument("--syncctl", required=True)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--workloads", default="1,2,3,4,5,8")
+    # 6 and 7 last: workloads 1-5 and 8 run as they did before these were added.
+    ap.add_argument("--workloads", default="1,2,3,4,5,8,6,7")
     ap.add_argument("--tools", default="synckit,syncthing,syncthing-1s")
     ap.add_argument("--syncctl-before", default=None,
                     help="another syncctl binary (an older commit), run as the tool synckit-before: before/after figures in one run")
