@@ -137,7 +137,9 @@ public struct LocalFolderConformance: Sendable {
             try expect(first.observations.first { $0.path == "f" }?.hashed == true, check, "a new file is hashed")
             let gone = FileRecord(path: "gone.txt", kind: .file, modifiedBy: Self.me)
             let second = await f.folder.scan(.full, known: ["f": record, "gone.txt": gone], ignore: IgnoreRules())
-            try expect(second.observations.first { $0.path == "f" }?.hashed == false, check, "an unchanged file (size, mtime, inode) is not read again")
+            // Left out (exactly as known), or reported without being read.
+            let again = second.observations.first { $0.path == "f" }
+            try expect(again == nil || again?.hashed == false, check, "an unchanged file (size, mtime, inode) is not read again")
             try expect(second.observations.contains { $0.path == "gone.txt" && $0.record == nil }, check, "a known path that is gone is reported gone")
             try expect(second.known["f"] == record, check, "the result carries what it compared against")
         }

@@ -27,7 +27,9 @@ public enum FolderChange: Sendable, Equatable {
 /// - `scan` reports what is on disk as `SyncEngine.Observation`s: one per path present (with its
 ///   content hashed by `Chunker`, reusing `known`'s blocks when size, mtime and inode are
 ///   unchanged), and a "gone" observation for each path of `known` that is no longer there
-///   (and not ignored). It never reports the state directory, temp files, or names that
+///   (and not ignored). A path found exactly as `known` has it (content, mtime, mode, inode)
+///   may be left out: the engine would change nothing for it, and at a million files a
+///   restart's scan then hands over almost nothing. It never reports the state directory, temp files, or names that
 ///   `PathSafety` refuses, and it never follows a symlink.
 /// - `apply` brings one path to the job's target, or reports why not. It never overwrites a
 ///   local change it did not expect: when the disk no longer matches `job.expectedLocal` it

@@ -44,8 +44,9 @@ public struct Scanner: Sendable {
         self.logger = logger
     }
 
-    /// Everything under the root: an observation for each path present, and a "gone" one for
-    /// each known, not deleted, not ignored path that was not found.
+    /// Everything under the root: an observation for each path present that differs from its
+    /// known record (`isUnchanged`), and a "gone" one for each known, not deleted, not ignored
+    /// path that was not found.
     public func fullScan(known: [String: FileRecord]) -> [SyncEngine.Observation] {
         var out = [SyncEngine.Observation]()
         var seen = Set<String>()
@@ -168,8 +169,15 @@ public struct Scanner: Sendable {
             guard let st = try? FolderEntry.stat(dir, name, path), let kind = st.kind else { continue }
             if ignore.isIgnored(path, isDirectory: kind == .directory) { continue }
             seen.insert(path)
-            if let (record, hashed) = observe(dir, name, path, st, known: known[path]) {
-                out.append(.init(path: path, record: record, hashed: hashed))
+            let old = known[path]
+            if let (record, hashed) = observe(dir, name, path, st, known: old) {
+                // A path exactly as the index has it (the quick check held and nothing else
+                // moved) says nothing to the engine: it is left out, so that a restart's scan of
+                // a million unchanged files hands the node an empty list instead of a million
+                // observations it would compare and drop one by one.
+                if !hashed, let old, Self.isUnchanged(old, record) { } else {
+                    out.append(.init(path: path, record: record, hashed: hashed))
+                }
             }
             if kind == .directory {
                 let sub = name.withCString { openat(dir, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
@@ -181,6 +189,15 @@ public struct Scanner: Sendable {
                 close(sub)
             }
         }
+    }
+
+    /// True when `seen` (what a walk found, unhashed) is exactly `old` as far as the engine's
+    /// `localScan` looks: the same content and mtime, and the same inode and derived Syncthing
+    /// block list (a difference in those is stored quietly, so it must still be reported).
+    static func isUnchanged(_ old: FileRecord, _ seen: FileRecord) -> Bool {
+        !old.deleted && old.kind == seen.kind && old.hasSameContent(as: seen)
+            && (old.mtimeNs == seen.mtimeNs || old.kind == .directory)
+            && old.inode == seen.inode && old.fixedBlocks == seen.fixedBlocks
     }
 
     /// Logs, once per path, a name that is on disk but cannot be synced.
