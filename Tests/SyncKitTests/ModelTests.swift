@@ -272,3 +272,41 @@ import SyncKitTesting
         #expect(NodeID(identity.id.description) == identity.id)
     }
 }
+
+@Suite struct BlockMapTests {
+    func record(_ path: String, blocks: [BlockHash], deleted: Bool = false) -> FileRecord {
+        FileRecord(path: path, kind: .file, size: UInt64(blocks.count * 100), deleted: deleted, modifiedBy: TestIDs.a,
+                   blocks: blocks.map { BlockRef(hash: $0, size: 100) })
+    }
+
+    func hash(_ n: UInt64) -> BlockHash { BlockHash(w0: n, w1: 0, w2: 0, w3: 0) }
+
+    /// One location per hash and one hash per file are kept inline; the map still finds every
+    /// copy (up to four), drops a path's old blocks when the path changes or goes, and keeps
+    /// the others' locations of a shared block.
+    @Test func findsEveryCopyAndForgetsWhatAPathNoLongerHolds() {
+        var map = BlockMap()
+        map.update(record("a", blocks: [hash(1)]))
+        #expect(map.locations(of: hash(1)) == [.init(path: "a", offset: 0, size: 100)])
+        map.update(record("b", blocks: [hash(2), hash(1), hash(3)]))
+        #expect(map.locations(of: hash(1)).map(\.path) == ["a", "b"])
+        #expect(map.locations(of: hash(1))[1].offset == 100)
+        for p in ["c", "d", "e"] { map.update(record(p, blocks: [hash(1)])) }
+        #expect(map.locations(of: hash(1)).count == 4, "a few copies are enough")
+
+        // b changes: its old blocks go, a's copy of the shared one stays.
+        map.update(record("b", blocks: [hash(4)]))
+        #expect(map.locations(of: hash(2)).isEmpty && map.locations(of: hash(3)).isEmpty)
+        #expect(map.locations(of: hash(1)).map(\.path) == ["a", "c", "d"])
+        #expect(map.locations(of: hash(4)).map(\.path) == ["b"])
+
+        // Deleted, or no longer a file: nothing of it is found.
+        map.update(record("a", blocks: [hash(1)], deleted: true))
+        map.update(FileRecord(path: "c", kind: .directory, modifiedBy: TestIDs.a))
+        #expect(map.locations(of: hash(1)).map(\.path) == ["d"])
+        map.update(record("d", blocks: [], deleted: true))
+        #expect(map.locations(of: hash(1)).isEmpty)
+        map.update(record("b", blocks: [hash(4), hash(4)]))
+        #expect(map.locations(of: hash(4)).map(\.offset) == [0, 100])
+    }
+}
