@@ -56,17 +56,24 @@ extension NodeStatus {
     /// The status of a node from its machine; `bytesSent` gives each connection's count.
     init(id: NodeID, name: String, folder: String, port: Int, machine: NodeMachine, bytesSent: (ConnectionID) -> Int) {
         let engine = machine.engine
+        // One pass over the index, counting in place: `filter { }.count` built an array of
+        // every matching record first (128 MB at a million files, at every status call).
+        var files = 0, bytes: UInt64 = 0, copies = 0
+        for r in engine.local.values where !r.deleted {
+            if r.kind == .file { files += 1 }
+            bytes += r.size
+            if r.path.contains(ConflictNaming.marker) { copies += 1 }
+        }
         self.init(
             nodeID: id.description, name: name, folder: folder, port: port,
             peers: machine.connectedPeers.map {
                 .init(nodeID: $0.id.description, name: $0.name, address: $0.address, bytesSent: bytesSent($0.connection),
                       bytesReceived: $0.bytesReceived, caughtUp: $0.caughtUp)
             },
-            files: engine.local.values.filter { !$0.deleted && $0.kind == .file }.count,
-            bytes: engine.local.values.filter { !$0.deleted }.reduce(0) { $0 + $1.size },
+            files: files, bytes: bytes,
             pulling: engine.running.keys.sorted(), failed: engine.failed, inSync: machine.inSync,
             statistics: machine.statistics)
-        conflictCopiesPresent = engine.local.values.filter { !$0.deleted && $0.path.contains(ConflictNaming.marker) }.count
+        conflictCopiesPresent = copies
     }
 }
 
