@@ -239,4 +239,30 @@ import Testing
         _ = h.handle(.folderChanged(["x"]))
         #expect(!h.machine.inSync, "a change waits for its scan")
     }
+
+    /// A full scan's slices are recorded and stored as they come, each input giving back only
+    /// its own records; the node is ready (and in sync) only at the scan's end.
+    @Test func aFullScansSlicesAreRecordedAsTheyComeAndOnlyItsEndMakesTheNodeReady() {
+        var h = Harness()
+        _ = h.handle(.start(port: 1))
+        func seen(_ path: String) -> SyncEngine.Observation {
+            .init(path: path, record: FileRecord(path: path, kind: .file, size: 1, mtimeNs: 5, modifiedBy: TestIDs.a,
+                                                 blocks: [BlockRef(hash: BlockHash(w0: 1, w1: 2, w2: 3, w3: 4), size: 1)]), hashed: true)
+        }
+        func stored(_ out: [Directive]) -> [String] {
+            out.flatMap { d -> [String] in if case .persist(let changes) = d { changes.records.map(\.path) } else { [] } }
+        }
+        let first = h.handle(.scanned(ScanResult(request: .full, observations: [seen("a"), seen("b")], known: [:], isSlice: true)))
+        #expect(h.machine.engine.local.keys.sorted() == ["a", "b"])
+        #expect(!first.contains { if case .ready = $0 { true } else { false } })
+        #expect(!h.machine.inSync, "the scan is still running")
+        h.now += .seconds(1)
+        let flushed = h.handle(.timer(.flushIndex))
+        #expect(stored(first + flushed).sorted() == ["a", "b"])
+        let end = h.handle(.scanned(ScanResult(request: .full, observations: [seen("c")], known: [:])))
+        #expect(h.machine.engine.local.keys.sorted() == ["a", "b", "c"])
+        #expect(end.contains { if case .ready = $0 { true } else { false } })
+        #expect(!stored(end).contains("a"), "a slice's records are not stored twice")
+        #expect(h.machine.inSync)
+    }
 }

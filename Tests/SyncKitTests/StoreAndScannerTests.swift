@@ -192,6 +192,22 @@ extension IndexStoreTests {
         #expect(seen["dir/c"]?.hashed == true)
     }
 
+    /// With a slice sink, a full scan hands observations over as it walks, in slices of the
+    /// size asked, and returns the rest with what is gone; together they are the same scan.
+    @Test func aFullScanHandsItsObservationsOverInSlices() throws {
+        let root = makeTempDirectory()
+        for i in 0..<7 { write(root, "d\(i % 2)/f\(i)", [UInt8(i)]) }
+        let scanner = Scanner(root: try FolderRoot(path: root), me: TestIDs.a, logger: logger)
+        let whole = scanner.fullScan(known: [:])
+        let slices = Locked<[[String]]>([])
+        let known = ["gone": fileRecord("gone", [9], by: TestIDs.a)]
+        let rest = scanner.fullScan(known: known, sliceSize: 3) { observations in slices.withLock { $0.append(observations.map(\.path)) } }
+        let handed = slices.withLock { $0 }
+        #expect(handed.map(\.count) == [3, 3, 3], "9 present paths (2 directories, 7 files) in slices of 3")
+        #expect(rest.map(\.path) == ["gone"] && rest[0].record == nil)
+        #expect(Set(handed.joined()) == Set(whole.map(\.path)))
+    }
+
     @Test func aKnownFileThatIsGoneIsReportedDeleted() throws {
         let root = makeTempDirectory()
         let scanner = Scanner(root: try FolderRoot(path: root), me: TestIDs.a, logger: logger)

@@ -46,6 +46,11 @@ public protocol LocalFolder: Sendable {
     /// gone). Called after `recover`.
     func landed(_ intents: [FileRecord]) -> Set<String>
     func scan(_ request: ScanRequest, known: [String: FileRecord], ignore: IgnoreRules) async -> ScanResult
+    /// `scan`, handing observations of a full scan to `slices` as they are found (each becomes
+    /// a `ScanResult` with `isSlice`); the result returned holds the rest. A folder that cannot
+    /// stream (the default) returns everything at the end.
+    func scan(_ request: ScanRequest, known: [String: FileRecord], ignore: IgnoreRules,
+              slices: (@Sendable ([SyncEngine.Observation]) -> Void)?) async -> ScanResult
     /// Starts watching; the stream ends after `stopWatching`.
     func watch(ignore: IgnoreRules) throws -> AsyncStream<FolderChange>
     func stopWatching()
@@ -57,4 +62,11 @@ public protocol LocalFolder: Sendable {
     func cleanStaleTemps()
     /// The text of `.syncignore` at the root ("" when there is none).
     func readIgnoreFile() -> String
+}
+
+extension LocalFolder {
+    public func scan(_ request: ScanRequest, known: [String: FileRecord], ignore: IgnoreRules,
+                     slices: (@Sendable ([SyncEngine.Observation]) -> Void)?) async -> ScanResult {
+        await scan(request, known: known, ignore: ignore)
+    }
 }

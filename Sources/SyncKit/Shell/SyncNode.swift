@@ -204,7 +204,7 @@ public actor SyncNode: Service {
         for input in batch {
             var queue = [input], i = 0
             while i < queue.count {
-                if case .scanned(let result) = queue[i], result.request == .full {
+                if case .scanned(let result) = queue[i], result.request == .full, !result.isSlice {
                     fullScansDone += 1
                     lastFullScan = Date()
                 }
@@ -332,9 +332,20 @@ public actor SyncNode: Service {
     private func scan(_ request: ScanRequest, known: [String: FileRecord]) {
         if request == .full { fullScansStarted += 1 }
         let (folder, ignore, clock, metrics) = (self.folder, machine.ignore, self.clock, self.metrics)
+        // A full scan hands its observations over in slices as it walks (posted, in order,
+        // before its end): a first scan of a million files is recorded and stored as it goes
+        // instead of in one input whose output (a record, a store and an event per file) the
+        // node would hold all at once.
+        var slices: (@Sendable ([SyncEngine.Observation]) -> Void)?
+        if request == .full {
+            slices = { @Sendable [weak self] observations in
+                self?.postNow(.scanned(ScanResult(request: request, observations: observations, known: known, isSlice: true)))
+            }
+        }
+        let sliceSink = slices
         Task.detached {
             let started = clock.now
-            let result = await folder.scan(request, known: known, ignore: ignore)
+            let result = await folder.scan(request, known: known, ignore: ignore, slices: sliceSink)
             if request == .full { metrics.scanDuration.record(duration: clock.now - started) }
             await self.handle(.scanned(result))
         }

@@ -52,11 +52,15 @@ public struct ScanResult: Sendable {
     public var known: [String: FileRecord]
     /// Paths the folder keeps away from scans (a patch that could not be finished yet).
     public var unfinished: Set<String>
-    public init(request: ScanRequest, observations: [SyncEngine.Observation], known: [String: FileRecord], unfinished: Set<String> = []) {
+    /// A slice of a scan still running (`LocalFolder.scan(_:known:ignore:slices:)`): its
+    /// observations are recorded now; the scan's end comes as a result without this flag.
+    public var isSlice: Bool
+    public init(request: ScanRequest, observations: [SyncEngine.Observation], known: [String: FileRecord], unfinished: Set<String> = [], isSlice: Bool = false) {
         self.request = request
         self.observations = observations
         self.known = known
         self.unfinished = unfinished
+        self.isSlice = isSlice
     }
 }
 

@@ -263,7 +263,8 @@ public struct NodeMachine: Sendable {
     }
 
     private mutating func scanned(_ result: ScanResult) {
-        scanning = nil
+        // A slice of a full scan still running: its observations now, the rest at its end.
+        if !result.isSlice { scanning = nil }
         let hashed = result.observations.reduce(0) { $0 + ($1.hashed ? 1 : 0) }
         statistics.filesHashed += hashed
         // Observations a job overtook while the scan ran (their record changed since) are
@@ -279,6 +280,7 @@ public struct NodeMachine: Sendable {
             if !fresh.isEmpty { absorb(engine.localScan(fresh)) }
             start = end
         }
+        if result.isSlice { return }
         if result.request == .full && !firstScanDone {
             firstScanDone = true
             // The intents of the last run have served: every path was looked at once. What the

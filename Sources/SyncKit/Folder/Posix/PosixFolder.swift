@@ -80,11 +80,16 @@ public final class PosixFolder: LocalFolder {
     }
 
     public func scan(_ request: ScanRequest, known: [String: FileRecord], ignore: IgnoreRules) async -> ScanResult {
+        await scan(request, known: known, ignore: ignore, slices: nil)
+    }
+
+    public func scan(_ request: ScanRequest, known: [String: FileRecord], ignore: IgnoreRules,
+                     slices: (@Sendable ([SyncEngine.Observation]) -> Void)?) async -> ScanResult {
         var scanner = self.scanner
         scanner.ignore = ignore
         let observations: [SyncEngine.Observation]
         switch request {
-        case .full: observations = scanner.fullScan(known: known)
+        case .full: observations = scanner.fullScan(known: known, slice: slices)
         case .paths(let paths): observations = scanner.scan(paths: paths, known: known)
         }
         return ScanResult(request: request, observations: observations, known: known, unfinished: puller.unfinishedPatches.withLock { $0 })

@@ -47,11 +47,17 @@ public struct Scanner: Sendable {
     /// Everything under the root: an observation for each path present that differs from its
     /// known record (`isUnchanged`), and a "gone" one for each known, not deleted, not ignored
     /// path that was not found.
-    public func fullScan(known: [String: FileRecord]) -> [SyncEngine.Observation] {
+    ///
+    /// With `slice`, observations of present paths are handed over in slices of `sliceSize` as
+    /// the walk finds them, and only the rest (with the "gone" ones) is returned: a first scan of
+    /// a million files then never holds a million observations at once, and the node records
+    /// and stores each slice while the walk goes on.
+    public func fullScan(known: [String: FileRecord], sliceSize: Int = 4096, slice: (([SyncEngine.Observation]) -> Void)? = nil) -> [SyncEngine.Observation] {
         var out = [SyncEngine.Observation]()
         var seen = Set<String>()
+        let sink = slice.map { Sink(size: max(1, sliceSize), handOver: $0) }
         if let dir = try? root.openDirectory(nil) {
-            walk(dir, "", known: known, into: &out, seen: &seen)
+            walk(dir, "", known: known, into: &out, seen: &seen, sink: sink)
             close(dir)
         }
         for (path, r) in known where !r.deleted && !seen.contains(path) && !ignore.isIgnored(path, isDirectory: r.kind == .directory) {
@@ -114,8 +120,20 @@ public struct Scanner: Sendable {
         return out
     }
 
+    /// Where a walk hands its observations over in slices (`fullScan(known:sliceSize:slice:)`).
+    struct Sink {
+        let size: Int
+        let handOver: ([SyncEngine.Observation]) -> Void
+
+        func drain(_ out: inout [SyncEngine.Observation]) {
+            guard out.count >= size else { return }
+            handOver(out)
+            out.removeAll(keepingCapacity: true)
+        }
+    }
+
     /// Recursively lists the directory open at `dir` (relative path `relative`; "" for the root).
-    func walk(_ dir: Int32, _ relative: String, known: [String: FileRecord], into out: inout [SyncEngine.Observation], seen: inout Set<String>) {
+    func walk(_ dir: Int32, _ relative: String, known: [String: FileRecord], into out: inout [SyncEngine.Observation], seen: inout Set<String>, sink: Sink? = nil) {
         let entries: [(name: [UInt8], type: UInt8)]
         do { entries = try FolderRoot.list(dir) } catch {
             logger.warning("cannot list directory", metadata: ["sync.path": "\(relative)", "error": "\(error)"])
@@ -177,6 +195,7 @@ public struct Scanner: Sendable {
                 // observations it would compare and drop one by one.
                 if !hashed, let old, Self.isUnchanged(old, record) { } else {
                     out.append(.init(path: path, record: record, hashed: hashed))
+                    sink?.drain(&out)
                 }
             }
             if kind == .directory {
@@ -185,7 +204,7 @@ public struct Scanner: Sendable {
                     logger.warning("cannot open directory", metadata: ["sync.path": "\(path)", "error": "\(FileOps.errorText())"])
                     continue
                 }
-                walk(sub, path, known: known, into: &out, seen: &seen)
+                walk(sub, path, known: known, into: &out, seen: &seen, sink: sink)
                 close(sub)
             }
         }
