@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Testing
+import SyncKitTesting
 @testable import SyncKit
 
 @Suite struct IndexStoreTests {
@@ -85,6 +86,38 @@ extension IndexStoreTests {
         #expect(try store.loadIntents() == [intent])
         try store.clearIntents()
         #expect(try store.loadIntents().isEmpty)
+    }
+
+    /// The stored indexes stream back in chunks of the size asked, the same records as a whole
+    /// load; a peer with a state and no records is still handed over (once, with none). The
+    /// in-memory index's default streaming agrees.
+    @Test func storedIndexesComeBackInChunks() throws {
+        let dir = makeTempDirectory()
+        let mine = (0..<25).map { fileRecord("f\($0)", [UInt8($0)], by: TestIDs.a, sequence: UInt64($0 + 1)) }
+        let fromB = (0..<7).map { fileRecord("b\($0)", [UInt8($0)], by: TestIDs.b, sequence: UInt64($0 + 1)) }
+        var changes = IndexChanges()
+        changes.records = mine
+        changes.peerRecords = [TestIDs.b: fromB]
+        changes.peerState = [TestIDs.b: PeerIndexState(indexID: 5, maxSequence: 7), TestIDs.c: PeerIndexState(indexID: 6, maxSequence: 0)]
+        let store = try IndexStore(path: dir + "/index.db")
+        let memory = InMemoryIndex()
+        try store.save(changes)
+        try memory.save(changes)
+        for index in [store, memory] as [any IndexPersistence] {
+            var chunks = [[FileRecord]]()
+            try index.forEachRecord(chunk: 10) { chunks.append($0) }
+            #expect(chunks.map(\.count) == [10, 10, 5])
+            #expect(Set(chunks.joined().map(\.path)) == Set(mine.map(\.path)))
+            var peers = [NodeID: (PeerIndexState, [Int])]()
+            var records = [FileRecord]()
+            try index.forEachPeer(chunk: 5) { id, state, chunk in
+                peers[id, default: (state, [])].1.append(chunk.count)
+                if id == TestIDs.b { records += chunk }
+            }
+            #expect(peers[TestIDs.b]?.0 == PeerIndexState(indexID: 5, maxSequence: 7) && peers[TestIDs.b]?.1 == [5, 2])
+            #expect(peers[TestIDs.c]?.0 == PeerIndexState(indexID: 6, maxSequence: 0) && peers[TestIDs.c]?.1 == [0])
+            #expect(records.sorted { $0.path < $1.path } == fromB.sorted { $0.path < $1.path })
+        }
     }
 }
 

@@ -92,6 +92,33 @@ public final class IndexStore: IndexPersistence {
         }
     }
 
+    /// Every local record, decoded from a cursor and handed over a chunk at a time.
+    public func forEachRecord(chunk: Int, _ body: ([FileRecord]) throws -> Void) throws {
+        try read("cannot read the index") { db in
+            try Self.chunks(db, sql: "SELECT record FROM files", arguments: [], chunk: chunk) { try body($0) }
+        }
+    }
+
+    /// Every peer's records, from a cursor, a chunk at a time (see `IndexPersistence`).
+    public func forEachPeer(chunk: Int, _ body: (NodeID, PeerIndexState, [FileRecord]) throws -> Void) throws {
+        try read("cannot read peers' indexes") { db in
+            for row in try Row.fetchAll(db, sql: "SELECT peer, index_id, max_sequence FROM peers") {
+                let key: Data = row[0]
+                let indexID: Int64 = row[1]
+                let maxSequence: Int64 = row[2]
+                guard key.count == 32 else { continue }
+                let id = NodeID(bytes: Array(key))
+                let state = PeerIndexState(indexID: UInt64(bitPattern: indexID), maxSequence: UInt64(bitPattern: maxSequence))
+                var handed = false
+                try Self.chunks(db, sql: "SELECT record FROM peer_files WHERE peer = ?", arguments: [key], chunk: chunk) {
+                    handed = true
+                    try body(id, state, $0)
+                }
+                if !handed { try body(id, state, []) }
+            }
+        }
+    }
+
     /// Stores (replaces) local records.
     public func save(_ records: [FileRecord]) throws {
         var changes = IndexChanges()
@@ -197,6 +224,22 @@ public final class IndexStore: IndexPersistence {
             out.append(try decode(data))
         }
         return out
+    }
+
+    /// Decodes the rows of `sql` (one record blob each) and hands them over `chunk` at a time.
+    private static func chunks(_ db: Database, sql: String, arguments: StatementArguments, chunk: Int, _ body: ([FileRecord]) throws -> Void) throws {
+        var batch = [FileRecord]()
+        batch.reserveCapacity(max(1, chunk))
+        let rows = try Row.fetchCursor(db, sql: sql, arguments: arguments)
+        while let row = try rows.next() {
+            let data: Data = row[0]
+            batch.append(try decode(data))
+            if batch.count >= chunk {
+                try body(batch)
+                batch.removeAll(keepingCapacity: true)
+            }
+        }
+        if !batch.isEmpty { try body(batch) }
     }
 
     private func read<T>(_ what: String, _ body: (Database) throws -> T) throws -> T {

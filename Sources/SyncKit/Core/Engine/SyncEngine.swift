@@ -96,12 +96,12 @@ public struct SyncEngine: Sendable {
     }
 
     /// Loads a peer's index as stored at the last run (not connected, not caught up): the
-    /// next index request asks it only for what changed since `maxSequence`.
+    /// next index request asks it only for what changed since `maxSequence`. Called again for
+    /// the same peer, it adds the records (an index loaded in chunks).
     public mutating func restorePeer(_ peer: NodeID, indexID: UInt64, maxSequence: UInt64, records: [FileRecord]) {
-        var p = PeerIndex()
-        p.indexID = indexID
-        p.maxSequence = maxSequence
-        peers[peer] = p
+        if peers[peer] == nil { peers[peer] = PeerIndex() }
+        peers[peer]!.indexID = indexID
+        peers[peer]!.maxSequence = maxSequence
         for r in records { peers[peer]!.records.set(r, box: box(for: r, from: peer)) }
     }
 

@@ -46,10 +46,40 @@ public protocol IndexPersistence: Sendable {
     var reservedSequence: UInt64 { get }
     func loadAll() throws -> [FileRecord]
     func loadPeers() throws -> [StoredPeer]
+    /// `loadAll` in chunks (see the extension's default).
+    func forEachRecord(chunk: Int, _ body: ([FileRecord]) throws -> Void) throws
+    /// `loadPeers` in chunks (see the extension's default).
+    func forEachPeer(chunk: Int, _ body: (NodeID, PeerIndexState, [FileRecord]) throws -> Void) throws
     func loadIntents() throws -> [FileRecord]
     func save(_ changes: IndexChanges) throws
     func reserveSequences(through: UInt64) throws
     func saveIntents(_ records: [FileRecord]) throws
     func clearIntents() throws
     func close() throws
+}
+
+extension IndexPersistence {
+    /// Every stored local record, handed to `body` in chunks of at most `chunk`: a store that
+    /// can stream (`IndexStore`) never decodes a million records into one array. This default
+    /// loads them all first.
+    public func forEachRecord(chunk: Int, _ body: ([FileRecord]) throws -> Void) throws {
+        let all = try loadAll()
+        var start = 0
+        repeat {
+            try body(Array(all[start..<min(start + max(1, chunk), all.count)]))
+            start += max(1, chunk)
+        } while start < all.count
+    }
+
+    /// Every peer's stored index: `body` gets the peer and where its index stands with each
+    /// chunk of its records (at least once per peer, with no records if it has none).
+    public func forEachPeer(chunk: Int, _ body: (NodeID, PeerIndexState, [FileRecord]) throws -> Void) throws {
+        for peer in try loadPeers() {
+            var start = 0
+            repeat {
+                try body(peer.id, peer.state, Array(peer.records[start..<min(start + max(1, chunk), peer.records.count)]))
+                start += max(1, chunk)
+            } while start < peer.records.count
+        }
+    }
 }

@@ -121,16 +121,27 @@ public struct NodeMachine: Sendable {
         reservedPaths = config.reservedPaths
         ignore = IgnoreRules(text: ignoreText, reserved: reservedPaths)
         engine = SyncEngine(me: settings.me, policy: policy, order: config.pullOrder, maxConcurrentJobs: config.maxConcurrentJobs)
-        engine.restore(records: records, sequenceFloor: reservedSequence)
+        engine.restore(records: [], sequenceFloor: reservedSequence)
+        engine.restoreIntents(intents)
+        self.landed = landed
+        restoreLocal(records)
+        for p in peers { restorePeer(p.id, state: p.state, records: p.records) }
+    }
+
+    /// Loads stored local records (before the node starts; `IndexPersistence.forEachRecord`
+    /// hands them over in chunks, so a million are never decoded at once).
+    public mutating func restoreLocal(_ records: [FileRecord]) {
+        engine.restore(records: records)
         for r in records {
             blockMap.update(r)
             ownLists.remember(RecentLists.base(r), for: r.path)
         }
-        for p in peers {
-            engine.restorePeer(p.id, indexID: p.state.indexID, maxSequence: p.state.maxSequence, records: p.records)
-        }
-        engine.restoreIntents(intents)
-        self.landed = landed
+    }
+
+    /// Loads a chunk of a peer's stored index (after the local records, so that a peer's record
+    /// of the same change shares this node's).
+    public mutating func restorePeer(_ peer: NodeID, state: PeerIndexState, records: [FileRecord]) {
+        engine.restorePeer(peer, indexID: state.indexID, maxSequence: state.maxSequence, records: records)
     }
 
     /// Takes one input at `now` (the node's clock: time since it started) and returns what the
