@@ -19,6 +19,9 @@ public struct NodeStatus: Sendable, Codable {
     public var failed: [String: String]
     public var inSync: Bool
     public var filesPulled: Int
+    /// Files read and hashed by scans since the node started (a restart with nothing changed
+    /// hashes none: the quick check holds for every file).
+    public var filesHashed: Int = 0
     public var bytesFromNetwork: Int
     public var bytesReused: Int
     public var conflicts: Int
@@ -44,6 +47,7 @@ public struct NodeStatus: Sendable, Codable {
         self.failed = failed
         self.inSync = inSync
         filesPulled = statistics.filesPulled
+        filesHashed = statistics.filesHashed
         bytesFromNetwork = statistics.bytesFromNetwork
         bytesReused = statistics.bytesReused
         conflicts = statistics.conflicts
