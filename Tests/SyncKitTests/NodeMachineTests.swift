@@ -266,3 +266,24 @@ import Testing
         #expect(h.machine.inSync)
     }
 }
+
+@Suite struct InputMailboxTests {
+    func update(_ count: Int) -> NodeInput {
+        let records = (0..<count).map { FileRecord(path: "f\($0)", kind: .directory, modifiedBy: TestIDs.b) }
+        return .received(ConnectionID(1), .indexUpdate(.init(indexID: 1, records: records, caughtUp: false)), wireSize: 1)
+    }
+
+    /// A poster waits once the mailbox holds `limit` inputs, or index updates carrying
+    /// `recordLimit` records; taking the inputs starts the count again.
+    @Test func aPosterWaitsForManyInputsOrManyIndexRecords() {
+        let mailbox = InputMailbox(limit: 4, recordLimit: 2_500)
+        #expect(mailbox.post(update(1_000)) == .hop)
+        #expect(mailbox.post(update(1_000)) == .nothing)
+        #expect(mailbox.post(update(1_000)) == .hopAndWait, "3,000 records waiting")
+        #expect(mailbox.takeAll().count == 3)
+        #expect(mailbox.post(update(1_000)) == .hop, "counted again from zero")
+        #expect(mailbox.post(.timer(.flushIndex)) == .nothing)
+        #expect(mailbox.post(.timer(.flushIndex)) == .nothing)
+        #expect(mailbox.post(.timer(.flushIndex)) == .hopAndWait, "four inputs")
+    }
+}

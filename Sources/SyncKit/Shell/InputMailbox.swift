@@ -7,19 +7,31 @@
 /// mailbox before it handles any input of its own, so an input posted before something the
 /// actor does (a connection's end, say) is seen before it.
 ///
-/// Backpressure: a poster learns when the mailbox holds `limit` inputs or more and then waits
-/// for the node to take them, so a fast peer cannot queue without bound.
+/// Backpressure: a poster learns when the mailbox holds `limit` inputs or more, or index
+/// updates carrying `recordLimit` records or more, and then waits for the node to take them,
+/// so a fast peer cannot queue without bound. Records count apart because an index update
+/// holds up to 1,000 decoded records: 512 of them waiting (a peer sending a million-file index
+/// faster than the node decides it) were half a million records in memory at once.
 final class InputMailbox: Sendable {
     private struct State {
         var inputs: [NodeInput] = []
+        var records = 0
         var hopPending = false
     }
 
     let limit: Int
+    let recordLimit: Int
     private let state = Locked(State())
 
-    init(limit: Int = 512) {
+    init(limit: Int = 512, recordLimit: Int = 16_384) {
         self.limit = limit
+        self.recordLimit = recordLimit
+    }
+
+    /// The records an input carries (index updates), for `recordLimit`.
+    static func records(in input: NodeInput) -> Int {
+        if case .received(_, .indexUpdate(let update), _) = input { return update.records.count }
+        return 0
     }
 
     /// What the poster must do after posting.
@@ -33,9 +45,11 @@ final class InputMailbox: Sendable {
     }
 
     func post(_ input: NodeInput) -> Next {
-        state.withLock { s in
+        let records = Self.records(in: input)
+        return state.withLock { s in
             s.inputs.append(input)
-            if s.inputs.count >= limit { s.hopPending = true; return .hopAndWait }
+            s.records += records
+            if s.inputs.count >= limit || s.records >= recordLimit { s.hopPending = true; return .hopAndWait }
             if s.hopPending { return .nothing }
             s.hopPending = true
             return .hop
@@ -45,7 +59,7 @@ final class InputMailbox: Sendable {
     /// Everything posted so far, in order; the next post starts a new burst.
     func takeAll() -> [NodeInput] {
         state.withLock { s in
-            defer { s.inputs.removeAll(keepingCapacity: true); s.hopPending = false }
+            defer { s.inputs.removeAll(keepingCapacity: true); s.records = 0; s.hopPending = false }
             return s.inputs
         }
     }
