@@ -241,6 +241,24 @@ extension IndexStoreTests {
         #expect(Set(handed.joined()) == Set(whole.map(\.path)))
     }
 
+    /// A half-patched file (a patch that could not be finished) is kept away from a full
+    /// scan's slices as from its final result: its content is not a local edit.
+    @Test func aHalfPatchedFileIsKeptOutOfAFullScansSlices() async throws {
+        let base = makeTempDirectory()
+        let root = base + "/folder"
+        for i in 0..<4_200 { write(root, "d\(i % 10)/f\(i)", [UInt8(i % 256)]) }
+        let folder = try PosixFolder(path: root, stateDirectory: root + "/.synckit", reserved: [], index: InMemoryIndex(), me: TestIDs.a,
+                                     blockWindow: 16, logger: logger)
+        folder.puller.unfinishedPatches.withLock { _ = $0.insert("d3/f3") }
+        let sliced = Locked<[String]>([])
+        let result = await folder.scan(.full, known: [:], ignore: IgnoreRules()) { found in sliced.withLock { $0 += found.map(\.path) } }
+        let handed = sliced.withLock { $0 }
+        #expect(handed.count == 4_095, "one slice of 4,096 was handed over, less the half-patched file")
+        #expect(!handed.contains("d3/f3"))
+        #expect(result.unfinished.contains("d3/f3"), "the final result names it for the machine")
+        #expect(Set(handed + result.observations.map(\.path)).count == 4_200 + 10 - 1)
+    }
+
     @Test func aKnownFileThatIsGoneIsReportedDeleted() throws {
         let root = makeTempDirectory()
         let scanner = Scanner(root: try FolderRoot(path: root), me: TestIDs.a, logger: logger)

@@ -89,7 +89,17 @@ public final class PosixFolder: LocalFolder {
         scanner.ignore = ignore
         let observations: [SyncEngine.Observation]
         switch request {
-        case .full: observations = scanner.fullScan(known: known, slice: slices)
+        case .full:
+            // Half-patched files are kept away from each slice as from the final result (read
+            // when the slice is handed over, after its files were looked at).
+            let puller = self.puller
+            let sink = slices.map { handOver in
+                { (found: [SyncEngine.Observation]) in
+                    let unfinished = puller.unfinishedPatches.withLock { $0 }
+                    handOver(unfinished.isEmpty ? found : found.filter { !unfinished.contains($0.path) })
+                }
+            }
+            observations = scanner.fullScan(known: known, slice: sink)
         case .paths(let paths): observations = scanner.scan(paths: paths, known: known)
         }
         return ScanResult(request: request, observations: observations, known: known, unfinished: puller.unfinishedPatches.withLock { $0 })
