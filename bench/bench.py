@@ -257,13 +257,14 @@ class Cluster:
         and in sync (None at the deadline): `syncctl status --json`, or Syncthing's REST API.
         Every 50 ms; adaptive: less often when a status costs more (a daemon walks its whole
         index to answer, a million records in workload 6), so that polling takes at most a fifth
-        of the time."""
+        of the time, but never more than a twentieth of the time waited so far (as poll())."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < deadline_s:
             t = time.monotonic()
             if self.node_in_sync(i):
                 return time.monotonic()
-            time.sleep(max(0.05, 4 * (time.monotonic() - t)) if adaptive else 0.05)
+            now = time.monotonic()
+            time.sleep(max(0.05, min(4 * (now - t), (now - t0) / 20)) if adaptive else 0.05)
         return None
 
     def node_in_sync(self, i):
@@ -435,8 +436,10 @@ def poll(check, deadline_s, what, min_sleep=0.05, progress=None):
     """Calls check(), which returns (done, how far), until it is done: the time it said so
     (None at the deadline) and how far it got. Between checks it sleeps four times what a check
     took (at least min_sleep), so that polling takes at most a fifth of the time even when a
-    check walks a million files or makes a daemon do so; a progress line every minute (how far,
-    or what progress() says)."""
+    check walks a million files or makes a daemon do so, but never more than a twentieth of the
+    time waited so far: one slow check early on (the first exec of a cold 170 MB binary) would
+    otherwise make a short phase's figure coarse. A progress line every minute (how far, or
+    what progress() says)."""
     t0 = last = time.monotonic()
     far = None
     while time.monotonic() - t0 < deadline_s:
@@ -448,7 +451,7 @@ def poll(check, deadline_s, what, min_sleep=0.05, progress=None):
         if now - last >= 60:
             last = now
             print(f"bench:   {what}: {progress() if progress else far} after {now - t0:.0f} s", file=sys.stderr, flush=True)
-        time.sleep(max(min_sleep, 4 * (now - t)))
+        time.sleep(max(min_sleep, min(4 * (now - t), (now - t0) / 20)))
     return None, far
 
 W6_LEAVES = 1000  # workload 6's tree: d{0..31}/e{0..999}, 1,000 leaf directories
