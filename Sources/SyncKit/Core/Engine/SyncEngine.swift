@@ -165,6 +165,26 @@ public struct SyncEngine: Sendable {
         }
     }
 
+    /// True when what the scanner saw (`seen`) is the change `old` already records: the same
+    /// content and mtime (a directory's mtime does not count). Only what is local or derived may
+    /// differ (the inode, or a Syncthing block list computed now that the node speaks BEP).
+    static func isRecorded(_ seen: FileRecord, as old: FileRecord) -> Bool {
+        !old.deleted && old.hasSameContent(as: seen) && (old.mtimeNs == seen.mtimeNs || old.kind == .directory)
+    }
+
+    /// True when an observation of `seen` would change nothing at all in `old`: the same change,
+    /// the same inode, and no Syncthing block list to add. `localScan` ignores it, so a scanner
+    /// may leave it out.
+    public static func changesNothing(_ seen: FileRecord, in old: FileRecord) -> Bool {
+        isRecorded(seen, as: old) && !hasLocalNews(seen, over: old)
+    }
+
+    /// What the scan saw that is only local or derived: a new inode, or a Syncthing block list
+    /// the record lacked.
+    static func hasLocalNews(_ seen: FileRecord, over old: FileRecord) -> Bool {
+        old.inode != seen.inode || old.fixedBlocks.isEmpty && !seen.fixedBlocks.isEmpty
+    }
+
     /// Takes what the scanner saw. A change bumps this node's counter in the version vector and
     /// gets the next sequence number; an unchanged path with only a new inode is updated quietly.
     public mutating func localScan(_ observations: [Observation]) -> Output {
@@ -172,10 +192,8 @@ public struct SyncEngine: Sendable {
         for o in observations {
             let old = local[o.path]
             if let seen = o.record {
-                if let old, !old.deleted, old.hasSameContent(as: seen), old.mtimeNs == seen.mtimeNs || old.kind == .directory {
-                    // Same change: only what is local or derived may differ (the inode, or a
-                    // Syncthing block list computed now that the node speaks BEP).
-                    if old.inode != seen.inode || old.fixedBlocks.isEmpty && !seen.fixedBlocks.isEmpty {
+                if let old, Self.isRecorded(seen, as: old) {
+                    if Self.hasLocalNews(seen, over: old) {
                         local[o.path]?.inode = seen.inode
                         if old.fixedBlocks.isEmpty { local[o.path]?.fixedBlocks = seen.fixedBlocks }
                         out.persistQuietly.append(local[o.path]!)

@@ -45,7 +45,7 @@ public struct Scanner: Sendable {
     }
 
     /// Everything under the root: an observation for each path present that differs from its
-    /// known record (`isUnchanged`), and a "gone" one for each known, not deleted, not ignored
+    /// known record (`SyncEngine.changesNothing`), and a "gone" one for each known, not deleted, not ignored
     /// path that was not found.
     ///
     /// With `slice`, observations of present paths are handed over in slices of `sliceSize` as
@@ -193,7 +193,8 @@ public struct Scanner: Sendable {
                 // moved) says nothing to the engine: it is left out, so that a restart's scan of
                 // a million unchanged files hands the node an empty list instead of a million
                 // observations it would compare and drop one by one.
-                if !hashed, let old, Self.isUnchanged(old, record) { } else {
+                let changesNothing = !hashed && old.map { SyncEngine.changesNothing(record, in: $0) } == true
+                if !changesNothing {
                     out.append(.init(path: path, record: record, hashed: hashed))
                     sink?.drain(&out)
                 }
@@ -208,15 +209,6 @@ public struct Scanner: Sendable {
                 close(sub)
             }
         }
-    }
-
-    /// True when `seen` (what a walk found, unhashed) is exactly `old` as far as the engine's
-    /// `localScan` looks: the same content and mtime, and the same inode and derived Syncthing
-    /// block list (a difference in those is stored quietly, so it must still be reported).
-    static func isUnchanged(_ old: FileRecord, _ seen: FileRecord) -> Bool {
-        !old.deleted && old.kind == seen.kind && old.hasSameContent(as: seen)
-            && (old.mtimeNs == seen.mtimeNs || old.kind == .directory)
-            && old.inode == seen.inode && old.fixedBlocks == seen.fixedBlocks
     }
 
     /// Logs, once per path, a name that is on disk but cannot be synced.
