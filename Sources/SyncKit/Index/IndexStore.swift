@@ -180,21 +180,13 @@ public final class IndexStore: IndexPersistence {
 
     // MARK: peers
 
-    /// Every peer's stored index.
+    /// Every peer's stored index (`forEachPeer`, gathered).
     public func loadPeers() throws -> [StoredPeer] {
-        try read("cannot read peers' indexes") { db in
-            var out = [StoredPeer]()
-            for row in try Row.fetchAll(db, sql: "SELECT peer, index_id, max_sequence FROM peers") {
-                let key: Data = row[0]
-                let indexID: Int64 = row[1]
-                let maxSequence: Int64 = row[2]
-                guard key.count == 32 else { continue }
-                let records = try Self.records(db, sql: "SELECT record FROM peer_files WHERE peer = ?", arguments: [key])
-                out.append(StoredPeer(
-                    id: NodeID(bytes: Array(key)), state: PeerIndexState(indexID: UInt64(bitPattern: indexID), maxSequence: UInt64(bitPattern: maxSequence)), records: records))
-            }
-            return out
+        var out = [StoredPeer]()
+        try forEachPeer(chunk: 10_000) { id, state, records in
+            if out.last?.id == id { out[out.count - 1].records += records } else { out.append(StoredPeer(id: id, state: state, records: records)) }
         }
+        return out
     }
 
     // MARK: encoding
@@ -229,7 +221,7 @@ public final class IndexStore: IndexPersistence {
     /// Decodes the rows of `sql` (one record blob each) and hands them over `chunk` at a time.
     private static func chunks(_ db: Database, sql: String, arguments: StatementArguments, chunk: Int, _ body: ([FileRecord]) throws -> Void) throws {
         var batch = [FileRecord]()
-        batch.reserveCapacity(max(1, chunk))
+        batch.reserveCapacity(min(max(1, chunk), 10_000))
         let rows = try Row.fetchCursor(db, sql: sql, arguments: arguments)
         while let row = try rows.next() {
             let data: Data = row[0]

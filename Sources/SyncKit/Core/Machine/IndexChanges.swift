@@ -63,23 +63,23 @@ extension IndexPersistence {
     /// can stream (`IndexStore`) never decodes a million records into one array. This default
     /// loads them all first.
     public func forEachRecord(chunk: Int, _ body: ([FileRecord]) throws -> Void) throws {
-        let all = try loadAll()
-        var start = 0
-        repeat {
-            try body(Array(all[start..<min(start + max(1, chunk), all.count)]))
-            start += max(1, chunk)
-        } while start < all.count
+        try Self.inChunks(try loadAll(), chunk, body)
     }
 
     /// Every peer's stored index: `body` gets the peer and where its index stands with each
     /// chunk of its records (at least once per peer, with no records if it has none).
     public func forEachPeer(chunk: Int, _ body: (NodeID, PeerIndexState, [FileRecord]) throws -> Void) throws {
-        for peer in try loadPeers() {
-            var start = 0
-            repeat {
-                try body(peer.id, peer.state, Array(peer.records[start..<min(start + max(1, chunk), peer.records.count)]))
-                start += max(1, chunk)
-            } while start < peer.records.count
-        }
+        for peer in try loadPeers() { try Self.inChunks(peer.records, chunk) { try body(peer.id, peer.state, $0) } }
+    }
+
+    /// `records` in slices of at most `chunk`; once, empty, when there are none.
+    private static func inChunks(_ records: [FileRecord], _ chunk: Int, _ body: ([FileRecord]) throws -> Void) throws {
+        let size = max(1, chunk)
+        var start = 0
+        repeat {
+            let end = records.count - start > size ? start + size : records.count
+            try body(Array(records[start..<end]))
+            start = end
+        } while start < records.count
     }
 }
