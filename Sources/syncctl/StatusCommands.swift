@@ -27,7 +27,7 @@ struct Status: ParsableCommand {
         for p in status.peers {
             print("  \(p.name)  \(p.address)  \(p.caughtUp ? "in sync" : "exchanging index")  sent \(formatBytes(UInt64(p.bytesSent))), received \(formatBytes(UInt64(p.bytesReceived)))")
         }
-        print("pulled    \(status.filesPulled) files: \(formatBytes(UInt64(status.bytesFromNetwork))) from peers, \(formatBytes(UInt64(status.bytesReused))) reused from local files")
+        print("pulled    \(status.filesPulled) files (\(status.filesMoved) by moving a renamed file): \(formatBytes(UInt64(status.bytesFromNetwork))) from peers, \(formatBytes(UInt64(status.bytesReused))) reused from local files")
         if !status.pulling.isEmpty { print("pulling   \(status.pulling.prefix(10).joined(separator: ", "))\(status.pulling.count > 10 ? " and \(status.pulling.count - 10) more" : "")") }
         for (path, why) in status.failed.sorted(by: { $0.key < $1.key }).prefix(10) { print("waiting   \(path): \(why)") }
         print("conflicts \(status.conflicts) since start, \(status.conflictCopiesPresent) conflict cop\(status.conflictCopiesPresent == 1 ? "y" : "ies") in the folder")

@@ -19,6 +19,9 @@ public struct NodeStatus: Sendable, Codable {
     public var failed: [String: String]
     public var inSync: Bool
     public var filesPulled: Int
+    /// Of the files pulled, those placed by moving a local file (a rename or a moved directory
+    /// on a peer): no data copied.
+    public var filesMoved: Int = 0
     /// Files read and hashed by scans since the node started (a restart with nothing changed
     /// hashes none: the quick check holds for every file).
     public var filesHashed: Int = 0
@@ -47,6 +50,7 @@ public struct NodeStatus: Sendable, Codable {
         self.failed = failed
         self.inSync = inSync
         filesPulled = statistics.filesPulled
+        filesMoved = statistics.filesMoved
         filesHashed = statistics.filesHashed
         bytesFromNetwork = statistics.bytesFromNetwork
         bytesReused = statistics.bytesReused

@@ -21,6 +21,13 @@ public struct PullJob: Sendable, Equatable {
     public var expectedLocal: FileRecord?
     /// Before replacing, keep the local content under this name (a conflict loser's copy).
     public var conflictCopyPath: String?
+    /// For `writeFile` only: a local file with the target's content whose deletion is agreed
+    /// (its record, as this node last saw it on disk). The folder may move that file to `path`
+    /// instead of writing a copy, and then reports `.moved`: a renamed file or directory on a
+    /// peer costs a rename here, not a copy of its data. A folder that cannot move it (or finds
+    /// it changed) writes the file as usual and reports `.applied`; the old path's deletion
+    /// then runs as its own job.
+    public var renameFrom: FileRecord?
 
     public init(operation: Operation, path: String, target: FileRecord, expectedLocal: FileRecord?, conflictCopyPath: String?) {
         self.operation = operation
@@ -35,12 +42,24 @@ public struct PullJob: Sendable, Equatable {
 public enum PullOutcome: Sendable, Equatable {
     /// The job reached its target; the record carries what the disk now holds (inode, mtime).
     case applied(FileRecord)
+    /// A `writeFile` job reached its target by moving its `renameFrom` file: the record as for
+    /// `.applied`, and the old path now holds nothing.
+    case moved(FileRecord)
     /// The local file changed under the job; rescan it and decide again.
     case localChanged
     /// A block could not be had from any source; retry when peers change.
     case unavailable
     /// Another failure (disk full, permissions ...); retry later.
     case failed(String)
+
+    /// What the disk now holds at the job's path, when the job reached its target (applied or
+    /// moved); nil when it did not.
+    public var reached: FileRecord? {
+        switch self {
+        case .applied(let r), .moved(let r): r
+        default: nil
+        }
+    }
 }
 
 /// The order in which needed files are pulled. Directories always come first (shallow first)

@@ -185,6 +185,35 @@ public struct SyncEngine: Sendable {
         old.inode != seen.inode || old.fixedBlocks.isEmpty && !seen.fixedBlocks.isEmpty
     }
 
+    /// A scan's observations in the order to record them, renames paired: each path found
+    /// holding the inode an absent path's record had (a file or directory renamed or moved) is
+    /// followed at once by that absent path; other present paths keep their place, and the
+    /// other absent ones come last. Records are numbered, so sent, in this order, which is what a
+    /// peer needs to apply a move as renames (`attachMoveSource`): it hears of the new name and
+    /// of the old name's deletion in the same index message, instead of a thousand new names
+    /// first (copied, as their old names are not deleted yet) or a thousand deletions first
+    /// (carried out before the new names arrive, which then come over the network).
+    public static func pairingRenames(_ observations: [Observation], previous: (String) -> FileRecord?) -> [Observation] {
+        var goneByInode = [UInt64: Int]()
+        for (i, o) in observations.enumerated() where o.record == nil {
+            if let old = previous(o.path), !old.deleted, old.inode != 0 { goneByInode[old.inode] = i }
+        }
+        guard !goneByInode.isEmpty else { return observations }
+        var ordered = [Observation]()
+        ordered.reserveCapacity(observations.count)
+        var placed = Set<Int>()
+        for o in observations {
+            guard let seen = o.record else { continue }
+            ordered.append(o)
+            if seen.inode != 0, let i = goneByInode.removeValue(forKey: seen.inode) {
+                ordered.append(observations[i])
+                placed.insert(i)
+            }
+        }
+        for (i, o) in observations.enumerated() where o.record == nil && !placed.contains(i) { ordered.append(o) }
+        return ordered
+    }
+
     /// Takes what the scanner saw. A change bumps this node's counter in the version vector and
     /// gets the next sequence number; an unchanged path with only a new inode is updated quietly.
     public mutating func localScan(_ observations: [Observation]) -> Output {
@@ -635,12 +664,57 @@ public struct SyncEngine: Sendable {
         return (files, bytes)
     }
 
+    // MARK: moves
+
+    /// Lets a `writeFile` job move a local file into place instead of writing a copy
+    /// (`PullJob.renameFrom`): the first of `candidates` (paths of this node's files, from the
+    /// node's block map) that is a live file with exactly the target's content, whose agreed
+    /// next state is a deletion and which no job is changing. That is what a rename or a moved
+    /// directory on a peer looks like here: a new path, and a tombstone for an old path with
+    /// the same bytes. The old path's deletion then belongs to the job (the path counts as
+    /// running until the job reports back), so no delete job removes the file being moved.
+    /// Only for a target path that holds nothing now and keeps no conflict copy: a move never
+    /// replaces anything.
+    public mutating func attachMoveSource(to job: inout PullJob, candidates: [String]) {
+        guard job.operation == .writeFile, job.renameFrom == nil, job.conflictCopyPath == nil,
+              job.target.kind == .file, !job.target.deleted, !job.target.blocks.isEmpty,
+              job.expectedLocal == nil || job.expectedLocal!.deleted, running[job.path] != nil else { return }
+        for path in candidates where path != job.path && running[path] == nil {
+            // The inode is known only for a file a scan or a pull saw on disk: the folder
+            // checks the file is still that one before it moves it.
+            guard let source = local[path], !source.deleted, source.kind == .file, source.inode != 0,
+                  source.hasSameContent(as: job.target),
+                  case .job(let deletion)? = decide(path), deletion.operation == .delete else { continue }
+            dropPending(path)
+            running[path] = deletion
+            job.renameFrom = source
+            running[job.path] = job
+            return
+        }
+    }
+
+    /// The file at `path` was moved away by a job (`.moved`): stores the agreed tombstone, as
+    /// the path's delete job would have. (If the peers no longer agree on a deletion, deciding
+    /// the path again finds its file missing and rescans it.)
+    private mutating func sourceMoved(_ path: String, into out: inout Output) {
+        if case .job(let deletion)? = decide(path), deletion.operation == .delete {
+            var r = deletion.target
+            r.inode = 0
+            commit(r, into: &out)
+            out.events.append(.pulled(path: path, operation: .delete))
+        }
+        reevaluate(path, into: &out)
+    }
+
     /// The node reports how a job ended.
     public mutating func jobFinished(_ job: PullJob, outcome: PullOutcome) -> Output {
         var out = Output()
         running[job.path] = nil
+        // A move's source is decided again below: gone (moved), or still there with its
+        // deletion to run as its own job.
+        if let source = job.renameFrom { running[source.path] = nil }
         switch outcome {
-        case .applied(let record):
+        case .applied(let record), .moved(let record):
             failed[job.path] = nil
             var r = record
             r.version = job.target.version
@@ -659,6 +733,9 @@ public struct SyncEngine: Sendable {
         case .failed(let why):
             failed[job.path] = why
             out.events.append(.pullFailed(path: job.path, reason: why))
+        }
+        if let source = job.renameFrom {
+            if case .moved = outcome { sourceMoved(source.path, into: &out) } else { reevaluate(source.path, into: &out) }
         }
         return out
     }

@@ -37,6 +37,9 @@ public struct NodeMachine: Sendable {
     /// What the node did so far, for status, metrics and tests.
     public struct Statistics: Sendable, Equatable {
         public var filesPulled = 0
+        /// Of those, files placed by moving a local file whose old path was deleted (a rename
+        /// on a peer): no data read or written.
+        public var filesMoved = 0
         public var bytesFromNetwork = 0
         public var bytesReused = 0
         public var conflicts = 0
@@ -281,10 +284,13 @@ public struct NodeMachine: Sendable {
         // Observations a job overtook while the scan ran (their record changed since) are
         // dropped, and so are half-patched files. In slices: the output for a first scan of
         // 20,000 files would otherwise hold every new record at once.
-        var start = result.observations.startIndex
-        while start < result.observations.endIndex {
-            let end = min(start + 1000, result.observations.endIndex)
-            let fresh = result.observations[start..<end].filter { o in
+        // Renames paired (`SyncEngine.pairingRenames`): each new name is numbered, so sent,
+        // right before the old name's deletion, and a peer hears of both in one index message.
+        let observations = SyncEngine.pairingRenames(result.observations) { engine.local[$0] }
+        var start = observations.startIndex
+        while start < observations.endIndex {
+            let end = min(start + 1000, observations.endIndex)
+            let fresh = observations[start..<end].filter { o in
                 engine.running[o.path] == nil && engine.local[o.path]?.sequence == result.known[o.path]?.sequence
                     && !result.unfinished.contains(o.path)
             }
@@ -674,7 +680,14 @@ public struct NodeMachine: Sendable {
         while true {
             var decided = SyncEngine.Output()
             let jobs = engine.nextJobs(into: &decided)
-            for job in jobs {
+            for var job in jobs {
+                // A file whose content a file of ours holds from its first byte, and that file
+                // is to be deleted: the engine may let the job move it instead (a rename or a
+                // moved directory on a peer). The block map keeps a few places per hash.
+                if job.operation == .writeFile, let first = job.target.blocks.first {
+                    let candidates = blockMap.locations(of: first.hash).filter { $0.offset == 0 }.map(\.path)
+                    if !candidates.isEmpty { engine.attachMoveSource(to: &job, candidates: candidates) }
+                }
                 var locals: [BlockHash: [BlockMap.Location]] = [:]
                 if job.operation == .writeFile {
                     for block in job.target.blocks where locals[block.hash] == nil {
@@ -692,10 +705,13 @@ public struct NodeMachine: Sendable {
     private mutating func jobFinished(_ job: PullJob, _ outcome: PullOutcome, _ stats: PullStats) {
         statistics.bytesFromNetwork += stats.bytesFromNetwork
         statistics.bytesReused += stats.bytesReused
-        if case .applied = outcome, job.operation == .writeFile { statistics.filesPulled += 1 }
+        if outcome.reached != nil, job.operation == .writeFile { statistics.filesPulled += 1 }
         switch outcome {
         case .applied:
             logger.debug("pulled", metadata: ["sync.path": "\(job.path)", "sync.op": "\(job.operation)", "bytes.network": "\(stats.bytesFromNetwork)", "bytes.local": "\(stats.bytesReused)"])
+        case .moved:
+            statistics.filesMoved += 1
+            logger.debug("moved into place", metadata: ["sync.path": "\(job.path)", "sync.from": "\(job.renameFrom?.path ?? "?")"])
         case .localChanged:
             logger.info("local file changed during the pull; deciding again", metadata: ["sync.path": "\(job.path)"])
         case .unavailable:
@@ -705,15 +721,19 @@ public struct NodeMachine: Sendable {
             noteError("\(job.path): \(why)")
         }
         if job.operation == .writeFile {
-            if case .applied = outcome { interruptedPulls.remove(job.path) } else { interruptedPulls.insert(job.path) }
+            if outcome.reached != nil { interruptedPulls.remove(job.path) } else { interruptedPulls.insert(job.path) }
         }
         let decided = engine.jobFinished(job, outcome: outcome)
-        if outcome == .localChanged { pendingScan.insert(job.path) }
+        if outcome == .localChanged {
+            pendingScan.insert(job.path)
+            // A move found its source changed, or something at its target: both looked at.
+            if let source = job.renameFrom { pendingScan.insert(source.path) }
+        }
         if let copy = job.conflictCopyPath, case .applied = outcome { pendingScan.insert(copy) }
         // Applied, but the disk does not hold it under its name (removed right after it landed,
         // or written under its case-conflict name on a case-insensitive file system): look
         // again, so that the path's absence becomes a change of this node's at once.
-        if case .applied(let r) = outcome, r.inode == 0, !r.deleted { pendingScan.insert(job.path) }
+        if let r = outcome.reached, r.inode == 0, !r.deleted { pendingScan.insert(job.path) }
         absorb(decided)
         armDebounce()
     }
