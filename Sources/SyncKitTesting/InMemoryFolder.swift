@@ -276,6 +276,7 @@ public final class InMemoryFolder: LocalFolder {
     public func apply(_ job: PullJob, locals: [BlockHash: [BlockMap.Location]], blocks: any BlockSource) async -> (PullOutcome, PullStats) {
         var stats = PullStats()
         guard PathSafety.isSafe(job.path) else { return (.failed("unsafe path"), stats) }
+        if job.operation == .writeFile, let source = job.renameFrom, let outcome = move(job, from: source) { return (outcome, stats) }
         var content = [UInt8]()
         if job.operation == .writeFile {
             // Blocks: local copies first (verified), then peers.
@@ -345,6 +346,35 @@ public final class InMemoryFolder: LocalFolder {
             return (.failed("\(error)"), stats)
         }
         return (.applied(applied), stats)
+    }
+
+    /// Places a file by moving `source`'s entry (its inode kept), as the disk folder does with
+    /// `renameat2(RENAME_NOREPLACE)`: nil when the source is no longer the file the node knew
+    /// (the caller then writes a copy), `.localChanged` when the target's name is taken.
+    private func move(_ job: PullJob, from source: FileRecord) -> PullOutcome? {
+        guard isAlive, Self.matches(source, disk.entry(source.path)) else { return nil }
+        guard Self.matches(job.expectedLocal, disk.entry(job.path)) else { return .localChanged }
+        do { try index.saveIntents([job.target]) } catch { return .failed("cannot record the intent: \(error)") }
+        var applied = job.target
+        do {
+            try disk.update { entries, inode in
+                guard Self.matches(source, entries[source.path]) else { throw Refused(description: "source") }
+                guard Self.matches(job.expectedLocal, entries[job.path]) else { throw Refused(description: "changed") }
+                try Self.checkParents(job.path, &entries, create: true, inode: inode)
+                var moved = entries.removeValue(forKey: source.path)!
+                moved.mtimeNs = job.target.mtimeNs
+                entries[job.path] = moved
+                applied.inode = moved.inode
+                applied.mtimeNs = moved.mtimeNs
+            }
+        } catch let refused as Refused where refused.description == "changed" {
+            return .localChanged
+        } catch let refused as Refused where refused.description == "source" {
+            return nil
+        } catch {
+            return .failed("\(error)")
+        }
+        return .moved(applied)
     }
 
     public func readBlock(_ location: BlockMap.Location) -> ByteBuffer? {

@@ -48,6 +48,7 @@ public struct LocalFolderConformance: Sendable {
         try await applyNeverOverwritesAnUnexpectedChange()
         try await applyReportsMissingBlocks()
         try await applyKeepsTheConflictLoser()
+        try await applyMovesARenamedFileInsteadOfCopyingIt()
         try await applyMakesDirectoriesLinksMetadataAndDeletes()
         try await applyNeverLeavesTheFolder()
         try await readBlockReadsWhatIsThere()
@@ -228,6 +229,55 @@ public struct LocalFolderConformance: Sendable {
             guard case .applied = outcome else { throw ConformanceFailure(check: check, "not applied: \(outcome)") }
             try expect(f.read("doc.txt") == Array("winner".utf8), check, "the winner is in place")
             try expect(f.read(copy) == Array("loser".utf8), check, "the loser is kept under the conflict name")
+        }
+    }
+
+    /// A write with `renameFrom` (a rename on a peer) moves the local file: its inode stays,
+    /// no block is read or fetched, the old name is gone, the target's mtime is set. A source
+    /// that changed since the node saw it is not moved (the file is written from blocks and the
+    /// changed source stays); a target name that is taken is never replaced.
+    public func applyMovesARenamedFileInsteadOfCopyingIt() async throws {
+        let check = "applyMovesARenamedFileInsteadOfCopyingIt"
+        try await with(check) { f in
+            let content = Self.bytes(70_000, seed: 6)
+            f.write("old/x.bin", content, mtimeNs: 5, mode: 0o644)
+            func scanned(_ path: String) async throws -> FileRecord {
+                let scan = await f.folder.scan(.paths([path]), known: [:], ignore: IgnoreRules())
+                guard let r = scan.observations.first(where: { $0.path == path })?.record else { throw ConformanceFailure(check: check, "no \(path)") }
+                return r
+            }
+            let source = try await scanned("old/x.bin")
+            let target = Self.record("new/dir/x.bin", content)
+            var move = job(.writeFile, target)
+            move.renameFrom = source
+            // No source of blocks at all: only a move can place the file.
+            let (outcome, stats) = await f.folder.apply(move, locals: [:], blocks: TableSource([]))
+            guard case .moved(let applied) = outcome else { throw ConformanceFailure(check: check, "not moved: \(outcome)") }
+            try expect(applied.inode == source.inode && applied.inode != 0, check, "the inode changed: \(applied.inode) for \(source.inode)")
+            try expect(f.read("new/dir/x.bin") == content && f.kind("old/x.bin") == nil, check, "the file is not under its new name only")
+            try expect(f.mtimeNs("new/dir/x.bin") == target.mtimeNs && applied.mtimeNs == target.mtimeNs, check, "the target's mtime")
+            try expect(stats.bytesFromNetwork == 0 && stats.bytesReused == 0, check, "bytes were copied: \(stats)")
+            try expect(try f.index.loadIntents().contains { $0.path == target.path }, check, "the intent was recorded")
+
+            // The source changed since the node saw it: not moved, written from blocks instead.
+            let other = Self.bytes(3_000, seed: 7)
+            f.write("y.bin", other, mtimeNs: 5, mode: 0o644)
+            let stale = try await scanned("y.bin")
+            f.write("y.bin", other, mtimeNs: 6, mode: 0o644)
+            var notMoved = job(.writeFile, Self.record("z.bin", other))
+            notMoved.renameFrom = stale
+            let (written, _) = await f.folder.apply(notMoved, locals: [:], blocks: TableSource([other]))
+            guard case .applied = written else { throw ConformanceFailure(check: check, "a changed source: \(written)") }
+            try expect(f.read("y.bin") == other && f.mtimeNs("y.bin") == 6 && f.read("z.bin") == other, check, "the changed source was moved")
+
+            // The target's name is taken: nothing is replaced, nothing moved.
+            f.write("taken.bin", [1], mtimeNs: 5, mode: 0o644)
+            let fresh = try await scanned("y.bin")
+            var blocked = job(.writeFile, Self.record("taken.bin", other))
+            blocked.renameFrom = fresh
+            let (refused, _) = await f.folder.apply(blocked, locals: [:], blocks: TableSource([other]))
+            try expect(refused == .localChanged, check, "a move onto a taken name: \(refused)")
+            try expect(f.read("taken.bin") == [1] && f.read("y.bin") == other, check, "a move replaced a file or lost its source")
         }
     }
 

@@ -237,9 +237,51 @@ struct Puller: Sendable {
         _ = await committer.makeDurable(.directory(entry.directory))
     }
 
+    /// Places the job's file by moving `source` (a file of this node with the same content,
+    /// whose deletion is agreed: a rename on a peer) to the job's path: one `renameat2`, no data
+    /// read or written, the inode kept. Nil when it cannot (the source is no longer the file the
+    /// node knew, is half patched, or the kernel refuses the rename, e.g. another file system
+    /// mounted inside the folder): the caller then writes the file as usual, and the source's
+    /// deletion runs as its own job. The target's name must be free: `RENAME_NOREPLACE` makes
+    /// that part of the rename, so a file created there meanwhile is never replaced (the job
+    /// then reports `.localChanged` and the path is decided again).
+    func moveIntoPlace(_ job: PullJob, from source: FileRecord, to entry: FolderEntry) async throws -> PullOutcome? {
+        guard entry.relocatedPath == nil, unfinishedPatches.withLock({ !$0.contains(source.path) }),
+              let from = try root.entry(source.path), from.relocatedPath == nil,
+              try localMatches(source, at: from) else { return nil }
+        guard try localMatches(job.expectedLocal, at: entry) else { return .localChanged }
+        // As for any pull: a crash after the rename and before the record is stored finds the
+        // target's content at the new path and adopts this version (the old path's absence is
+        // then scanned as a deletion, which merges with the peers' tombstone).
+        try await recordIntent(job)
+        let moved = from.name.withCString { f in
+            entry.name.withCString { synckit_renameat_noreplace(from.directory, f, entry.directory, $0) }
+        } == 0
+        guard moved else {
+            if errno == EEXIST { return .localChanged }
+            logger.debug("cannot move a local file into place; copying it", metadata: [
+                "sync.path": "\(job.path)", "sync.from": "\(source.path)", "error": "\(FileOps.errorText())"])
+            return nil
+        }
+        // The old path's shadow (versioning) goes, the new one follows the file: nothing was
+        // deleted or replaced, so there is no version to keep.
+        versions?.pulledDelete(path: source.path)
+        // The rename kept the old file's times and bits; the target's are the agreed ones.
+        // (Equal content includes the permission bits; the modification time may differ.)
+        if source.mtimeNs != job.target.mtimeNs { try entry.setModificationTime(job.target.mtimeNs) }
+        versions?.pulled(entry, path: job.path)
+        // Both names durable: the new entry and the old one's removal (flushes shared with
+        // other jobs landing at once).
+        async let newName = committer.makeDurable(.directory(entry.directory))
+        async let oldName = committer.makeDurable(.directory(from.directory))
+        _ = await (newName, oldName)
+        return .moved(try appliedRecord(job, entry))
+    }
+
     private func writeFile(_ job: PullJob, locals: [BlockHash: [BlockMap.Location]], source: any BlockSource, stats: inout Stats) async throws -> PullOutcome {
         guard current(job) else { return .failed("an earlier patch of this file is not finished yet (disk error); retrying its journal") }
         guard let entry = try root.entry(job.path, create: true) else { throw SyncError(.io, "no parent for \(job.path)") }
+        if let source = job.renameFrom, let outcome = try await moveIntoPlace(job, from: source, to: entry) { return outcome }
         // (Not with versioning: a patch changes the inode a version would share.)
         if versions == nil, let changed = Self.patchPlan(job) {
             return try await patchInPlace(job, entry, changed: changed, locals: locals, source: source, stats: &stats)
