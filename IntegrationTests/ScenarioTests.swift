@@ -96,7 +96,53 @@ extension Integration {
                 let sent = c.totalBytesSent
                 #expect(sent < 64 << 10, "only index records travel: \(sent) bytes")
                 for i in 0..<4 { #expect(c.read(i, "big/renamed.bin") == content) }
+                // The peers moved the file too: nothing read or written locally either.
+                for i in [0, 2, 3] { #expect(await c.node(i).statistics.filesMoved == 1, "node \(i) moved the file") }
                 report("rename", "in \(time), \(sent) bytes sent in total for a 4 MiB file")
+            }
+        }
+
+        /// A directory of hundreds of files moved into another parent on one node: every peer
+        /// moves the same files (each keeps its inode: no byte read, written or fetched), the
+        /// old directories go, and only index records travel, about two per file.
+        @Test func aMovedDirectoryIsAppliedAsRenamesOnEveryPeer() async throws {
+            let files = (0..<300).map { i in ("photos/\(["a", "b", "c"][i % 3])/img\(i).jpg", bytes(1024, seed: UInt64(1000 + i))) }
+            try await withTestCluster(nodes: 3, transport: Self.transport, seed: { c in
+                for (path, content) in files { c.write(0, path, content) }
+            }) { c in
+                try await c.waitUntilConverged()
+                try FileManager.default.createDirectory(atPath: c.folder(0) + "/archive/2026", withIntermediateDirectories: true)
+                try await c.waitUntilConverged(where: { $0["archive/2026"] == "dir" })
+                func inodes(_ i: Int, under prefix: String) -> [String: UInt64] {
+                    var out = [String: UInt64]()
+                    for (path, _) in files {
+                        let name = String(path.dropFirst("photos/".count))
+                        if let st = try? FileOps.lstat(c.folder(i) + "/" + prefix + name) { out[name] = st.inode }
+                    }
+                    return out
+                }
+                let before = [1, 2].map { inodes($0, under: "photos/") }
+                let pulledBefore = await (0..<3).asyncMap { await c.node($0).statistics.bytesFromNetwork }
+                let reusedBefore = await (0..<3).asyncMap { await c.node($0).statistics.bytesReused }
+                c.resetCountersAndWrite { c.move(0, "photos", "archive/2026/photos") }
+                let time = try await c.waitUntilConverged(where: { s in
+                    !s.keys.contains { $0.hasPrefix("photos") } && s.keys.filter { $0.hasPrefix("archive/2026/photos/") && $0.hasSuffix(".jpg") }.count == files.count
+                })
+                let sent = c.totalBytesSent
+                for (k, i) in [1, 2].enumerated() {
+                    let after = inodes(i, under: "archive/2026/photos/")
+                    #expect(after.count == files.count, "node \(i) holds every file under the new name")
+                    let kept = after.filter { before[k][$0.key] == $0.value }.count
+                    #expect(kept == files.count, "node \(i) moved \(kept) of \(files.count) files (the others were re-created)")
+                    #expect(await c.node(i).statistics.filesMoved == files.count, "node \(i)'s count of moved files")
+                    for (path, content) in files.prefix(20) { #expect(c.read(i, "archive/2026/" + path) == content) }
+                }
+                #expect(await (0..<3).asyncMap { await c.node($0).statistics.bytesFromNetwork } == pulledBefore, "no block came over the network")
+                #expect(await (0..<3).asyncMap { await c.node($0).statistics.bytesReused } == reusedBefore, "no block was copied from a local file")
+                // Two records per file (its new name, its old name's tombstone) to each of two
+                // peers, a few hundred bytes each in all, and no blocks.
+                #expect(sent < files.count * 2 * 2 * 600, "\(sent) bytes sent for \(files.count) files")
+                report("directory move", "\(files.count) files in \(time), \(sent) bytes sent in total (\(sent / files.count) per file), every file moved on both peers")
             }
         }
 
