@@ -276,7 +276,7 @@ public final class InMemoryFolder: LocalFolder {
     public func apply(_ job: PullJob, locals: [BlockHash: [BlockMap.Location]], blocks: any BlockSource) async -> (PullOutcome, PullStats) {
         var stats = PullStats()
         guard PathSafety.isSafe(job.path) else { return (.failed("unsafe path"), stats) }
-        if job.operation == .writeFile, let source = job.renameFrom, let outcome = move(job, from: source) { return (outcome, stats) }
+        if job.operation == .writeFile, let move = job.renameFrom, let outcome = self.move(job, move) { return (outcome, stats) }
         var content = [UInt8]()
         if job.operation == .writeFile {
             // Blocks: local copies first (verified), then peers.
@@ -351,10 +351,11 @@ public final class InMemoryFolder: LocalFolder {
     /// Places a file by moving `source`'s entry (its inode kept), as the disk folder does with
     /// `renameat2(RENAME_NOREPLACE)`: nil when the source is no longer the file the node knew
     /// (the caller then writes a copy), `.localChanged` when the target's name is taken.
-    private func move(_ job: PullJob, from source: FileRecord) -> PullOutcome? {
+    private func move(_ job: PullJob, _ move: PullJob.Move) -> PullOutcome? {
+        let source = move.from
         guard isAlive, Self.matches(source, disk.entry(source.path)) else { return nil }
         guard Self.matches(job.expectedLocal, disk.entry(job.path)) else { return .localChanged }
-        do { try index.saveIntents([job.target]) } catch { return .failed("cannot record the intent: \(error)") }
+        do { try index.saveIntents([job.target, move.deletion]) } catch { return .failed("cannot record the intent: \(error)") }
         var applied = job.target
         do {
             try disk.update { entries, inode in

@@ -85,6 +85,11 @@ public struct LocalFolderConformance: Sendable {
                    blocks: Chunker.standard.blocks(of: content))
     }
 
+    /// A peer's tombstone of `record`'s path.
+    static func tombstone(of record: FileRecord) -> FileRecord {
+        FileRecord(path: record.path, kind: .file, deleted: true, version: record.version.bumped(by: peer, atLeast: 0), modifiedBy: peer)
+    }
+
     static func bytes(_ n: Int, seed: UInt8) -> [UInt8] {
         var x = UInt32(seed) &* 2_654_435_761 | 1
         return (0..<n).map { _ in
@@ -249,7 +254,7 @@ public struct LocalFolderConformance: Sendable {
             let source = try await scanned("old/x.bin")
             let target = Self.record("new/dir/x.bin", content)
             var move = job(.writeFile, target)
-            move.renameFrom = source
+            move.renameFrom = PullJob.Move(from: source, deletion: Self.tombstone(of: source))
             // No source of blocks at all: only a move can place the file.
             let (outcome, stats) = await f.folder.apply(move, locals: [:], blocks: TableSource([]))
             guard case .moved(let applied) = outcome else { throw ConformanceFailure(check: check, "not moved: \(outcome)") }
@@ -257,7 +262,8 @@ public struct LocalFolderConformance: Sendable {
             try expect(f.read("new/dir/x.bin") == content && f.kind("old/x.bin") == nil, check, "the file is not under its new name only")
             try expect(f.mtimeNs("new/dir/x.bin") == target.mtimeNs && applied.mtimeNs == target.mtimeNs, check, "the target's mtime")
             try expect(stats.bytesFromNetwork == 0 && stats.bytesReused == 0, check, "bytes were copied: \(stats)")
-            try expect(try f.index.loadIntents().contains { $0.path == target.path }, check, "the intent was recorded")
+            let intents = try f.index.loadIntents()
+            try expect(intents.contains { $0.path == target.path } && intents.contains { $0.path == "old/x.bin" && $0.deleted }, check, "the intents (new name, old name's tombstone) were recorded")
 
             // The source changed since the node saw it: not moved, written from blocks instead.
             let other = Self.bytes(3_000, seed: 7)
@@ -265,7 +271,7 @@ public struct LocalFolderConformance: Sendable {
             let stale = try await scanned("y.bin")
             f.write("y.bin", other, mtimeNs: 6, mode: 0o644)
             var notMoved = job(.writeFile, Self.record("z.bin", other))
-            notMoved.renameFrom = stale
+            notMoved.renameFrom = PullJob.Move(from: stale, deletion: Self.tombstone(of: stale))
             let (written, _) = await f.folder.apply(notMoved, locals: [:], blocks: TableSource([other]))
             guard case .applied = written else { throw ConformanceFailure(check: check, "a changed source: \(written)") }
             try expect(f.read("y.bin") == other && f.mtimeNs("y.bin") == 6 && f.read("z.bin") == other, check, "the changed source was moved")
@@ -274,7 +280,7 @@ public struct LocalFolderConformance: Sendable {
             f.write("taken.bin", [1], mtimeNs: 5, mode: 0o644)
             let fresh = try await scanned("y.bin")
             var blocked = job(.writeFile, Self.record("taken.bin", other))
-            blocked.renameFrom = fresh
+            blocked.renameFrom = PullJob.Move(from: fresh, deletion: Self.tombstone(of: fresh))
             let (refused, _) = await f.folder.apply(blocked, locals: [:], blocks: TableSource([other]))
             try expect(refused == .localChanged, check, "a move onto a taken name: \(refused)")
             try expect(f.read("taken.bin") == [1] && f.read("y.bin") == other, check, "a move replaced a file or lost its source")

@@ -40,7 +40,8 @@ import SyncKitTesting
         #expect(jobs.map(\.path) == ["new/x"])
         var job = try #require(jobs.first)
         b.attachMoveSource(to: &job, candidates: ["new/x", "old/x"])
-        #expect(job.renameFrom?.path == "old/x" && job.renameFrom?.inode == 42)
+        #expect(job.renameFrom?.from.path == "old/x" && job.renameFrom?.from.inode == 42)
+        #expect(job.renameFrom?.deletion.deleted == true && job.renameFrom?.deletion.version == b.peers[TestIDs.a]!.records["old/x"]!.version)
         // The old name's deletion is the move's now: no delete job of its own.
         #expect(b.running["old/x"] != nil)
         jobs = b.nextJobs(into: &out)

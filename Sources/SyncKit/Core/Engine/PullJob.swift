@@ -21,13 +21,28 @@ public struct PullJob: Sendable, Equatable {
     public var expectedLocal: FileRecord?
     /// Before replacing, keep the local content under this name (a conflict loser's copy).
     public var conflictCopyPath: String?
-    /// For `writeFile` only: a local file with the target's content whose deletion is agreed
-    /// (its record, as this node last saw it on disk). The folder may move that file to `path`
-    /// instead of writing a copy, and then reports `.moved`: a renamed file or directory on a
-    /// peer costs a rename here, not a copy of its data. A folder that cannot move it (or finds
-    /// it changed) writes the file as usual and reports `.applied`; the old path's deletion
-    /// then runs as its own job.
-    public var renameFrom: FileRecord?
+    /// For `writeFile` only: a local file with the target's content whose deletion is agreed.
+    /// The folder may move that file to `path` instead of writing a copy, and then reports
+    /// `.moved`: a renamed file or directory on a peer costs a rename here, not a copy of its
+    /// data. A folder that cannot move it (or finds it changed) writes the file as usual and
+    /// reports `.applied`; the old path's deletion then runs as its own job.
+    public var renameFrom: Move?
+
+    /// The file a `writeFile` job may move into place, and what its old path becomes.
+    public struct Move: Sendable, Equatable {
+        /// The file's record, as this node last saw it on disk (the folder moves it only if it
+        /// is still that file).
+        public var from: FileRecord
+        /// The agreed tombstone of its path. The folder records it as an intent before the
+        /// move, as a delete job records its own: if the node dies after the move and before
+        /// the tombstone is stored, the first scan finds the path empty and adopts this version
+        /// instead of counting a deletion this node never made.
+        public var deletion: FileRecord
+        public init(from: FileRecord, deletion: FileRecord) {
+            self.from = from
+            self.deletion = deletion
+        }
+    }
 
     public init(operation: Operation, path: String, target: FileRecord, expectedLocal: FileRecord?, conflictCopyPath: String?) {
         self.operation = operation

@@ -687,7 +687,7 @@ public struct SyncEngine: Sendable {
                   case .job(let deletion)? = decide(path), deletion.operation == .delete else { continue }
             dropPending(path)
             running[path] = deletion
-            job.renameFrom = source
+            job.renameFrom = PullJob.Move(from: source, deletion: deletion.target)
             running[job.path] = job
             return
         }
@@ -712,7 +712,7 @@ public struct SyncEngine: Sendable {
         running[job.path] = nil
         // A move's source is decided again below: gone (moved), or still there with its
         // deletion to run as its own job.
-        if let source = job.renameFrom { running[source.path] = nil }
+        if let move = job.renameFrom { running[move.from.path] = nil }
         switch outcome {
         case .applied(let record), .moved(let record):
             failed[job.path] = nil
@@ -734,7 +734,7 @@ public struct SyncEngine: Sendable {
             failed[job.path] = why
             out.events.append(.pullFailed(path: job.path, reason: why))
         }
-        if let source = job.renameFrom {
+        if let source = job.renameFrom?.from {
             if case .moved = outcome { sourceMoved(source.path, into: &out) } else { reevaluate(source.path, into: &out) }
         }
         return out

@@ -711,7 +711,7 @@ public struct NodeMachine: Sendable {
             logger.debug("pulled", metadata: ["sync.path": "\(job.path)", "sync.op": "\(job.operation)", "bytes.network": "\(stats.bytesFromNetwork)", "bytes.local": "\(stats.bytesReused)"])
         case .moved:
             statistics.filesMoved += 1
-            logger.debug("moved into place", metadata: ["sync.path": "\(job.path)", "sync.from": "\(job.renameFrom?.path ?? "?")"])
+            logger.debug("moved into place", metadata: ["sync.path": "\(job.path)", "sync.from": "\(job.renameFrom?.from.path ?? "?")"])
         case .localChanged:
             logger.info("local file changed during the pull; deciding again", metadata: ["sync.path": "\(job.path)"])
         case .unavailable:
@@ -727,7 +727,7 @@ public struct NodeMachine: Sendable {
         if outcome == .localChanged {
             pendingScan.insert(job.path)
             // A move found its source changed, or something at its target: both looked at.
-            if let source = job.renameFrom { pendingScan.insert(source.path) }
+            if let source = job.renameFrom?.from { pendingScan.insert(source.path) }
         }
         if let copy = job.conflictCopyPath, case .applied = outcome { pendingScan.insert(copy) }
         // Applied, but the disk does not hold it under its name (removed right after it landed,

@@ -245,15 +245,18 @@ struct Puller: Sendable {
     /// deletion runs as its own job. The target's name must be free: `RENAME_NOREPLACE` makes
     /// that part of the rename, so a file created there meanwhile is never replaced (the job
     /// then reports `.localChanged` and the path is decided again).
-    func moveIntoPlace(_ job: PullJob, from source: FileRecord, to entry: FolderEntry) async throws -> PullOutcome? {
+    func moveIntoPlace(_ job: PullJob, _ move: PullJob.Move, to entry: FolderEntry) async throws -> PullOutcome? {
+        let source = move.from
         guard entry.relocatedPath == nil, unfinishedPatches.withLock({ !$0.contains(source.path) }),
               let from = try root.entry(source.path), from.relocatedPath == nil,
               try localMatches(source, at: from) else { return nil }
         guard try localMatches(job.expectedLocal, at: entry) else { return .localChanged }
-        // As for any pull: a crash after the rename and before the record is stored finds the
-        // target's content at the new path and adopts this version (the old path's absence is
-        // then scanned as a deletion, which merges with the peers' tombstone).
-        try await recordIntent(job)
+        // As for any pull: a crash after the rename and before the records are stored finds the
+        // target's content at the new path and nothing at the old one, and adopts both versions
+        // (the old path's tombstone too: else its absence counts as a deletion of this node's).
+        async let target = intents.submit(job.target)
+        async let deletion = intents.submit(move.deletion)
+        guard await (target, deletion) == (0, 0) else { throw SyncError(.index, "cannot record the intent of the move to \(job.path)") }
         let moved = from.name.withCString { f in
             entry.name.withCString { synckit_renameat_noreplace(from.directory, f, entry.directory, $0) }
         } == 0
@@ -281,7 +284,7 @@ struct Puller: Sendable {
     private func writeFile(_ job: PullJob, locals: [BlockHash: [BlockMap.Location]], source: any BlockSource, stats: inout Stats) async throws -> PullOutcome {
         guard current(job) else { return .failed("an earlier patch of this file is not finished yet (disk error); retrying its journal") }
         guard let entry = try root.entry(job.path, create: true) else { throw SyncError(.io, "no parent for \(job.path)") }
-        if let source = job.renameFrom, let outcome = try await moveIntoPlace(job, from: source, to: entry) { return outcome }
+        if let move = job.renameFrom, let outcome = try await moveIntoPlace(job, move, to: entry) { return outcome }
         // (Not with versioning: a patch changes the inode a version would share.)
         if versions == nil, let changed = Self.patchPlan(job) {
             return try await patchInPlace(job, entry, changed: changed, locals: locals, source: source, stats: &stats)
