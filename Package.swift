@@ -49,7 +49,7 @@ let package = Package(
         .target(
             name: "SyncKit",
             dependencies: [
-                "CSyncKitShims",
+                "CSyncKitShims", "CLZ4",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -103,7 +103,8 @@ let package = Package(
             name: "CSystemd", path: "Sources/CSystemd", pkgConfig: "libsystemd",
             providers: [.apt(["libsystemd-dev"])]
         ),
-        // Debian's liblz4: the LZ4 blocks of Syncthing's compressed BEP messages.
+        // Debian's liblz4: the LZ4 blocks of Syncthing's compressed BEP messages and of SyncKit's
+        // compressed index updates (`LZ4Block`).
         .systemLibrary(
             name: "CLZ4", path: "Sources/CLZ4", pkgConfig: "liblz4",
             providers: [.apt(["liblz4-dev"])]

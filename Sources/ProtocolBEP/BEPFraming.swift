@@ -1,4 +1,4 @@
-import CLZ4
+import SyncKit
 import SwiftProtobuf
 
 /// One message of Syncthing's Block Exchange Protocol after the Hello, decoded.
@@ -175,56 +175,26 @@ public enum BEPFraming {
         return out
     }
 
-    /// The 4-byte uncompressed length and one LZ4 block; nil for an empty input (nothing to
-    /// gain) or when LZ4 fails (it does not for inputs under 2 GB); the caller then sends the
-    /// body as it is.
+    /// The 4-byte uncompressed length and one LZ4 block (`LZ4Block`, shared with SyncKit's
+    /// own compressed index updates); nil for an empty input or when LZ4 fails: the caller then
+    /// sends the body as it is.
     package static func lz4Compress(_ input: [UInt8]) -> [UInt8]? {
-        guard !input.isEmpty, input.count <= Int(LZ4_MAX_INPUT_SIZE) else { return nil }
-        let bound = Int(LZ4_compressBound(Int32(input.count)))
-        var out = [UInt8](repeating: 0, count: 4 + bound)
-        let written = input.withUnsafeBufferPointer { src in
-            out.withUnsafeMutableBufferPointer { dst in
-                LZ4_compress_default(
-                    UnsafeRawPointer(src.baseAddress!).assumingMemoryBound(to: CChar.self),
-                    UnsafeMutableRawPointer(dst.baseAddress! + 4).assumingMemoryBound(to: CChar.self),
-                    Int32(input.count), Int32(bound))
-            }
-        }
-        guard written > 0 else { return nil }
-        out.removeLast(bound - Int(written))
-        let n = UInt32(input.count)
-        out[0] = UInt8(n >> 24); out[1] = UInt8(truncatingIfNeeded: n >> 16)
-        out[2] = UInt8(truncatingIfNeeded: n >> 8); out[3] = UInt8(truncatingIfNeeded: n)
-        return out
+        input.withUnsafeBytes { LZ4Block.compress($0) }
     }
 
-    /// Undoes `lz4Compress`. The announced size is checked against `limit` before anything is
-    /// allocated, so a 20-byte message cannot make us reserve 4 GB; LZ4's safe decoder never
-    /// writes past the buffer, and output shorter than announced is refused too (Syncthing
-    /// accepts it, but no correct sender produces it).
+    /// Undoes `lz4Compress`: the announced size is checked against `limit` (and BEP's largest
+    /// message) before anything is allocated, and output shorter than announced is refused
+    /// (Syncthing accepts it, but no correct sender produces it).
     package static func lz4Decompress(_ input: ArraySlice<UInt8>, limit: Int) throws -> [UInt8] {
-        guard input.count >= 4 else { throw BEPFramingError.badLZ4 }
-        let i = input.startIndex
-        let announced = UInt32(input[i]) << 24 | UInt32(input[i + 1]) << 16 | UInt32(input[i + 2]) << 8 | UInt32(input[i + 3])
-        // Compared as an unsigned 32-bit value before it becomes an Int, so no platform reads a
-        // huge length as a negative one.
-        guard UInt64(announced) <= UInt64(min(limit, BEPFraming.maxMessageLengthOnWire)) else {
-            throw BEPFramingError.messageTooLarge(Int(clamping: announced))
-        }
-        let size = Int(announced)
-        if size == 0 { return [] }
-        var out = [UInt8](repeating: 0, count: size)
-        let compressed = input.count - 4
-        let n = input.withUnsafeBufferPointer { src in
-            out.withUnsafeMutableBufferPointer { dst in
-                LZ4_decompress_safe(
-                    UnsafeRawPointer(src.baseAddress! + 4).assumingMemoryBound(to: CChar.self),
-                    UnsafeMutableRawPointer(dst.baseAddress!).assumingMemoryBound(to: CChar.self),
-                    Int32(compressed), Int32(size))
+        do {
+            return try input.withUnsafeBytes { raw in
+                try LZ4Block.decompress(raw, limit: min(limit, BEPFraming.maxMessageLengthOnWire))
             }
+        } catch LZ4Block.Failure.tooLarge(let announced) {
+            throw BEPFramingError.messageTooLarge(Int(clamping: announced))
+        } catch {
+            throw BEPFramingError.badLZ4
         }
-        guard n == Int32(size) else { throw BEPFramingError.badLZ4 }
-        return out
     }
 
     static func appendBigEndian<T: FixedWidthInteger>(_ value: T, to out: inout [UInt8]) {
