@@ -27,7 +27,7 @@ import Darwin
 /// - Framing is `u32 length | type | payload`, decoded by SyncKit's `FrameDecoder`; a declared
 ///   length above `configuration.maximumFrameSize` ends the connection with
 ///   `WireError(.frameTooLarge)` before it is buffered.
-/// - Over TLS, the framing is the one ALPN chose: SyncKit's for `synckit/5`, Syncthing's BEP
+/// - Over TLS, the framing is the one ALPN chose: SyncKit's for `synckit/6`, Syncthing's BEP
 ///   for `bep/1.0` (offer it in `TLSSettings.applicationProtocols`), where each frame is one BEP
 ///   Hello or message (`BEPFrames`) and the limit is BEP's 64 MiB per message.
 /// - Backpressure both ways: `send` suspends while NIO's outbound buffer is above its high

@@ -33,7 +33,7 @@ public struct TLSSettings: Sendable {
     }
 
     /// SyncKit's own protocol, as named in ALPN.
-    public static let syncKitProtocol = "synckit/5"
+    public static let syncKitProtocol = "synckit/\(WireMessage.protocolVersion)"
 
     /// The exporter label of the cluster-key binding (RFC 8446 section 7.5; RFC 5705 asks for
     /// an "EXPORTER-" prefix on labels that are not registered).

@@ -42,6 +42,61 @@ import Testing
     /// The smallest record the encoder can write (no version entries, no blocks, a one-byte
     /// path) alone in an update still decodes: the bound on the declared count must not exceed
     /// the true minimum (found by the `wire` fuzzer, which had 80 against an actual 73).
+    /// The records of a moved directory: each new name (one block) and its old name's
+    /// tombstone, as a scan numbers them.
+    static func movedDirectory(_ count: Int) -> WireMessage {
+        var records = [FileRecord]()
+        for i in 0..<count {
+            let name = "\(["a", "b", "c"][i % 3])/img\(i).jpg"
+            records.append(fileRecord("archive/2026/photos/" + name, randomBytes(1024, seed: UInt64(i)), by: TestIDs.a,
+                                      version: VersionVector([TestIDs.a: 1_733_000_000 + UInt64(i)]), sequence: UInt64(2 * i + 1)))
+            records.append(FileRecord(path: "photos/" + name, kind: .file, deleted: true,
+                                      version: VersionVector([TestIDs.a: 1_733_000_000 + UInt64(i), TestIDs.b: 1_732_000_000]),
+                                      modifiedBy: TestIDs.a, sequence: UInt64(2 * i + 2)))
+        }
+        return .indexUpdate(.init(indexID: 7, records: records, caughtUp: false))
+    }
+
+    @Test func aLargeIndexUpdateTravelsCompressedAndDecodesTheSame() throws {
+        let message = Self.movedDirectory(500)
+        let frame = WireCodec.encode(message)
+        #expect(frame.type == WireMessage.Kind.indexUpdateLZ4.rawValue)
+        #expect(try WireCodec.decode(frame) == message)
+        // What it saves on the records of a moved directory (node IDs, path prefixes and zero
+        // high bytes repeat; the hashes of the new names do not compress).
+        let packed = frame.payload.readableBytes
+        let raw = try frame.payload.withUnsafeReadableBytes { try LZ4Block.decompress($0, limit: 1 << 24) }.count
+        #expect(packed < raw / 2, "1,000 records of a moved directory: \(packed) bytes compressed, \(raw) plain")
+        print("[wire] 1,000 records of a moved directory: \(packed) bytes compressed, \(raw) plain")
+        // A small update is not worth it: sent as it is.
+        let small = WireMessage.indexUpdate(.init(indexID: 7, records: [FileRecord(path: "d", kind: .directory, mode: 0o755, modifiedBy: TestIDs.b)], caughtUp: true))
+        #expect(WireCodec.encode(small).type == WireMessage.Kind.indexUpdate.rawValue)
+    }
+
+    @Test func aCompressedUpdateIsBoundedAndCheckedLikeAnyOther() {
+        let kind = WireMessage.Kind.indexUpdateLZ4.rawValue
+        // Announcing more than a frame may hold: refused before anything is allocated.
+        #expect { try WireCodec.decode(Frame(type: kind, payload: ByteBuffer(bytes: [0xFF, 0xFF, 0xFF, 0xFF, 0x00]))) } throws: {
+            ($0 as? WireError)?.code == .frameTooLarge
+        }
+        // Not LZ4, or not the length it announces: malformed.
+        #expect { try WireCodec.decode(Frame(type: kind, payload: ByteBuffer(bytes: [0, 0, 1, 0, 0xF0, 0xFF, 0xFF, 0xFF]))) } throws: {
+            ($0 as? WireError)?.code == .malformed
+        }
+        var packed = [UInt8](repeating: 0, count: 300).withUnsafeBytes { LZ4Block.compress($0) }!
+        packed[3] &+= 1  // announces 301 bytes for 300
+        #expect { try WireCodec.decode(Frame(type: kind, payload: ByteBuffer(bytes: packed))) } throws: { ($0 as? WireError)?.code == .malformed }
+        // Inflated, it is decoded with every check of an index update: an absurd record count
+        // in a small payload still fails without allocating.
+        var lie = ByteBuffer()
+        lie.writeInteger(UInt64(1))
+        lie.writeInteger(UInt8(0))
+        lie.writeInteger(UInt32.max)
+        lie.writeBytes([UInt8](repeating: 0, count: 400))
+        let bomb = lie.withUnsafeReadableBytes { LZ4Block.compress($0) }!
+        #expect { try WireCodec.decode(Frame(type: kind, payload: ByteBuffer(bytes: bomb))) } throws: { $0 is WireError }
+    }
+
     @Test func anUpdateOfOneMinimalRecordRoundTrips() throws {
         let minimal = FileRecord(path: "a", kind: .directory, modifiedBy: TestIDs.b)
         let update = WireMessage.indexUpdate(.init(indexID: 1, records: [minimal], caughtUp: true))

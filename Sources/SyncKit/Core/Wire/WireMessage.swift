@@ -24,10 +24,14 @@ public enum WireMessage: Sendable, Equatable {
     public enum Kind: UInt8, Sendable {
         case hello = 1, auth = 2, indexRequest = 3, indexUpdate = 4
         case blockRequest = 5, blockResponse = 6, ping = 7, close = 8
+        /// An `indexUpdate` whose payload is compressed (`LZ4Block`: 4-byte length, one LZ4
+        /// block); decodes to `.indexUpdate`. The codec picks it when it saves a tenth or more.
+        case indexUpdateLZ4 = 9
     }
 
     public static let magic: UInt32 = 0x5359_4E4B  // "SYNK"
-    public static let protocolVersion: UInt16 = 5
+    /// 6: index updates may come compressed (`Kind.indexUpdateLZ4`).
+    public static let protocolVersion: UInt16 = 6
 
     public struct Hello: Sendable, Equatable {
         public var protocolVersion: UInt16
