@@ -2,9 +2,9 @@
 """SyncKit against Syncthing, same workloads, same machine, same run.
 
 Usage (as root; see bench/run.sh, which also builds syncctl and installs Syncthing):
-    python3 bench/bench.py --syncctl PATH [--runs 3] [--quick] [--workloads 1,2,3,4,5,8,6,7]
+    python3 bench/bench.py --syncctl PATH [--runs 3] [--quick] [--workloads 1,2,3,4,5,8,6,7,9]
                            [--tools synckit,synckit-plain,syncthing,syncthing-1s] [--markdown OUT]
-                           [--w6-files 1000000] [--w6-deadline 3600]
+                           [--w6-files 1000000] [--w6-deadline 3600] [--w9-files 5000] [--w9-deadline 600]
     (synckit runs over TLS, as a user runs it; synckit-plain is the same with --insecure-plaintext,
     to measure what TLS costs; synckit-before and synckit-before-plain run the binary given by
     --syncctl-before, for before/after figures of a change in one run; mixed-serve and mixed-pull
@@ -16,13 +16,16 @@ Usage (as root; see bench/run.sh, which also builds syncctl and installs Syncthi
 Everything runs inside a fresh network namespace that has only `lo` (the script re-executes
 itself under `unshare -n`), so no packet leaves the machine, and Syncthing's discovery, relays,
 NAT, usage reporting, crash reporting and upgrades are all off in its config before it starts.
-Each tool runs a 4-node full mesh on 127.0.0.1 (workload 6: 2 nodes, workload 7: 16); a workload
+Each tool runs a 4-node full mesh on 127.0.0.1 (workloads 6 and 9: 2 nodes, workload 7: 16); a workload
 is timed until every node's folder is byte-identical (SHA-256 of every file), polling the file
 system. Per workload and tool we record wall time, CPU time of the node processes, peak RSS per
 node (VmHWM) and bytes on `lo`. Workload 6 (a million 1 KiB files, --w6-files, to one empty peer)
 also records the machine's floor for reading the tree (tar), node 0's first scan alone, both
 indexes on disk, a restart with nothing changed and one new file's latency; workload 7 (sixteen
 nodes, 100 x 16 KiB each, time to union) also records one new file's latency to the 15 others.
+Workload 9 (a directory move: moveme/, 5,000 files of 1 KiB, --w9-files, renamed to
+moved/into/here on node 0) records the time until node 1 holds the new layout, the bytes on lo,
+each node's CPU, and the fraction of node 1's files that kept their inode (1: applied as renames).
 The quick mode (CI) runs each workload once at small size and checks convergence, not time.
 """
 import argparse, hashlib, json, os, random, shutil, signal, statistics, subprocess, sys, tempfile, time
@@ -698,19 +701,181 @@ def run_w7(c, digest, args, scale, result):
     ok = seen is not None and wait(c, digest, expect + 1, 30) is not None
     result.update(ok=ok)
 
+# Workload 9's tree on node 0: moveme/d0 .. moveme/d9, file k in d{k % 10}. The whole of
+# moveme/ is then renamed to moved/into/here (a new parent two levels deep).
+W9_OLD, W9_NEW, W9_DIRS = "moveme", os.path.join("moved", "into", "here"), 10
+
+def list_dirs(root):
+    """Relative paths of the directories under root (the tools' own ones left out)."""
+    out = set()
+    for dirpath, dirnames, _ in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(IGNORED_PREFIXES)]
+        out.update(os.path.relpath(os.path.join(dirpath, d), root) for d in dirnames)
+    return out
+
+def inodes_under(root):
+    """st_ino of every regular file under root, keyed by its path relative to root."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            out[os.path.relpath(path, root)] = os.stat(path, follow_symlinks=False).st_ino
+    return out
+
+def run_w9(c, digest, args, scale, result):
+    """Workload 9: a directory move. Node 0 holds moveme/ (n files of 1 KiB in ten
+    subdirectories, --w9-files); once node 1 holds it too, node 0 renames moveme/ to
+    moved/into/here. Measured: the time until node 1 holds every file under the new path with
+    its content and nothing is left of moveme/, the bytes on lo and each node's CPU meanwhile,
+    and how node 1 applied the move: the fraction of its files that kept their inode (1.0: it
+    renamed them; 0: it wrote them again and deleted the old ones)."""
+    n, label = scale["w9_files"], c.tool
+    deadline = min(args.w9_deadline, args.deadline) if args.quick else args.w9_deadline
+    d0, d1 = c.dirs
+    # The seeds, and the content hash each file must have on node 1 after the move.
+    want = {}
+    rnd = random.Random(9)
+    for k in range(n):
+        rel = os.path.join(f"d{k % W9_DIRS}", f"f{k}.bin")
+        data = rnd.randbytes(1024)
+        os.makedirs(os.path.join(d0, W9_OLD, os.path.dirname(rel)), exist_ok=True)
+        with open(os.path.join(d0, W9_OLD, rel), "wb") as f:
+            f.write(data)
+        want[rel] = hashlib.sha256(data).hexdigest()
+    result.update(nodes=2, files=n)
+
+    # Not measured: both nodes start, node 1 pulls everything, both say they are in sync (so
+    # that each holds the other's index: the move must be the only news), then idle.
+    t = time.monotonic()
+    c.start()
+    synced = wait(c, digest, n, deadline) is not None
+    synced = synced and all(c.wait_back_in_sync(i, deadline) is not None for i in range(2))
+    if not synced:
+        print(f"bench: w9 {label}: the {n:,} files did not reach node 1 within {deadline:.0f} s", file=sys.stderr, flush=True)
+        result.update(ok=False, seconds=None)
+        return
+    result.update(first_sync_s=round(time.monotonic() - t, 3))
+    print(f"bench: w9 {label}: {n:,} files on both nodes, both in sync, after {result['first_sync_s']} s (not measured)",
+          file=sys.stderr, flush=True)
+    time.sleep(1.5)
+
+    # Node 1's inodes before the move. Each of its files is also held open until the inodes
+    # are compared: a file a tool deletes then stays allocated, so ext4 cannot hand its inode
+    # number to a file the tool creates meanwhile (which would pass for a rename). An open
+    # O_RDONLY descriptor is invisible to both tools (neither watches IN_OPEN/IN_CLOSE_NOWRITE,
+    # and the bench's own hashing opens the files anyway). Beyond the descriptor limit the
+    # comparison goes by inode number alone (inode_guard false in the result).
+    old_inodes = inodes_under(os.path.join(d1, W9_OLD))
+    if len(old_inodes) != n:
+        print(f"bench: w9 {label}: node 1 holds {len(old_inodes):,} files under {W9_OLD}/, not {n:,}", file=sys.stderr, flush=True)
+        result.update(ok=False, seconds=None)
+        return
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and n + 256 > soft and (hard == resource.RLIM_INFINITY or n + 256 <= hard):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n + 256, hard))
+        soft = n + 256
+    guard = soft == resource.RLIM_INFINITY or n + 256 <= soft
+    held = [os.open(os.path.join(d1, W9_OLD, rel), os.O_RDONLY) for rel in old_inodes] if guard else []
+    result.update(inode_guard=guard)
+
+    try:
+        # The move (timed from here): a new parent two levels deep, then one rename(2) of the
+        # whole directory, which both tools see as the inotify pair IN_MOVED_FROM/IN_MOVED_TO.
+        want_names = {os.path.join(W9_NEW, rel) for rel in want}
+        procs = list(c.procs)
+        lo0, cpu0, t0 = lo_bytes(), [proc_cpu(p.pid) for p in procs], time.monotonic()
+        os.makedirs(os.path.join(d0, os.path.dirname(W9_NEW)))
+        os.rename(os.path.join(d0, W9_OLD), os.path.join(d0, W9_NEW))
+
+        # Done when node 1 lists exactly the n files under the new path (none under moveme/ nor
+        # anywhere else, no transfer in progress), of 1 KiB each, with the right content, and
+        # moveme/ itself is gone. Cheapest first (readdir, then stat, then hashes), and the
+        # time is taken before the hashing, as Digest.converged does. files_seen: when the
+        # files were first all right, in case the directory outlives them.
+        files_seen = [None]
+        def moved():
+            names = list_names(d1)
+            if names is None:
+                return False, "a transfer in progress on node 1"
+            if names != want_names:
+                under_new = len(names & want_names)
+                return False, f"{under_new:,} of {n:,} files under the new path, {len(names) - under_new:,} others"
+            try:
+                if any(os.stat(os.path.join(d1, p)).st_size != 1024 for p in names):
+                    return False, "sizes differ"
+            except OSError:
+                return False, "a file vanished"
+            seen = time.monotonic()
+            for rel, h in want.items():
+                try:
+                    with open(os.path.join(d1, W9_NEW, rel), "rb") as f:
+                        if hashlib.sha256(f.read()).hexdigest() != h:
+                            return False, f"{rel} differs"
+                except OSError:
+                    return False, f"{rel} vanished"
+            if files_seen[0] is None:
+                files_seen[0] = seen
+            if os.path.lexists(os.path.join(d1, W9_OLD)):
+                return False, f"every file moved, {W9_OLD}/ still there"
+            return True, seen
+        _, far = poll(moved, deadline, f"w9 {label} move", min_sleep=0.01)
+        seen = far if isinstance(far, float) else None
+        # The phase's figures, read right at its end: bytes on lo (lo's transmitted bytes: every
+        # packet between the two nodes, both directions, crosses lo once) and each node's CPU.
+        lo_phase = lo_bytes() - lo0
+        cpu = [round(proc_cpu(p.pid) - c0, 2) for p, c0 in zip(procs, cpu0)]
+        result.update(seconds=seen - t0 if seen else None, lo_bytes=lo_phase, bytes_per_file=round(lo_phase / n),
+                      cpu=round(sum(cpu), 2), cpu_per_node=cpu, rss_per_node=c.rss_per_node(), rss_mib=c.peak_rss(),
+                      files_s=files_seen[0] - t0 if files_seen[0] else None)
+        # How node 1 applied the move: of its files under the new path, the fraction that have
+        # the inode the same file had under moveme/ (read while the old ones are still held).
+        kept = 0
+        for rel, ino in old_inodes.items():
+            try:
+                kept += os.stat(os.path.join(d1, W9_NEW, rel), follow_symlinks=False).st_ino == ino
+            except OSError:
+                pass
+        result.update(inode_kept=kept, inode_kept_fraction=round(kept / n, 4))
+    finally:
+        for fd in held:
+            os.close(fd)
+    if not seen:
+        print(f"bench: w9 {label}: node 1 not done {deadline:.0f} s after the move: {far}", file=sys.stderr, flush=True)
+        result.update(ok=False)
+        return
+    print(f"bench: w9 {label}: move of {n:,} files applied on node 1 after {result['seconds']:.3f} s "
+          f"(files: {result['files_s']:.3f} s), {lo_phase:,} bytes on lo ({result['bytes_per_file']:,} per file), "
+          f"CPU {cpu} s, inode kept {kept:,} of {n:,}", file=sys.stderr, flush=True)
+
+    # Strict, not timed: both folders byte-identical with the same directories (moved/into/here
+    # and its ten subdirectories on both, nothing left of moveme/), then both nodes in sync.
+    # identical_s: from the move until the folders were seen identical; settle_*: until both
+    # nodes also said they were in sync (the index updates that follow the files included).
+    def same():
+        return bool(list_dirs(d0) == list_dirs(d1) and digest.converged(c.dirs, n)), None
+    identical = poll(same, deadline, f"w9 {label} folders identical")[0]
+    ok = identical is not None and all(c.wait_back_in_sync(i, deadline) is not None for i in range(2))
+    result.update(ok=ok, identical_s=identical - t0 if identical else None, settle_s=time.monotonic() - t0 if ok else None,
+                  settle_lo_bytes=lo_bytes() - lo0)
+    if not ok:
+        print(f"bench: w9 {label}: the folders did not end identical and in sync: directories only on node 0 "
+              f"{sorted(list_dirs(d0) - list_dirs(d1))[:5]}, only on node 1 {sorted(list_dirs(d1) - list_dirs(d0))[:5]}",
+              file=sys.stderr, flush=True)
+
 def count_files(root):
     return sum(len(f) for _, _, f in os.walk(root))
 
 def run_workload(n, tool, args, scale):
     root = tempfile.mkdtemp(prefix=f"bench-{tool}-w{n}-", dir=args.workdir)
     used0 = shutil.disk_usage(root).used
-    c = Cluster(tool, root, args, {6: 2, 7: scale["w7_nodes"]}.get(n, NODES))
+    c = Cluster(tool, root, args, {6: 2, 7: scale["w7_nodes"], 9: 2}.get(n, NODES))
     c.prepare()
     digest = Digest()
     result = {"workload": n, "tool": tool}
     try:
-        if n in (6, 7):
-            (run_w6 if n == 6 else run_w7)(c, digest, args, scale, result)
+        if n in (6, 7, 9):
+            {6: run_w6, 7: run_w7, 9: run_w9}[n](c, digest, args, scale, result)
             return result
         if n == 1:
             per, size = scale["w1_files"], 16 << 10
@@ -804,7 +969,8 @@ def run_workload(n, tool, args, scale):
 NAMES = {1: "1: 4 x 250 x 16 KiB, time to union", 2: "2: 512 MiB to 3 peers", 3: "3: one new 4 KiB file (latency)",
          4: "4: 1 MiB edit in 512 MiB", 5: "5: 20,000 x 1 KiB to 3 peers",
          6: "6: {files:,} x 1 KiB to 1 empty peer (pull)", 7: "7: {nodes} nodes x {per} x 16 KiB, time to union",
-         8: "8: one of 4 nodes restarts, 20,000 files, nothing changed"}
+         8: "8: one of 4 nodes restarts, 20,000 files, nothing changed",
+         9: "9: directory move, {files:,} x 1 KiB, 1 peer"}
 
 def write_table(results, path):
     """Medians per workload and tool, with the ratio Syncthing / SyncKit, between the markers
@@ -871,6 +1037,20 @@ def write_table(results, path):
             per_node = [statistics.median(r["cpu_per_node"]) for r in rows if r.get("cpu_per_node")]
             lines.append(f"| {labels[tool]} | {fmt(med(rows, 'seconds'), '.3f')} | {fmt(statistics.median(per_node) if per_node else None, '.2f')} "
                          f"| {fmt(med(rows, 'latency_s'), '.3f')} | {fmt(med(rows, 'latency_lo_bytes'), ',.0f')} |")
+    w9 = [r for r in results if r["workload"] == 9]
+    if w9:
+        lines += ["", f"Workload 9, a directory move: node 0 renames moveme/ ({w9[0]['files']:,} files of 1 KiB in 10 "
+                  "subdirectories, already on node 1) to moved/into/here; time until node 1 holds every file under the new "
+                  "path and nothing of moveme/, bytes on lo and CPU meanwhile; inode kept = the fraction of node 1's files "
+                  "whose inode did not change (1: the move was applied as renames, 0: the files were written again).", "",
+                  "| tool | time (s) | bytes on lo | bytes on lo per file | inode kept | CPU per node (s) |",
+                  "|---|---|---|---|---|---|"]
+        for tool in [t for t in labels if any(r["tool"] == t for r in w9)]:
+            rows = [r for r in w9 if r["tool"] == tool]
+            cpu = medlist(rows, "cpu_per_node")
+            lines.append(f"| {labels[tool]} | {fmt(med(rows, 'seconds'), '.3f')} | {fmt(med(rows, 'lo_bytes'), ',.0f')} "
+                         f"| {fmt(med(rows, 'bytes_per_file'), ',.0f')} | {fmt(med(rows, 'inode_kept_fraction'), '.3f')} "
+                         f"| {' / '.join(fmt(x, '.2f') for x in cpu) if cpu else '-'} |")
     text = open(path).read()
     start, end = "<!-- bench:start -->", "<!-- bench:end -->"
     if start in text and end in text:
@@ -885,7 +1065,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
     # 6 and 7 last: workloads 1-5 and 8 run as they did before these were added.
-    ap.add_argument("--workloads", default="1,2,3,4,5,8,6,7")
+    # 9 after them, for the same reason.
+    ap.add_argument("--workloads", default="1,2,3,4,5,8,6,7,9")
     ap.add_argument("--tools", default="synckit,syncthing,syncthing-1s")
     ap.add_argument("--syncctl-before", default=None,
                     help="another syncctl binary (an older commit), run as the tool synckit-before: before/after figures in one run")
@@ -895,6 +1076,9 @@ def main():
     ap.add_argument("--w6-files", type=int, default=1000000, help="workload 6's number of 1 KiB files (not in quick mode: 2,000)")
     ap.add_argument("--w6-deadline", type=float, default=3600,
                     help="workload 6's deadline for the first scan, the pull and the restart (not in quick mode)")
+    ap.add_argument("--w9-files", type=int, default=5000, help="workload 9's number of 1 KiB files moved (quick mode: 500)")
+    ap.add_argument("--w9-deadline", type=float, default=600,
+                    help="workload 9's deadline for the first sync and for the move (quick mode: at most --deadline, 120 s)")
     ap.add_argument("--workdir", default="/tmp")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--json", default=None)
@@ -911,8 +1095,10 @@ def main():
         cmd = ["unshare", "-n", "--", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable] + sys.argv + ["--in-netns"]
         sys.exit(subprocess.call(cmd))
 
-    scale = ({"w1_files": 10, "w2_bytes": 8 << 20, "w3_repeats": 2, "w5_files": 200, "w6_files": 2000, "w7_nodes": 16, "w7_files": 5} if args.quick else
-             {"w1_files": 250, "w2_bytes": 512 << 20, "w3_repeats": 5, "w5_files": 20000, "w6_files": args.w6_files, "w7_nodes": 16, "w7_files": 100})
+    scale = ({"w1_files": 10, "w2_bytes": 8 << 20, "w3_repeats": 2, "w5_files": 200, "w6_files": 2000, "w7_nodes": 16, "w7_files": 5,
+              "w9_files": 500} if args.quick else
+             {"w1_files": 250, "w2_bytes": 512 << 20, "w3_repeats": 5, "w5_files": 20000, "w6_files": args.w6_files, "w7_nodes": 16, "w7_files": 100,
+              "w9_files": args.w9_files})
     if args.quick:
         args.runs = 1
         args.deadline = min(args.deadline, 120)
