@@ -3,8 +3,8 @@
 // The input is taken two ways:
 // 1. as a byte stream from a peer: `FrameDecoder` splits it into frames (once all at once, once
 //    in small chunks, which must give the same frames) and `WireCodec.decode` decodes each;
-// 2. as the payload of one frame, decoded as each type byte (0...9: every message type and
-//    two unknown ones).
+// 2. as the payload of one frame, decoded as each type byte (0...10: every message type, the
+//    compressed index update (9) among them, and two unknown ones).
 // A thrown `WireError` (or `InvalidPathRecord`) is the expected answer to bad bytes; a crash, a
 // trap, an ASan report or a huge allocation is a bug. A message that decodes must survive a
 // round trip: encoding it and decoding that gives the same message.
@@ -29,7 +29,7 @@ public func fuzzWire(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     for frame in whole.frames { check(frame) }
 
     // 2. The input as one payload, for every type byte.
-    for type in UInt8(0)...9 { check(Frame(type: type, payload: input)) }
+    for type in UInt8(0)...10 { check(Frame(type: type, payload: input)) }
     return 0
 }
 
@@ -111,6 +111,22 @@ func sampleRecords() -> [FileRecord] {
     ]
 }
 
+/// The records of a moved directory of `count` files: each new name followed by its old
+/// name's tombstone.
+func movedDirectory(_ count: Int) -> [FileRecord] {
+    var records = [FileRecord]()
+    for i in 0..<count {
+        let name = "d\(i % 4)/f\(i).bin"
+        let sequence = UInt64(2 * i + 1)
+        records.append(FileRecord(path: "moved/" + name, kind: .file, size: 1024, mtimeNs: 1_700_000_000_000_000_000, mode: 0o644,
+                                  version: VersionVector([node(1): 3]), modifiedBy: node(1),
+                                  blocks: [BlockRef(hash: hash(UInt64(i)), size: 1024)], sequence: sequence))
+        records.append(FileRecord(path: "old/" + name, kind: .file, deleted: true, version: VersionVector([node(1): 4, node(2): 1]),
+                                  modifiedBy: node(1), sequence: sequence + 1))
+    }
+    return records
+}
+
 /// Every message type, as `WireCodec.encode` makes it.
 func sampleMessages() -> [(String, WireMessage)] {
     let records = sampleRecords()
@@ -123,6 +139,8 @@ func sampleMessages() -> [(String, WireMessage)] {
         ("index-update", .indexUpdate(.init(indexID: 42, records: records, caughtUp: true))),
         ("index-update-delta", .indexUpdate(.init(indexID: 42, records: [records[1], delta], caughtUp: false, deltas: [1: .init(keepPrefix: 1, keepSuffix: 1, baseDigest: 0xDEAD_BEEF)]))),
         ("index-update-empty", .indexUpdate(.init(indexID: 1, records: [], caughtUp: true))),
+        // Large and repetitive enough to be sent compressed (type 9).
+        ("index-update-lz4", .indexUpdate(.init(indexID: 42, records: movedDirectory(40), caughtUp: false))),
         ("block-request", .blockRequest(.init(id: 17, hash: hash(1), size: 65536, path: "docs/report.txt", offset: 0))),
         ("block-response", .blockResponse(.init(id: 17, status: .ok, data: ByteBuffer(bytes: Array("hello, block".utf8))))),
         ("block-response-missing", .blockResponse(.init(id: 18, status: .notFound, data: ByteBuffer()))),
@@ -142,6 +160,15 @@ func seeds() -> [(String, [UInt8])] {
         frame.encode(into: &one)
         out.append(("frame-\(name)", Array(one.readableBytesView)))
         out.append(("payload-\(name)", Array(frame.payload.readableBytesView)))
+        // An update the codec compressed: its plain form too (type 4), so the record decoder
+        // keeps seeds it can read directly.
+        if frame.type == WireMessage.Kind.indexUpdateLZ4.rawValue,
+           let plain = try? frame.payload.withUnsafeReadableBytes({ try LZ4Block.decompress($0, limit: Frame.defaultMaximumSize) }) {
+            var uncompressed = ByteBuffer()
+            Frame(type: WireMessage.Kind.indexUpdate.rawValue, payload: ByteBuffer(bytes: plain)).encode(into: &uncompressed)
+            out.append(("frame-\(name)-plain", Array(uncompressed.readableBytesView)))
+            out.append(("payload-\(name)-plain", plain))
+        }
         if ["hello", "auth", "index-request", "index-update", "block-request", "ping"].contains(name) { frame.encode(into: &stream) }
     }
     out.append(("stream-handshake", Array(stream.readableBytesView)))
