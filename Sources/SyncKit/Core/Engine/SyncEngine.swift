@@ -693,16 +693,19 @@ public struct SyncEngine: Sendable {
         }
     }
 
-    /// The file at `path` was moved away by a job (`.moved`): stores the agreed tombstone, as
-    /// the path's delete job would have. (If the peers no longer agree on a deletion, deciding
-    /// the path again finds its file missing and rescans it.)
-    private mutating func sourceMoved(_ path: String, into out: inout Output) {
-        if case .job(let deletion)? = decide(path), deletion.operation == .delete {
-            var r = deletion.target
-            r.inode = 0
-            commit(r, into: &out)
-            out.events.append(.pulled(path: path, operation: .delete))
-        }
+    /// The file at `path` was moved away by a job (`.moved`): stores the tombstone the move
+    /// carried out (`PullJob.Move.deletion`), as the path's delete job stores its own target,
+    /// whatever arrived for the path meanwhile. The disk holds nothing there now, and the index
+    /// must say so: deciding the path from the old record instead took a peer's re-creation of
+    /// the same file (a rename undone while the move ran) as already on disk, and the next scan
+    /// then counted the empty path as this node's own deletion, which beat the re-creation on
+    /// every node (found by a hostile test). A newer record that arrived meanwhile is then
+    /// pulled as usual.
+    private mutating func sourceMoved(_ path: String, applied deletion: FileRecord, into out: inout Output) {
+        var r = deletion
+        r.inode = 0
+        commit(r, into: &out)
+        out.events.append(.pulled(path: path, operation: .delete))
         reevaluate(path, into: &out)
     }
 
@@ -734,8 +737,8 @@ public struct SyncEngine: Sendable {
             failed[job.path] = why
             out.events.append(.pullFailed(path: job.path, reason: why))
         }
-        if let source = job.renameFrom?.from {
-            if case .moved = outcome { sourceMoved(source.path, into: &out) } else { reevaluate(source.path, into: &out) }
+        if let move = job.renameFrom {
+            if case .moved = outcome { sourceMoved(move.from.path, applied: move.deletion, into: &out) } else { reevaluate(move.from.path, into: &out) }
         }
         return out
     }
