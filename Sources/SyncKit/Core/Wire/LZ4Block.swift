@@ -45,6 +45,10 @@ public enum LZ4Block {
         // Compared as an unsigned 32-bit value before it becomes an Int, so no platform reads a
         // huge length as a negative one.
         guard UInt64(announced) <= UInt64(max(0, limit)) else { throw .tooLarge(announced) }
+        // Nor more than the block can hold: a byte of LZ4 expands to at most 255 (a match
+        // length continues in steps of 255 per byte), so 9 bytes announcing 16 MiB are refused
+        // before the 16 MiB are allocated.
+        guard UInt64(announced) <= UInt64(input.count - 4) * 255 + 64 else { throw .malformed }
         let size = Int(announced)
         if size == 0 { return [] }
         var out = [UInt8](repeating: 0, count: size)
