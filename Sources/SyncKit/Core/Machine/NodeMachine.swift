@@ -721,6 +721,9 @@ public struct NodeMachine: Sendable {
             noteError("\(job.path): \(why)")
         }
         if job.operation == .writeFile {
+            // A move does not use the temp file an earlier, interrupted pull of the path left:
+            // removed now rather than at the next start.
+            if case .moved = outcome, interruptedPulls.contains(job.path) { out.append(.removeTemp(path: job.path)) }
             if outcome.reached != nil { interruptedPulls.remove(job.path) } else { interruptedPulls.insert(job.path) }
         }
         let decided = engine.jobFinished(job, outcome: outcome)
