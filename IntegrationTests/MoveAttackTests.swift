@@ -11,14 +11,22 @@ extension Integration {
             (0..<n).map { i in ("\(prefix)/f\(i).bin", bytes(700 + i, seed: seed + UInt64(i))) }
         }
 
+        /// A cluster of `nodes` whose node 0 held `files` before it started, converged before
+        /// `body` runs.
+        func withConverged(_ files: [(String, [UInt8])], nodes: Int = 2, _ body: (TestCluster) async throws -> Void) async throws {
+            try await withTestCluster(nodes: nodes, transport: Self.transport, seed: { c in
+                for (p, b) in files { c.write(0, p, b) }
+            }) { c in
+                try await c.waitUntilConverged()
+                try await body(c)
+            }
+        }
+
         /// Node 0 moves d -> e and, as soon as node 1 starts moving, moves it back (undo). Every
         /// file must survive at d/ on every node.
         @Test func moveThenMoveBackWhileThePeerIsMoving() async throws {
             let files = dirFiles(400, prefix: "d")
-            try await withTestCluster(nodes: 2, transport: Self.transport, seed: { c in
-                for (p, b) in files { c.write(0, p, b) }
-            }) { c in
-                try await c.waitUntilConverged()
+            try await withConverged(files) { c in
                 let movedBefore = await c.node(1).statistics.filesMoved
                 c.move(0, "d", "e")
                 for _ in 0..<2000 {
@@ -113,10 +121,7 @@ extension Integration {
         /// While cut off, node 0 moves d -> e and node 1 edits d/f0 and deletes d/f1.
         @Test func moveWhileDisconnectedAndThePeerEditsTheOldPath() async throws {
             let files = dirFiles(20, prefix: "d")
-            try await withTestCluster(nodes: 2, transport: Self.transport, seed: { c in
-                for (p, b) in files { c.write(0, p, b) }
-            }) { c in
-                try await c.waitUntilConverged()
+            try await withConverged(files) { c in
                 await c.cut(0, 1)
                 c.move(0, "d", "e")
                 c.write(1, "d/f0.bin", "edited on node 1")
@@ -134,10 +139,7 @@ extension Integration {
         /// Both nodes move the same directory to different places while cut off.
         @Test func concurrentMovesOfTheSameDirectory() async throws {
             let files = dirFiles(30, prefix: "d")
-            try await withTestCluster(nodes: 3, transport: Self.transport, seed: { c in
-                for (p, b) in files { c.write(0, p, b) }
-            }) { c in
-                try await c.waitUntilConverged()
+            try await withConverged(files, nodes: 3) { c in
                 await c.cut(0, 1); await c.cut(0, 2); await c.cut(1, 2)
                 c.move(0, "d", "e")
                 c.move(1, "d", "f")
@@ -156,10 +158,7 @@ extension Integration {
         /// The sender moves a directory and edits / deletes / re-creates right away.
         @Test func moveThenEditDeleteRecreateAtOnce() async throws {
             let files = dirFiles(50, prefix: "d")
-            try await withTestCluster(nodes: 2, transport: Self.transport, seed: { c in
-                for (p, b) in files { c.write(0, p, b) }
-            }) { c in
-                try await c.waitUntilConverged()
+            try await withConverged(files) { c in
                 c.move(0, "d", "e")
                 c.write(0, "e/f0.bin", "edited after move")
                 c.remove(0, "e/f1.bin")
@@ -180,10 +179,7 @@ extension Integration {
         /// Node 1 stopped while node 0 moves; it applies the move at start.
         @Test func moveWhileThePeerIsStopped() async throws {
             let files = dirFiles(100, prefix: "d")
-            try await withTestCluster(nodes: 2, transport: Self.transport, seed: { c in
-                for (p, b) in files { c.write(0, p, b) }
-            }) { c in
-                try await c.waitUntilConverged()
+            try await withConverged(files) { c in
                 await c.stop(1)
                 try FileManager.default.createDirectory(atPath: c.folder(0) + "/x", withIntermediateDirectories: true)
                 c.move(0, "d", "x/e")
@@ -201,10 +197,7 @@ extension Integration {
         /// The receiver edits a source file right as the move lands (a race on node 1).
         @Test func receiverEditsTheSourceDuringTheMove() async throws {
             let files = dirFiles(300, prefix: "d")
-            try await withTestCluster(nodes: 2, transport: Self.transport, seed: { c in
-                for (p, b) in files { c.write(0, p, b) }
-            }) { c in
-                try await c.waitUntilConverged()
+            try await withConverged(files) { c in
                 c.move(0, "d", "e")
                 // Node 1 edits every 10th file at its old name as fast as possible.
                 var edited = [String]()
@@ -253,10 +246,7 @@ extension Integration {
             /// Node 1 is stopped in the middle of applying a moved directory, then started again.
         @Test func stopInTheMiddleOfApplyingAMove() async throws {
             let files = dirFiles(400, prefix: "d")
-            try await withTestCluster(nodes: 2, transport: Self.transport, seed: { c in
-                for (p, b) in files { c.write(0, p, b) }
-            }) { c in
-                try await c.waitUntilConverged()
+            try await withConverged(files) { c in
                 let before = await c.node(1).statistics.filesMoved
                 c.move(0, "d", "e")
                 for _ in 0..<2000 {
@@ -273,10 +263,7 @@ extension Integration {
         /// Node 1 creates a new file in the directory node 0 is moving away.
         @Test func peerCreatesAFileInTheDirectoryBeingMoved() async throws {
             let files = dirFiles(50, prefix: "d")
-            try await withTestCluster(nodes: 2, transport: Self.transport, seed: { c in
-                for (p, b) in files { c.write(0, p, b) }
-            }) { c in
-                try await c.waitUntilConverged()
+            try await withConverged(files) { c in
                 c.move(0, "d", "e")
                 c.write(1, "d/new.txt", "created on node 1 during the move")
                 try await c.waitUntilConverged(timeout: .seconds(40))

@@ -6,32 +6,13 @@ import SyncKitTesting
 /// Hostile tests of moves at the engine level (written as attacks on decision 46; the first
 /// found that a rename undone while the peer's move ran lost the file on every node).
 @Suite struct MoveAttackTests {
-    let content: [UInt8] = Array(repeating: 42, count: 5_000)
+    let content = MoveTests.content
     let oldMtime: Int64 = 1_700_000_000_000_000_000
 
-    /// As MoveTests.renamedOnPeer: B holds old/x (inode 42); A renamed it to new/x.
+    /// `MoveTests.renamedOnPeer`, the rename keeping the mtime.
     func renamedOnPeer() -> (SyncEngine, FileRecord, FileRecord) {
-        var b = SyncEngine(me: TestIDs.b, policy: NewestWinsPolicy())
-        b.versionClock = { 0 }
-        b.peerConnected(TestIDs.a, indexID: 1)
-        var seen = fileRecord("old/x", content, by: TestIDs.b, mtime: oldMtime)
-        seen.version = VersionVector()
-        seen.inode = 42
-        _ = b.localScan([.init(path: "old/x", record: seen)])
-        let mine = b.local["old/x"]!
-        var tomb = mine
-        tomb.deleted = true
-        tomb.blocks = []
-        tomb.size = 0
-        tomb.inode = 0
-        tomb.version = mine.version.bumped(by: TestIDs.a, atLeast: 0)
-        tomb.modifiedBy = TestIDs.a
-        tomb.sequence = 2
-        // A rename keeps the mtime.
-        var renamed = fileRecord("new/x", content, by: TestIDs.a, version: VersionVector([TestIDs.a: 5]), mtime: oldMtime)
-        renamed.sequence = 1
-        _ = b.peerIndex(TestIDs.a, records: [renamed, tomb], caughtUp: true)
-        return (b, tomb, renamed)
+        let f = MoveTests.renamedOnPeer(renamedMtime: oldMtime)
+        return (f.engine, f.tombstone, f.renamed)
     }
 
     /// A renames old/x -> new/x and, a moment later, back (an undo: `mv new/x old/x`). B's move

@@ -7,11 +7,13 @@ import SyncKitTesting
 /// scanner's order sends each new name together with its old name's deletion
 /// (`pairingRenames`).
 @Suite struct MoveTests {
-    let content: [UInt8] = Array(repeating: 42, count: 5_000)
+    static let content: [UInt8] = Array(repeating: 42, count: 5_000)
+    var content: [UInt8] { Self.content }
 
-    /// Node B holds `old/x` (seen on disk, inode 42); peer A renamed it to `new/x`: A's index
-    /// holds the tombstone of the old name and the new name with the same content.
-    func renamedOnPeer() -> SyncEngine {
+    /// Node B holds `old/x` (seen on disk, inode 42, `fileRecord`'s default mtime); peer A
+    /// renamed it to `new/x`: A's index holds the tombstone of the old name and the new name with
+    /// the same content, modified at `renamedMtime`. B's engine, and A's two records.
+    static func renamedOnPeer(renamedMtime: Int64 = 1_700_000_009_000_000_000) -> (engine: SyncEngine, tombstone: FileRecord, renamed: FileRecord) {
         var b = SyncEngine(me: TestIDs.b, policy: NewestWinsPolicy())
         b.versionClock = { 0 }
         b.peerConnected(TestIDs.a, indexID: 1)
@@ -27,10 +29,13 @@ import SyncKitTesting
         tomb.inode = 0
         tomb.version = mine.version.bumped(by: TestIDs.a, atLeast: 0)
         tomb.modifiedBy = TestIDs.a
-        let renamed = fileRecord("new/x", content, by: TestIDs.a, version: VersionVector([TestIDs.a: 5]), mtime: 1_700_000_009_000_000_000)
+        tomb.sequence = 2
+        let renamed = fileRecord("new/x", content, by: TestIDs.a, version: VersionVector([TestIDs.a: 5]), mtime: renamedMtime, sequence: 1)
         _ = b.peerIndex(TestIDs.a, records: [renamed, tomb], caughtUp: true)
-        return b
+        return (b, tomb, renamed)
     }
+
+    func renamedOnPeer() -> SyncEngine { Self.renamedOnPeer().engine }
 
     @Test func thePeersRenameMovesTheLocalFileAndRecordsTheAgreedDeletion() throws {
         var b = renamedOnPeer()
