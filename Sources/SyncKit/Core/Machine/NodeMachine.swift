@@ -681,18 +681,18 @@ public struct NodeMachine: Sendable {
             var decided = SyncEngine.Output()
             let jobs = engine.nextJobs(into: &decided)
             for var job in jobs {
-                // A file whose content a file of ours holds from its first byte, and that file
-                // is to be deleted: the engine may let the job move it instead (a rename or a
-                // moved directory on a peer). The block map keeps a few places per hash.
-                if job.operation == .writeFile, let first = job.target.blocks.first {
-                    let candidates = blockMap.locations(of: first.hash).filter { $0.offset == 0 }.map(\.path)
-                    if !candidates.isEmpty { engine.attachMoveSource(to: &job, candidates: candidates) }
-                }
                 var locals: [BlockHash: [BlockMap.Location]] = [:]
                 if job.operation == .writeFile {
                     for block in job.target.blocks where locals[block.hash] == nil {
                         let l = blockMap.locations(of: block.hash)
                         if !l.isEmpty { locals[block.hash] = l }
+                    }
+                    // A file whose content a file of ours holds from its first byte, and that
+                    // file is to be deleted: the engine may let the job move it instead (a
+                    // rename or a moved directory on a peer). The block map keeps a few places
+                    // per hash.
+                    if let first = job.target.blocks.first, let places = locals[first.hash] {
+                        engine.attachMoveSource(to: &job, candidates: places.filter { $0.offset == 0 }.map(\.path))
                     }
                 }
                 out.append(.startJob(job, locals: locals))

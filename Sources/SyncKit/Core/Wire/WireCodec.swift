@@ -89,7 +89,7 @@ public enum WireCodec {
     /// The index update's payload compressed, when that saves at least a tenth. Records repeat
     /// much that compresses well: the node IDs of `modifiedBy` and of every version counter
     /// (32 bytes each), path prefixes, and fixed-width sizes, times and sequences whose high
-    /// bytes are zero. A moved directory's records shrink to about a third (measured in
+    /// bytes are zero. A moved directory's records shrink to about a fifth (measured in
     /// `WireCodecTests`); block hashes do not compress, so a batch of large files gains little
     /// and is sent as it is.
     static func compressed(_ payload: ByteBuffer) -> ByteBuffer? {

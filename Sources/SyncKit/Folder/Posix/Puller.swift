@@ -69,9 +69,19 @@ struct Puller: Sendable {
 
     /// Makes the job's target known to the next start before the disk changes: if the node
     /// dies after the change and before the pulled record is stored, the first scan finds this
-    /// content and adopts this version instead of taking it for a local edit.
-    func recordIntent(_ job: PullJob) async throws {
-        let failed = await intents.submit(job.target)
+    /// content and adopts this version instead of taking it for a local edit. `also` is a second
+    /// record the same change settles (a move's old path, now empty), submitted at once so both
+    /// share one flush.
+    func recordIntent(_ job: PullJob, also other: FileRecord? = nil) async throws {
+        let failed: Int32
+        if let other {
+            async let target = intents.submit(job.target)
+            async let second = intents.submit(other)
+            let (a, b) = await (target, second)
+            failed = a != 0 ? a : b
+        } else {
+            failed = await intents.submit(job.target)
+        }
         guard failed == 0 else { throw SyncError(.index, "cannot record the intent of the pull of \(job.path)") }
     }
 
@@ -254,9 +264,7 @@ struct Puller: Sendable {
         // As for any pull: a crash after the rename and before the records are stored finds the
         // target's content at the new path and nothing at the old one, and adopts both versions
         // (the old path's tombstone too: else its absence counts as a deletion of this node's).
-        async let target = intents.submit(job.target)
-        async let deletion = intents.submit(move.deletion)
-        guard await (target, deletion) == (0, 0) else { throw SyncError(.index, "cannot record the intent of the move to \(job.path)") }
+        try await recordIntent(job, also: move.deletion)
         let moved = from.name.withCString { f in
             entry.name.withCString { synckit_renameat_noreplace(from.directory, f, entry.directory, $0) }
         } == 0
