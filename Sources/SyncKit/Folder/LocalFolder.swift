@@ -45,11 +45,11 @@ public protocol LocalFolder: Sendable {
     /// certainly reached the disk: a file or link whose temp file was renamed into place (it is
     /// gone). Called after `recover`.
     func landed(_ intents: [FileRecord]) -> Set<String>
-    func scan(_ request: ScanRequest, known: [String: FileRecord], ignore: IgnoreRules) async -> ScanResult
+    func scan(_ request: ScanRequest, known: LocalIndex, ignore: IgnoreRules) async -> ScanResult
     /// `scan`, handing observations of a full scan to `slices` as they are found (each becomes
     /// a `ScanResult` with `isSlice`); the result returned holds the rest. A folder that cannot
     /// stream (the default) returns everything at the end.
-    func scan(_ request: ScanRequest, known: [String: FileRecord], ignore: IgnoreRules,
+    func scan(_ request: ScanRequest, known: LocalIndex, ignore: IgnoreRules,
               slices: (@Sendable ([SyncEngine.Observation]) -> Void)?) async -> ScanResult
     /// Starts watching; the stream ends after `stopWatching`.
     func watch(ignore: IgnoreRules) throws -> AsyncStream<FolderChange>
@@ -65,7 +65,12 @@ public protocol LocalFolder: Sendable {
 }
 
 extension LocalFolder {
-    public func scan(_ request: ScanRequest, known: [String: FileRecord], ignore: IgnoreRules,
+    /// `scan` against a dictionary of known records (tests).
+    public func scan(_ request: ScanRequest, known: [String: FileRecord], ignore: IgnoreRules) async -> ScanResult {
+        await scan(request, known: LocalIndex(known), ignore: ignore)
+    }
+
+    public func scan(_ request: ScanRequest, known: LocalIndex, ignore: IgnoreRules,
                      slices: (@Sendable ([SyncEngine.Observation]) -> Void)?) async -> ScanResult {
         await scan(request, known: known, ignore: ignore)
     }

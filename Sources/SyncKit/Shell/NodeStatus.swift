@@ -66,12 +66,8 @@ extension NodeStatus {
         let engine = machine.engine
         // One pass over the index, counting in place: `filter { }.count` built an array of
         // every matching record first (128 MB at a million files, at every status call).
-        var files = 0, bytes: UInt64 = 0, copies = 0
-        for r in engine.local.values where !r.deleted {
-            if r.kind == .file { files += 1 }
-            bytes += r.size
-            if r.path.contains(ConflictNaming.marker) { copies += 1 }
-        }
+        // Spilled, the sums are one pass in SQLite (`LocalIndex.totals`).
+        let (files, bytes, copies) = engine.local.totals(marker: ConflictNaming.marker)
         self.init(
             nodeID: id.description, name: name, folder: folder, port: port,
             peers: machine.connectedPeers.map {
@@ -91,7 +87,11 @@ extension SyncNode {
     public var listeningPort: Int? { listener?.port }
 
     /// This node's index (what it has on disk, plus tombstones).
-    public var localRecords: [String: FileRecord] { machine.engine.local }
+    public var localRecords: [String: FileRecord] { machine.engine.local.dictionary }
+
+    /// True once this node's index has outgrown `SyncConfiguration.memoryRecordLimit` and lives
+    /// in the state directory's spill file (`SpillStore`).
+    public var indexSpilled: Bool { machine.engine.isSpilled }
 
     /// True when nothing is pending and every connected peer has sent its index.
     public var isInSync: Bool { machine.inSync }

@@ -148,7 +148,7 @@ extension SyncNode {
             guard let r, !r.deleted else { return nil }
             return .init(size: r.size, mtime: Double(r.mtimeNs) / 1e9, modifiedBy: r.modifiedBy.short)
         }
-        return local.values.filter { !$0.deleted && $0.kind == .file }.compactMap { r in
+        return local.records(containing: ConflictNaming.marker).filter { !$0.deleted && $0.kind == .file }.compactMap { r in
             guard let parsed = ConflictNaming.parse(r.path), let copy = side(r) else { return nil }
             return ConflictPair(copy: r.path, original: parsed.original, copyInfo: copy, originalInfo: side(local[parsed.original]))
         }.sorted { $0.copy < $1.copy }

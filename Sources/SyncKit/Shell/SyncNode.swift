@@ -64,14 +64,16 @@ public actor SyncNode: Service {
             path: config.folder, stateDirectory: config.resolvedStateDirectory, reserved: config.reservedPaths, index: state.index,
             me: state.identity.id, blockWindow: config.blockWindow, fixedBlocks: config.linkCodecs != nil,
             versioning: config.versioning, logger: logger)
+        // The scratch file the engine's tables move to when the folder outgrows memory.
+        let spill = try SpillStore(path: config.resolvedStateDirectory + "/spill.db")
         try self.init(id: state.identity.id, name: name, configuration: config, folder: folder, index: state.index,
-                      discovery: discovery, transport: transport, policy: policy, logger: logger, clock: clock)
+                      discovery: discovery, transport: transport, policy: policy, spill: spill, logger: logger, clock: clock)
     }
 
     /// A node over any folder and index (tests run nodes on in-memory ones).
     public init(
         id: NodeID, name: String, configuration: SyncConfiguration, folder: any LocalFolder, index: any IndexPersistence,
-        discovery: any PeerDiscovery, transport: any SyncTransport, policy: any ConflictPolicy, logger: Logger,
+        discovery: any PeerDiscovery, transport: any SyncTransport, policy: any ConflictPolicy, spill: SpillStore? = nil, logger: Logger,
         clock: some Clock<Duration> = ContinuousClock()
     ) throws {
         self.id = id
@@ -90,7 +92,7 @@ public actor SyncNode: Service {
         var machine = NodeMachine(
             settings: .init(me: id, name: name, indexID: index.indexID, configuration: configuration, seed: UInt64.random(in: 0...UInt64.max)),
             policy: policy, records: [], peers: [], intents: intents, landed: folder.landed(intents),
-            reservedSequence: index.reservedSequence, ignoreText: folder.readIgnoreFile(), logger: logger)
+            reservedSequence: index.reservedSequence, ignoreText: folder.readIgnoreFile(), spill: spill, logger: logger)
         // The stored indexes in chunks, this node's first: loaded whole, the local records and
         // every peer's were decoded into arrays that all lived at once beside the engine's
         // tables (2.1 GiB at the restart of a node holding a million files).
@@ -335,7 +337,7 @@ public actor SyncNode: Service {
 
     // MARK: scans and jobs
 
-    private func scan(_ request: ScanRequest, known: [String: FileRecord]) {
+    private func scan(_ request: ScanRequest, known: LocalIndex) {
         if request == .full { fullScansStarted += 1 }
         let (folder, ignore, clock, metrics) = (self.folder, machine.ignore, self.clock, self.metrics)
         // A full scan hands its observations over in slices as it walks (posted, in order,

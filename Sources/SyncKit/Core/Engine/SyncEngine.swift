@@ -27,8 +27,8 @@ public struct SyncEngine: Sendable {
     /// `VersionVector.bumped(by:atLeast:)`); tests use a constant to keep counters small.
     public var versionClock: @Sendable () -> UInt64 = { UInt64(max(0, Date().timeIntervalSince1970)) }
 
-    /// This node's index by path.
-    public private(set) var local: [String: FileRecord] = [:]
+    /// This node's index by path (in memory, or spilled to SQLite past a limit: `spill(to:above:)`).
+    public private(set) var local = LocalIndex()
     /// The highest local sequence number handed out.
     public private(set) var sequence: UInt64 = 0
     /// What each peer told us, by peer and path.
@@ -38,12 +38,11 @@ public struct SyncEngine: Sendable {
     /// change and the index write), by path; only between a restart and its first full scan.
     public private(set) var intents: [String: FileRecord] = [:]
 
-    /// Jobs waiting, by path; the heap orders them, stale heap entries are skipped.
-    /// Paths waiting for their turn: where they sit in `queue` (an entry whose generation is
-    /// not the current one is stale and skipped).
-    private var pending: [String: (key: SortKey, generation: UInt64)] = [:]
-    private var queue = Heap<QueueEntry>()
-    private var generation: UInt64 = 0
+    /// Paths waiting for their turn, in pull order (the job itself is built at its turn).
+    private var queue = PullQueue()
+    /// Where the large tables go past `spillLimit` entries (`spill(to:above:)`).
+    private var spillStore: SpillStore?
+    private var spillLimit = Int.max
     /// Jobs handed to the node and not yet reported back.
     public private(set) var running: [String: PullJob] = [:]
     /// Paths whose last job failed, waiting for a retry (`retryFailed`).
@@ -84,6 +83,27 @@ public struct SyncEngine: Sendable {
         self.maxConcurrentJobs = maxConcurrentJobs
     }
 
+    /// Lets the index, each peer's index and the queue of pulls each move to `store` once it
+    /// holds more than `limit` entries (see `SpillStore`): a folder of a million files then
+    /// keeps SQLite's page cache in memory, not a million records three times over.
+    public mutating func spill(to store: SpillStore, above limit: Int) {
+        spillStore = store
+        spillLimit = limit
+        local.spill(to: store, above: limit)
+        queue.spill(to: store, above: limit)
+        for id in Array(peers.keys) { peers[id]!.records.spill(to: store, above: limit) }
+    }
+
+    /// True once this node's index lives in the spill store.
+    public var isSpilled: Bool { local.isSpilled }
+
+    /// An empty index for a peer, spilling as the engine's own tables do.
+    private func newPeerIndex() -> PeerIndex {
+        var p = PeerIndex()
+        if let spillStore { p.records.spill(to: spillStore, above: spillLimit) }
+        return p
+    }
+
     /// Loads the index read from disk at start-up. `sequenceFloor` is the sequence reservation
     /// (`IndexStore.reservedSequence`): numbers up to it may have been handed out and sent to
     /// peers before a crash, so the next one is above it.
@@ -99,10 +119,10 @@ public struct SyncEngine: Sendable {
     /// next index request asks it only for what changed since `maxSequence`. Called again for
     /// the same peer, it adds the records (an index loaded in chunks).
     public mutating func restorePeer(_ peer: NodeID, indexID: UInt64, maxSequence: UInt64, records: [FileRecord]) {
-        if peers[peer] == nil { peers[peer] = PeerIndex() }
+        if peers[peer] == nil { peers[peer] = newPeerIndex() }
         peers[peer]!.indexID = indexID
         peers[peer]!.maxSequence = maxSequence
-        for r in records { peers[peer]!.records.set(r, box: box(for: r, from: peer)) }
+        for r in records { peers[peer]!.records.set(r, box: peers[peer]!.records.isSpilled ? nil : box(for: r, from: peer)) }
     }
 
     /// Loads the intents of pulls that may have changed the disk before the last run stopped
@@ -143,9 +163,24 @@ public struct SyncEngine: Sendable {
     /// pending when the node stopped are queued again).
     public mutating func reevaluateAll() -> Output {
         var out = Output()
-        var paths = Set(local.keys)
-        for p in peers.values { paths.formUnion(p.records.paths) }
-        for path in paths.sorted() { reevaluate(path, into: &out) }
+        guard local.isSpilled || peers.values.contains(where: { $0.records.isSpilled }) else {
+            var paths = Set(local.keys)
+            for p in peers.values { paths.formUnion(p.records.paths) }
+            for path in paths.sorted() { reevaluate(path, into: &out) }
+            return out
+        }
+        // Spilled: no set of every path in memory. Each local path, a page at a time (the walk
+        // reads the store by path, so the records `reevaluate` writes meanwhile do not disturb
+        // it); then each peer's paths that neither this node nor an earlier peer has.
+        for (path, _) in local { reevaluate(path, into: &out) }
+        let ids = peers.keys.sorted()
+        for (i, id) in ids.enumerated() {
+            let records = peers[id]!.records
+            records.forEachPath { path in
+                guard local[path] == nil, !ids[..<i].contains(where: { peers[$0]?.records.sequence(of: path) != nil }) else { return }
+                reevaluate(path, into: &out)
+            }
+        }
         return out
     }
 
@@ -322,11 +357,12 @@ public struct SyncEngine: Sendable {
     @discardableResult
     public mutating func peerConnected(_ peer: NodeID, indexID: UInt64) -> Output {
         var out = Output()
-        var p = peers[peer] ?? PeerIndex()
+        var p = peers[peer] ?? newPeerIndex()
         var forgotten = [String]()
         if p.indexID != indexID {
             forgotten = p.records.paths
-            p = PeerIndex()
+            p.records.removeAll()
+            p = newPeerIndex()
             p.indexID = indexID
         }
         p.connected = true
@@ -365,11 +401,10 @@ public struct SyncEngine: Sendable {
         // A peer that claims more of our index than there is (we lost index data and kept
         // its ID, or it is confused) gets all of it.
         let since = request.indexID == ourIndexID && request.since <= sequence ? request.since : 0
-        var keys = [RecordKey]()
-        for r in local.values where r.sequence > since { keys.append(RecordKey(path: r.path, sequence: r.sequence)) }
-        keys.sort { $0.sequence < $1.sequence }
+        var keys = local.keys(sequenceAbove: since).map { RecordKey(path: $0.path, sequence: $0.sequence) }
         guard let peer, let known = peers[peer]?.records, let last = keys.popLast() else { return keys }
-        keys.removeAll { key in local[key.path].map { known[key.path]?.version == $0.version } ?? false }
+        // The peer's record first: most paths it does not hold, and that answer is the cheaper.
+        keys.removeAll { key in known[key.path].map { theirs in local[key.path]?.version == theirs.version } ?? false }
         keys.append(last)
         return keys
     }
@@ -379,14 +414,14 @@ public struct SyncEngine: Sendable {
         var out = Output()
         // Mutated in place: copying the peer's index out and back would copy the whole
         // dictionary on every update.
-        if peers[peer] == nil { peers[peer] = PeerIndex() }
+        if peers[peer] == nil { peers[peer] = newPeerIndex() }
         var accepted = [String]()
         accepted.reserveCapacity(records.count)
         for r in records {
             // Sequence numbers only grow on the sender; an older record that arrives late
             // (reordered batches) must not replace a newer one.
             if let old = peers[peer]!.records.sequence(of: r.path), old > r.sequence { continue }
-            peers[peer]!.records.set(r, box: box(for: r, from: peer))
+            peers[peer]!.records.set(r, box: peers[peer]!.records.isSpilled ? nil : box(for: r, from: peer))
             peers[peer]!.maxSequence = max(peers[peer]!.maxSequence, r.sequence)
             accepted.append(r.path)
         }
@@ -537,26 +572,16 @@ public struct SyncEngine: Sendable {
             failed[path] = nil
             let key = sortKey(job)
             // Already queued at the same place: the job itself is rebuilt at its turn.
-            if pending[path]?.key == key { return }
-            generation += 1
-            pending[path] = (key, generation)
-            queue.insert(QueueEntry(key: key, path: path, generation: generation))
+            if queue.key(of: path) == key { return }
+            queue.insert(path, key: key, size: job.target.deleted ? 0 : job.target.size)
         }
     }
 
     private mutating func dropPending(_ path: String) {
-        pending[path] = nil
+        queue.remove(path)
     }
 
     // MARK: scheduling
-
-    struct QueueEntry: Comparable, Sendable {
-        var key: SortKey
-        var path: String
-        var generation: UInt64
-        static func < (a: QueueEntry, b: QueueEntry) -> Bool { (a.key, a.path) < (b.key, b.path) }
-        static func == (a: QueueEntry, b: QueueEntry) -> Bool { a.key == b.key && a.path == b.path && a.generation == b.generation }
-    }
 
     /// (class, primary): class 0 directories, 1 files/links/metadata, 2 deletions.
     struct SortKey: Comparable, Sendable {
@@ -587,23 +612,17 @@ public struct SyncEngine: Sendable {
     /// `NodeMachine`.)
     public mutating func nextJobs(into out: inout Output) -> [PullJob] {
         var jobs = [PullJob]()
-        var deferred = [QueueEntry]()
-        defer { for entry in deferred { queue.insert(entry) } }
-        while running.count < maxConcurrentJobs, let top = queue.min {
-            guard pending[top.path]?.generation == top.generation else {
-                _ = queue.removeMin()
-                continue
-            }
+        defer { queue.restoreDeferred() }
+        while running.count < maxConcurrentJobs, let top = queue.first() {
             if running[top.path] != nil {
                 // The path's previous job still runs; this one waits for it to report back.
-                deferred.append(queue.removeMin())
+                queue.deferFirst()
                 continue
             }
             // Built now, from the current state (the queue keeps only where the path sits).
             let decision = decide(top.path)
             guard case .job(var job) = decision else {
                 // Nothing on disk to do any more: store the agreed record, if there is one.
-                _ = queue.removeMin()
                 dropPending(top.path)
                 if case .record(let r)? = decision { commit(r, into: &out) }
                 continue
@@ -614,7 +633,6 @@ public struct SyncEngine: Sendable {
             // (No barrier around symlink jobs: a link made by one job cannot redirect another
             // job's write, because the folder handle resolves every path beneath the folder
             // without following links, in one step with the write; see `FolderRoot`.)
-            _ = queue.removeMin()
             dropPending(top.path)
             running[job.path] = job
             jobs.append(job)
@@ -623,13 +641,24 @@ public struct SyncEngine: Sendable {
     }
 
     /// True when nothing is pending, running or waiting for a retry.
-    public var isIdle: Bool { pending.isEmpty && running.isEmpty && failed.isEmpty }
+    public var isIdle: Bool { queue.isEmpty && running.isEmpty && failed.isEmpty }
 
     /// What this node still has to bring to disk: paths waiting, running or failed, and their
     /// bytes (the largest size any peer offers for a waiting path, the target's for a running
     /// one). For the dashboard's "percent in sync"; one dictionary lookup per path and peer.
     public func needSummary() -> (files: Int, bytes: UInt64) {
-        var paths = Set(pending.keys)
+        // Spilled: the queue's own count and sizes, summed in SQLite (a million paths looked
+        // up one by one would keep status waiting for seconds).
+        if let totals = queue.spilledTotals {
+            var files = totals.files + running.count, bytes = totals.bytes
+            for job in running.values where !job.target.deleted { bytes += job.target.size }
+            for path in failed.keys where running[path] == nil {
+                files += 1
+                bytes += peers.values.compactMap { $0.records[path] }.filter { !$0.deleted }.map(\.size).max() ?? 0
+            }
+            return (files, bytes)
+        }
+        var paths = Set(queue.paths ?? [])
         paths.formUnion(failed.keys)
         var bytes: UInt64 = 0
         for (path, job) in running {
@@ -648,7 +677,14 @@ public struct SyncEngine: Sendable {
     /// records it pulled from us, so its own dashboard shows its need.)
     public func neededFrom(peer: NodeID) -> (files: Int, bytes: UInt64) {
         guard let index = peers[peer] else { return (0, 0) }
-        var paths = Set(pending.keys)
+        // Spilled: what the peer offers of the queue, joined in SQLite; running and failed
+        // paths are few and looked up here.
+        var spilledPart: (files: Int, bytes: UInt64)?
+        if let table = index.records.spillTable, queue.isSpilled, let store = spillStore {
+            spilledPart = store.queueOffered(by: table)
+        }
+        var paths = Set<String>()
+        if spilledPart == nil { queue.forEachPath { paths.insert($0) } }
         paths.formUnion(failed.keys)
         paths.formUnion(running.keys)
         var files = 0, bytes: UInt64 = 0
@@ -661,6 +697,7 @@ public struct SyncEngine: Sendable {
             files += 1
             bytes += theirs.size
         }
+        if let spilledPart { return (files + spilledPart.files, bytes + spilledPart.bytes) }
         return (files, bytes)
     }
 

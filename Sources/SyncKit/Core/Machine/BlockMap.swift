@@ -23,9 +23,49 @@ public struct BlockMap: Sendable {
 
     private var byHash: [BlockHash: OneOrMany<Location>] = [:]
     private var byPath: [String: OneOrMany<BlockHash>] = [:]
+    /// Past `limit` files, the map lives in the node's `SpillStore` (see `LocalIndex`).
+    private var spilled: SpillStore?
+    private var store: SpillStore?
+    private var limit = Int.max
+
+    /// Lets the map move to `store` once it knows more than `limit` files (now, if it does).
+    mutating func spill(to store: SpillStore, above limit: Int) {
+        self.store = store
+        self.limit = limit
+        if byPath.count > limit { moveToStore() }
+    }
+
+    private mutating func moveToStore() {
+        guard let store, spilled == nil else { return }
+        var byFile = [String: [(BlockHash, UInt64, UInt32)]]()
+        for (hash, places) in byHash {
+            places.forEach { byFile[$0.path, default: []].append((hash, $0.offset, $0.size)) }
+        }
+        for (path, blocks) in byFile { store.blocksReplace(path, blocks) }
+        byHash = [:]
+        byPath = [:]
+        spilled = store
+    }
+
+    /// True once the map lives in the store.
+    var isSpilled: Bool { spilled != nil }
 
     /// Replaces what is known of `record.path` with the record's blocks (none if not a file).
     mutating func update(_ record: FileRecord) {
+        if let spilled {
+            var blocks = [(BlockHash, UInt64, UInt32)]()
+            if record.kind == .file, !record.deleted {
+                for list in [record.blocks, record.fixedBlocks] {
+                    var offset: UInt64 = 0
+                    for block in list {
+                        blocks.append((block.hash, offset, block.size))
+                        offset += UInt64(block.size)
+                    }
+                }
+            }
+            spilled.blocksReplace(record.path, blocks)
+            return
+        }
         if let old = byPath.removeValue(forKey: record.path) {
             old.forEach { hash in
                 guard var places = byHash[hash] else { return }
@@ -54,9 +94,13 @@ public struct BlockMap: Sendable {
             }
         }
         byPath[record.path] = hashes
+        if byPath.count > limit { moveToStore() }
     }
 
-    func locations(of hash: BlockHash) -> [Location] { byHash[hash]?.array ?? [] }
+    func locations(of hash: BlockHash) -> [Location] {
+        if let spilled { return spilled.blockLocations(hash, limit: 4) }
+        return byHash[hash]?.array ?? []
+    }
 }
 
 /// One element inline, or an array of several: the shape of most entries of `BlockMap`, kept

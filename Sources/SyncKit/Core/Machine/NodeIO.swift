@@ -49,13 +49,13 @@ public struct ScanResult: Sendable {
     public var request: ScanRequest
     public var observations: [SyncEngine.Observation]
     /// The local records the scan compared against (by path).
-    public var known: [String: FileRecord]
+    public var known: LocalIndex
     /// Paths the folder keeps away from scans (a patch that could not be finished yet).
     public var unfinished: Set<String>
     /// A slice of a scan still running (`LocalFolder.scan(_:known:ignore:slices:)`): its
     /// observations are recorded now; the scan's end comes as a result without this flag.
     public var isSlice: Bool
-    public init(request: ScanRequest, observations: [SyncEngine.Observation], known: [String: FileRecord], unfinished: Set<String> = [], isSlice: Bool = false) {
+    public init(request: ScanRequest, observations: [SyncEngine.Observation], known: LocalIndex, unfinished: Set<String> = [], isSlice: Bool = false) {
         self.request = request
         self.observations = observations
         self.known = known
@@ -134,7 +134,7 @@ public enum Directive: Sendable {
     /// Disarm a timer.
     case cancelTimer(TimerID)
     /// Scan (off the machine); report `scanned`. `known` is what to compare against.
-    case scan(ScanRequest, known: [String: FileRecord])
+    case scan(ScanRequest, known: LocalIndex)
     /// Read `.syncignore` again; report `ignoreRulesLoaded`.
     case loadIgnoreRules
     /// Run a job; report `jobFinished`. `locals` lists where its blocks are on this disk.

@@ -115,7 +115,7 @@ public struct NodeMachine: Sendable {
     /// peer sent before), `intents` (pulls that may have reached the disk unrecorded) and the
     /// sequence reservation.
     public init(settings: Settings, policy: any ConflictPolicy, records: [FileRecord], peers: [StoredPeer], intents: [FileRecord],
-                landed: Set<String> = [], reservedSequence: UInt64, ignoreText: String, logger: Logger) {
+                landed: Set<String> = [], reservedSequence: UInt64, ignoreText: String, spill: SpillStore? = nil, logger: Logger) {
         self.settings = settings
         self.logger = logger
         random = SplitMix64(seed: settings.seed)
@@ -125,6 +125,12 @@ public struct NodeMachine: Sendable {
         ignore = IgnoreRules(text: ignoreText, reserved: reservedPaths)
         engine = SyncEngine(me: settings.me, policy: policy, order: config.pullOrder, maxConcurrentJobs: config.maxConcurrentJobs)
         engine.restore(records: [], sequenceFloor: reservedSequence)
+        // Large tables move to the spill file past the limit (before the index is loaded, so
+        // a restart of a million-file node never holds it all in memory).
+        if let spill {
+            engine.spill(to: spill, above: config.memoryRecordLimit)
+            blockMap.spill(to: spill, above: config.memoryRecordLimit)
+        }
         engine.restoreIntents(intents)
         self.landed = landed
         restoreLocal(records)
@@ -236,7 +242,9 @@ public struct NodeMachine: Sendable {
             return
         }
         scanning = .full
-        out.append(.scan(.full, known: engine.local))
+        var known = engine.local
+        known.scanHorizon = engine.sequence
+        out.append(.scan(.full, known: known))
     }
 
     private mutating func folderChanged(_ paths: Set<String>) {
@@ -270,10 +278,30 @@ public struct NodeMachine: Sendable {
             if r.kind == .directory { directories.append(p + "/") }
         }
         if !directories.isEmpty {
-            for (p, r) in engine.local where directories.contains(where: { p.hasPrefix($0) }) { known[p] = r }
+            if engine.local.isSpilled {
+                // One range query per directory instead of a walk over every record.
+                for d in directories { for r in engine.local.records(under: d) { known[r.path] = r } }
+            } else {
+                for (p, r) in engine.local where directories.contains(where: { p.hasPrefix($0) }) { known[p] = r }
+            }
         }
         scanning = .paths(paths)
-        out.append(.scan(.paths(paths), known: known))
+        var index = LocalIndex(known)
+        index.scanHorizon = engine.sequence
+        out.append(.scan(.paths(paths), known: index))
+    }
+
+    /// True when this node's record of `path` is the one the scan compared against: nothing
+    /// (a job, an earlier observation) recorded a change of the path since the scan began.
+    /// Every change takes a new sequence number, so with the scan's horizon (the highest number
+    /// when it began) a record numbered at most that is unchanged; a spilled index is a live
+    /// view, not a snapshot to compare with. Without a horizon (tests' results), the records
+    /// the scan carried are compared.
+    private func unchangedSinceScan(_ path: String, _ result: ScanResult) -> Bool {
+        if let horizon = result.known.scanHorizon, result.known.isSpilled {
+            return (engine.local[path]?.sequence ?? 0) <= horizon
+        }
+        return engine.local[path]?.sequence == result.known[path]?.sequence
     }
 
     private mutating func scanned(_ result: ScanResult) {
@@ -291,8 +319,7 @@ public struct NodeMachine: Sendable {
         while start < observations.endIndex {
             let end = min(start + 1000, observations.endIndex)
             let fresh = observations[start..<end].filter { o in
-                engine.running[o.path] == nil && engine.local[o.path]?.sequence == result.known[o.path]?.sequence
-                    && !result.unfinished.contains(o.path)
+                engine.running[o.path] == nil && unchangedSinceScan(o.path, result) && !result.unfinished.contains(o.path)
             }
             if !fresh.isEmpty { absorb(engine.localScan(fresh)) }
             start = end

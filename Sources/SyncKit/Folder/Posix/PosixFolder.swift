@@ -79,11 +79,11 @@ public final class PosixFolder: LocalFolder {
         return out
     }
 
-    public func scan(_ request: ScanRequest, known: [String: FileRecord], ignore: IgnoreRules) async -> ScanResult {
+    public func scan(_ request: ScanRequest, known: LocalIndex, ignore: IgnoreRules) async -> ScanResult {
         await scan(request, known: known, ignore: ignore, slices: nil)
     }
 
-    public func scan(_ request: ScanRequest, known: [String: FileRecord], ignore: IgnoreRules,
+    public func scan(_ request: ScanRequest, known: LocalIndex, ignore: IgnoreRules,
                      slices: (@Sendable ([SyncEngine.Observation]) -> Void)?) async -> ScanResult {
         var scanner = self.scanner
         scanner.ignore = ignore

@@ -52,9 +52,9 @@ public struct Scanner: Sendable {
     /// the walk finds them, and only the rest (with the "gone" ones) is returned: a first scan of
     /// a million files then never holds a million observations at once, and the node records
     /// and stores each slice while the walk goes on.
-    public func fullScan(known: [String: FileRecord], sliceSize: Int = 4096, slice: (([SyncEngine.Observation]) -> Void)? = nil) -> [SyncEngine.Observation] {
+    public func fullScan(known: LocalIndex, sliceSize: Int = 4096, slice: (([SyncEngine.Observation]) -> Void)? = nil) -> [SyncEngine.Observation] {
         var out = [SyncEngine.Observation]()
-        var seen = Set<String>()
+        var seen = SeenPaths()
         let sink = slice.map { Sink(size: max(1, sliceSize), handOver: $0) }
         if let dir = try? root.openDirectory(nil) {
             walk(dir, "", known: known, into: &out, seen: &seen, sink: sink)
@@ -69,9 +69,17 @@ public struct Scanner: Sendable {
 
     /// Only the given paths (from the watcher): each one, its subtree when it is a directory,
     /// and the known paths below one that disappeared.
+    public func fullScan(known: [String: FileRecord], sliceSize: Int = 4096, slice: (([SyncEngine.Observation]) -> Void)? = nil) -> [SyncEngine.Observation] {
+        fullScan(known: LocalIndex(known), sliceSize: sliceSize, slice: slice)
+    }
+
     public func scan(paths: Set<String>, known: [String: FileRecord]) -> [SyncEngine.Observation] {
+        scan(paths: paths, known: LocalIndex(known))
+    }
+
+    public func scan(paths: Set<String>, known: LocalIndex) -> [SyncEngine.Observation] {
         var out = [SyncEngine.Observation]()
-        var seen = Set<String>()
+        var seen = SeenPaths()
         // Parents first, so a new directory is recorded before its content.
         // The watcher reports the disk's spelling; the index knows NFC.
         for path in Set(paths.map { $0.precomposedStringWithCanonicalMapping }).sorted() where !seen.contains(path) {
@@ -103,7 +111,7 @@ public struct Scanner: Sendable {
                 out.append(.init(path: path, record: record, hashed: hashed))
             }
             if kind == .directory {
-                var found = Set<String>()
+                var found = SeenPaths()
                 let dir = entry.open(O_RDONLY | O_DIRECTORY)
                 if dir >= 0 {
                     walk(dir, path, known: known, into: &out, seen: &found)
@@ -120,6 +128,23 @@ public struct Scanner: Sendable {
         return out
     }
 
+    /// The paths a walk found, as 64-bit hashes of their bytes: a set of a million paths as
+    /// strings took about 85 MB during a full scan, as hashes 16 MB. Two paths with the same
+    /// hash (about one chance in 10^7 per scan at a million files; the seed differs per process)
+    /// would hide one deletion until the next full scan.
+    struct SeenPaths {
+        private var hashes = Set<UInt64>()
+        private static func key(_ path: String) -> UInt64 {
+            var h = Hasher()
+            h.combine(path)
+            let a = UInt64(bitPattern: Int64(h.finalize()))
+            return a
+        }
+        mutating func insert(_ path: String) { hashes.insert(Self.key(path)) }
+        func contains(_ path: String) -> Bool { hashes.contains(Self.key(path)) }
+        mutating func formUnion(_ other: SeenPaths) { hashes.formUnion(other.hashes) }
+    }
+
     /// Where a walk hands its observations over in slices (`fullScan(known:sliceSize:slice:)`).
     struct Sink {
         let size: Int
@@ -133,7 +158,7 @@ public struct Scanner: Sendable {
     }
 
     /// Recursively lists the directory open at `dir` (relative path `relative`; "" for the root).
-    func walk(_ dir: Int32, _ relative: String, known: [String: FileRecord], into out: inout [SyncEngine.Observation], seen: inout Set<String>, sink: Sink? = nil) {
+    func walk(_ dir: Int32, _ relative: String, known: LocalIndex, into out: inout [SyncEngine.Observation], seen: inout SeenPaths, sink: Sink? = nil) {
         let entries: [(name: [UInt8], type: UInt8)]
         do { entries = try FolderRoot.list(dir) } catch {
             logger.warning("cannot list directory", metadata: ["sync.path": "\(relative)", "error": "\(error)"])
