@@ -167,7 +167,7 @@ public final class InMemoryFolder: LocalFolder {
         return Set(intents.filter { !$0.deleted && ($0.kind == .file || $0.kind == .symlink) && !temps.contains($0.path) }.map(\.path))
     }
 
-    public func scan(_ request: ScanRequest, known: [String: FileRecord], ignore: IgnoreRules) async -> ScanResult {
+    public func scan(_ request: ScanRequest, known: LocalIndex, ignore: IgnoreRules) async -> ScanResult {
         let entries = disk.entries
         var out = [SyncEngine.Observation]()
         var seen = Set<String>()

@@ -5,6 +5,7 @@
 //   synckit-sim --seeds 5000 --from 1000
 //   synckit-sim --seed 42            one seed, with its trace
 //   synckit-sim --long               10,000 seeds, longer runs
+//   synckit-sim --spill 2            tables spill to SQLite past 2 entries (SpillStore)
 //
 // Replays are exact under SWIFT_DETERMINISTIC_HASHING=1 (the scripts set it).
 import Foundation
@@ -14,6 +15,7 @@ var seeds = 1000
 var from: UInt64 = 0
 var one: UInt64?
 var long = false
+var spillLimit: Int?
 var arguments = CommandLine.arguments.dropFirst()
 while let arg = arguments.popFirst() {
     switch arg {
@@ -21,6 +23,7 @@ while let arg = arguments.popFirst() {
     case "--from": from = UInt64(arguments.popFirst() ?? "") ?? 0
     case "--seed": one = UInt64(arguments.popFirst() ?? "")
     case "--long": long = true
+    case "--spill": spillLimit = Int(arguments.popFirst() ?? "") ?? 2
     default:
         FileHandle.standardError.write(Data("synckit-sim: unknown argument \(arg); see the comment at the top of main.swift\n".utf8))
         exit(2)
@@ -31,6 +34,6 @@ if ProcessInfo.processInfo.environment["SWIFT_DETERMINISTIC_HASHING"] == nil {
 }
 if long && seeds == 1000 { seeds = 10_000 }
 
-let report = Simulation.run(seeds: one.map { [$0] } ?? Array(from..<(from + UInt64(seeds))), long: long, trace: one != nil)
+let report = Simulation.run(seeds: one.map { [$0] } ?? Array(from..<(from + UInt64(seeds))), long: long, trace: one != nil, spillLimit: spillLimit)
 print(report.text)
 exit(report.failures.isEmpty ? 0 : 1)

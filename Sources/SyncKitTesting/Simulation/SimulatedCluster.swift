@@ -23,6 +23,10 @@ public final class SimulatedCluster: @unchecked Sendable {
         public var resetChance = 0.002
         /// Chance that a watcher event is lost (the periodic rescan must find the change).
         public var missedEventChance = 0.05
+        /// Set, each node's tables move to a spill file (`SpillStore`, in the temp directory)
+        /// past this many entries, so the run exercises the spilled index, peers' indexes,
+        /// block map and queue with folders of a few files.
+        public var spillLimit: Int?
         public init() {}
     }
 
@@ -214,13 +218,20 @@ public final class SimulatedCluster: @unchecked Sendable {
             incarnations += 1
             cluster.note("start n\(index) (#\(incarnations))")
             let folder = InMemoryFolder(disk: disk, index: store, me: id)
-            let settings = NodeMachine.Settings(me: id, name: name, indexID: store.indexID, configuration: Self.configuration(name), seed: cluster.random.next())
+            var configuration = Self.configuration(name)
+            var spill: SpillStore?
+            if let limit = cluster.options.spillLimit {
+                configuration.memoryRecordLimit = limit
+                spill = try? SpillStore(path: NSTemporaryDirectory() + "/synckit-sim-\(UUID().uuidString).db", cacheKiB: 256)
+                if spill == nil { cluster.anomaly("n\(index): cannot make a spill file") }
+            }
+            let settings = NodeMachine.Settings(me: id, name: name, indexID: store.indexID, configuration: configuration, seed: cluster.random.next())
             var logger = Logger(label: name) { _ in SwiftLogNoOpLogHandler() }
             logger.logLevel = .critical
             let intents = (try? store.loadIntents()) ?? []
             let machine = NodeMachine(
                 settings: settings, policy: NewestWinsPolicy(), records: (try? store.loadAll()) ?? [], peers: (try? store.loadPeers()) ?? [],
-                intents: intents, landed: folder.landed(intents), reservedSequence: store.reservedSequence, ignoreText: folder.readIgnoreFile(), logger: logger)
+                intents: intents, landed: folder.landed(intents), reservedSequence: store.reservedSequence, ignoreText: folder.readIgnoreFile(), spill: spill, logger: logger)
             let life = Incarnation(number: incarnations, machine: machine, folder: folder)
             running = life
             cluster.schedule(.input(node: index, incarnation: life.number, .start(port: port)), at: cluster.now)

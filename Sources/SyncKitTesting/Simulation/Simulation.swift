@@ -31,9 +31,11 @@ public enum Simulation {
     }
 
     /// One seed: a cluster of 3 to 5 nodes (from the seed) under the workload.
-    public static func run(seed: UInt64, long: Bool = false) -> (problems: [String], workload: Workload) {
+    /// With `spillLimit`, the nodes' tables spill to SQLite past that many entries.
+    public static func run(seed: UInt64, long: Bool = false, spillLimit: Int? = nil) -> (problems: [String], workload: Workload) {
         var options = SimulatedCluster.Options()
         options.nodes = 3 + Int(seed % 3)
+        options.spillLimit = spillLimit
         var workloadOptions = Workload.Options()
         if long {
             workloadOptions.duration = .seconds(60)
@@ -46,13 +48,13 @@ public enum Simulation {
     }
 
     /// Many seeds, spread over the machine's cores.
-    public static func run(seeds: [UInt64], long: Bool = false, trace: Bool = false) -> Report {
+    public static func run(seeds: [UInt64], long: Bool = false, trace: Bool = false, spillLimit: Int? = nil) -> Report {
         let results = Locked<(failures: [(UInt64, [String])], totals: [String: Int], longest: Duration, trace: [String])>(([], [:], .zero, []))
         let started = Date()
         let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, seeds.count))
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
             for i in stride(from: worker, to: seeds.count, by: workers) {
-                let (problems, workload) = run(seed: seeds[i], long: long)
+                let (problems, workload) = run(seed: seeds[i], long: long, spillLimit: spillLimit)
                 results.withLock { r in
                     if !problems.isEmpty { r.failures.append((seeds[i], problems)) }
                     for (k, v) in workload.counts { r.totals[k, default: 0] += v }
