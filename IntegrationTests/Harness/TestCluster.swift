@@ -207,7 +207,8 @@ final class TestCluster: @unchecked Sendable {
         var report = "folders of nodes \(nodes) did not converge within \(timeout)\n"
         let allPaths = Set(last.flatMap(\.keys)).sorted()
         for p in allPaths {
-            let values = last.map { $0[p]?.prefix(12) ?? "-" }
+            // The hash's start and the mode (a mode-only difference shows too).
+            let values = last.map { $0[p].map { $0.count > 16 ? $0.prefix(12) + "…" + $0.suffix(4) : Substring($0) } ?? "-" }
             if Set(values).count > 1 { report += "  \(p): \(values)\n" }
         }
         for i in nodes where runningIndices.contains(i) {
