@@ -135,6 +135,50 @@ import SyncKitTesting
         #expect(spilled.isEmpty)
     }
 
+    /// A spilled index answers an index request from the store by sequence range, in batches,
+    /// with the same records as the key list of the in-memory engine: no echo of what the peer
+    /// holds at the same version, and always the last one.
+    @Test func aSpilledIndexAnswersARequestAsTheKeyListDoes() throws {
+        func engine(spilled: Bool) throws -> SyncEngine {
+            var e = SyncEngine(me: TestIDs.a, policy: NewestWinsPolicy())
+            e.versionClock = { 0 }
+            if spilled { e.spill(to: try Self.store(), above: 1) }
+            e.peerConnected(TestIDs.b, indexID: 1)
+            for r in Self.records(12) {
+                var seen = r
+                seen.version = .init()
+                _ = e.localScan([.init(path: r.path, record: seen)])
+            }
+            // The peer holds three of them at our version (pulled from us), and the last one.
+            let held = ["f1", "f2", "dir/f3", "f11"].map { e.local[$0]! }
+            _ = e.peerIndex(TestIDs.b, records: held, caughtUp: true)
+            return e
+        }
+        let plain = try engine(spilled: false)
+        let spilled = try engine(spilled: true)
+        #expect(spilled.isSpilled && !plain.isSpilled)
+        let request = WireMessage.IndexRequest(indexID: 0, since: 0)
+        let expected = plain.keys(after: request, ourIndexID: 7, for: TestIDs.b).map(\.path)
+        #expect(expected.count == 9 && expected.last == "f11", "three echoes left out, the last kept")
+        guard case .range(var after, let through, let peer) = spilled.backlog(after: request, ourIndexID: 7, for: TestIDs.b) else {
+            Issue.record("a spilled index answers with a range")
+            return
+        }
+        var sent = [String]()
+        var batches = 0
+        while after < through {
+            let (records, readThrough) = spilled.backlogBatch(after: after, through: through, for: peer, limit: 4)
+            sent += records.map(\.path)
+            #expect(readThrough > after)
+            after = readThrough
+            batches += 1
+        }
+        #expect(sent == expected)
+        #expect(batches == 3)
+        // Nothing above what the peer has: no backlog at all.
+        if case .range = spilled.backlog(after: .init(indexID: 7, since: spilled.sequence), ourIndexID: 7) { Issue.record("nothing to send") }
+    }
+
     /// Engines whose every table spilled past one entry converge as the in-memory ones do.
     @Test(arguments: 0..<10) func spilledEnginesConvergeInAnyOrder(seed: Int) throws {
         var rng = SplitMix(seed: UInt64(seed))

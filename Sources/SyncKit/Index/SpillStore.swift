@@ -183,6 +183,25 @@ public final class SpillStore: @unchecked Sendable {
         }
     }
 
+    /// Up to `limit` records numbered in (after, through], in sequence order.
+    func localRange(after: UInt64, through: UInt64, limit: Int) -> [FileRecord] {
+        run("read records by sequence") { db in
+            let rows = try Row.fetchCursor(
+                db.cachedStatement(sql: "SELECT record FROM local WHERE sequence > ? AND sequence <= ? ORDER BY sequence LIMIT ?"),
+                arguments: [Int64(bitPattern: after), Int64(bitPattern: through), limit])
+            var out = [FileRecord]()
+            while let row = try rows.next() { out.append(try IndexStore.decode(row[0])) }
+            return out
+        }
+    }
+
+    /// The highest sequence number a record holds (0: none).
+    func localMaxSequence() -> UInt64 {
+        run("read the highest sequence") { db in
+            UInt64(bitPattern: try Int64.fetchOne(db, sql: "SELECT max(sequence) FROM local") ?? 0)
+        }
+    }
+
     // MARK: peers' records
 
     /// The record of `path` in table `peer`, with the peer's sequence number.

@@ -107,6 +107,14 @@ public struct LocalIndex: Sendable, Sequence {
         return out
     }
 
+    /// Spilled only: up to `limit` records numbered in (after, through], in sequence order.
+    func records(sequenceAfter after: UInt64, through: UInt64, limit: Int) -> [FileRecord] {
+        spilled?.localRange(after: after, through: through, limit: limit) ?? []
+    }
+
+    /// Spilled only: the highest sequence number a record holds.
+    var maxSequence: UInt64 { spilled?.localMaxSequence() ?? 0 }
+
     /// Iterates (path, record); spilled, a page of 4,096 records at a time in path order, so a
     /// walk over a million records never holds them all.
     public struct Iterator: IteratorProtocol {

@@ -409,6 +409,28 @@ public struct SyncEngine: Sendable {
         return keys
     }
 
+    /// An index request's answer as the node's session sends it (`PeerSession`): the keys
+    /// (`keys(after:ourIndexID:for:)`), or, once the index is spilled, a range of sequence
+    /// numbers read from the store a batch at a time (`backlogBatch`): a list of a million keys
+    /// took about 90 MB while a joining peer was sent everything.
+    func backlog(after request: WireMessage.IndexRequest, ourIndexID: UInt64, for peer: NodeID? = nil) -> PeerSession.Backlog {
+        guard local.isSpilled else { return .keys(keys(after: request, ourIndexID: ourIndexID, for: peer)) }
+        let since = request.indexID == ourIndexID && request.since <= sequence ? request.since : 0
+        let last = local.maxSequence
+        return last > since ? .range(after: since, through: last, for: peer) : .keys([])
+    }
+
+    /// A batch of a spilled backlog: up to `limit` records numbered in (after, through], less
+    /// those `peer` holds at the same version (no echo, as in `keys`), except the one numbered
+    /// `through` (the peer's "since" moves up to it); and the highest number read.
+    func backlogBatch(after: UInt64, through: UInt64, for peer: NodeID?, limit: Int) -> (records: [FileRecord], readThrough: UInt64) {
+        let page = local.records(sequenceAfter: after, through: through, limit: limit)
+        guard let end = page.last?.sequence else { return ([], through) }
+        let readThrough = page.count < limit ? through : end
+        guard let peer, let known = peers[peer]?.records else { return (page, readThrough) }
+        return (page.filter { r in r.sequence == through || known[r.path]?.version != r.version }, readThrough)
+    }
+
     /// Takes records a peer sent (already checked by `PathSafety`) and decides each path again.
     public mutating func peerIndex(_ peer: NodeID, records: [FileRecord], caughtUp: Bool) -> Output {
         var out = Output()

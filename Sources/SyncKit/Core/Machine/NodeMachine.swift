@@ -481,8 +481,8 @@ public struct NodeMachine: Sendable {
         case .indexRequest(let request):
             // No echo on our own protocol only: a peer of another protocol (Syncthing) shows
             // which devices have which version from what each announced, so it gets all.
-            let keys = engine.keys(after: request, ourIndexID: settings.indexID, for: session.speaksSyncKit ? session.peer : nil)
-            sessions[c]!.answerIndexRequest(keys)
+            let backlog = engine.backlog(after: request, ourIndexID: settings.indexID, for: session.speaksSyncKit ? session.peer : nil)
+            sessions[c]!.answerIndexRequest(backlog)
             pumpIndex(c)
         case .blockRequest(let request):
             guard sessions[c]!.beginServe(limit: 1024) else {
@@ -597,9 +597,12 @@ public struct NodeMachine: Sendable {
     private mutating func pumpIndex(_ c: ConnectionID) {
         guard sessions[c] != nil else { return }
         let local = engine.local
-        let batch = sessions[c]!.nextIndexBatch(indexID: settings.indexID) { keys in
+        let engine = self.engine
+        let batch = sessions[c]!.nextIndexBatch(indexID: settings.indexID, read: { keys in
             keys.compactMap { key in local[key.path].flatMap { $0.sequence == key.sequence ? $0 : nil } }
-        }
+        }, readRange: { after, through, peer in
+            engine.backlogBatch(after: after, through: through, for: peer, limit: 1000)
+        })
         if let batch { out.append(.send(c, .indexUpdate(batch))) }
     }
 

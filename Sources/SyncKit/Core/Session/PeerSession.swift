@@ -124,7 +124,15 @@ struct PeerSession: Sendable {
     enum IndexItem: Sendable {
         case record(FileRecord)
         case backlog(ArraySlice<SyncEngine.RecordKey>)
+        /// A spilled index's answer: the records numbered in (after, through], read in batches.
+        case range(after: UInt64, through: UInt64, for: NodeID?)
         case caughtUp
+    }
+
+    /// What an index request is answered with (`SyncEngine.backlog`).
+    enum Backlog: Sendable {
+        case keys([SyncEngine.RecordKey])
+        case range(after: UInt64, through: UInt64, for: NodeID?)
     }
 
     /// The peer asked for our index; from then on our changes go to it.
@@ -143,8 +151,15 @@ struct PeerSession: Sendable {
     /// The peer asked for our records after `keys` (sorted by sequence): they go first, then the
     /// caught-up marker; changes made meanwhile follow in order.
     mutating func answerIndexRequest(_ keys: [SyncEngine.RecordKey]) {
+        answerIndexRequest(.keys(keys))
+    }
+
+    mutating func answerIndexRequest(_ backlog: Backlog) {
         indexRequested = true
-        if !keys.isEmpty { indexQueue.append(.backlog(keys[...])) }
+        switch backlog {
+        case .keys(let keys): if !keys.isEmpty { indexQueue.append(.backlog(keys[...])) }
+        case .range(let after, let through, let peer): indexQueue.append(.range(after: after, through: through, for: peer))
+        }
         indexQueue.append(.caughtUp)
     }
 
@@ -161,7 +176,10 @@ struct PeerSession: Sendable {
     /// 1 MiB. `read` gives this node's current records of backlog keys (a record changed since
     /// the request is left out: it is queued again behind the backlog, so the peer's "since"
     /// never jumps a gap).
-    mutating func nextIndexBatch(indexID: UInt64, read: ([SyncEngine.RecordKey]) -> [FileRecord]) -> WireMessage.IndexUpdate? {
+    mutating func nextIndexBatch(
+        indexID: UInt64, read: ([SyncEngine.RecordKey]) -> [FileRecord],
+        readRange: (_ after: UInt64, _ through: UInt64, _ peer: NodeID?) -> (records: [FileRecord], readThrough: UInt64) = { _, t, _ in ([], t) }
+    ) -> WireMessage.IndexUpdate? {
         guard !indexBatchInFlight else { return nil }
         var batch = [FileRecord]()
         var bytes = 0
@@ -194,6 +212,21 @@ struct PeerSession: Sendable {
                 // The keys of the records sent (and of those read as gone) are consumed.
                 let consumed = fit == records.count ? take : consumedKeys(keys, upTo: records[fit].path)
                 if consumed == keys.count { indexQueue.removeFirst() } else { indexQueue[0] = .backlog(keys.dropFirst(consumed)) }
+                if !batch.isEmpty { break loop }
+            case .range(let after, let through, let peer):
+                if !batch.isEmpty { break loop }
+                let (records, readThrough) = readRange(after, through, peer)
+                var fit = 0
+                for r in records {
+                    let size = Self.estimatedSize(r)
+                    if fit > 0 && bytes + size > 1 << 20 { break }
+                    bytes += size
+                    fit += 1
+                }
+                batch = Array(records.prefix(fit))
+                // What did not fit is read again from the next batch (from after the last sent).
+                let next = fit == records.count ? readThrough : records[fit - 1].sequence
+                if next >= through { indexQueue.removeFirst() } else { indexQueue[0] = .range(after: next, through: through, for: peer) }
                 if !batch.isEmpty { break loop }
             }
         }
