@@ -28,7 +28,7 @@ public enum ConfigFile {
         "dir": false, "state-dir": false, "port": false, "bind": false, "name": false, "discovery": false,
         "peer": false, "peers-file": false, "policy": false, "no-conflict-copies": true, "pull-order": false,
         "cluster": false, "cluster-key-file": false, "log": false, "log-level": false, "rescan-interval": false,
-        "no-watch": true, "metrics-address": false, "interface": false, "open": true, "trust": false, "trust-file": false,
+        "no-watch": true, "memory-records": false, "metrics-address": false, "interface": false, "open": true, "trust": false, "trust-file": false,
         "insecure-plaintext": true, "folder-id": false, "no-bep": true,
         "versioning": false, "versions-keep": false, "versions-max-age": false, "versions-cleanup-interval": false,
         "versions-max-size": false,

@@ -206,6 +206,9 @@ struct Run: AsyncParsableCommand {
     @Flag(help: "Do not watch the folder with inotify; find changes by periodic rescans only.")
     var noWatch = false
 
+    @Option(help: ArgumentHelp("Records of a table (the index, each peer's index, the block map, the pull queue) kept in memory before it moves to the state directory's spill file; lower uses less memory on large folders, higher is a little faster.", valueName: "count"))
+    var memoryRecords: Int = 50_000
+
     @Option(help: ArgumentHelp("Serve Prometheus metrics at http://ADDRESS/metrics, e.g. 127.0.0.1:9464 (off by default).", valueName: "host:port"))
     var metricsAddress: String?
 
@@ -221,6 +224,7 @@ struct Run: AsyncParsableCommand {
             throw ValidationError("--discovery static needs at least one --peer host:port or a --peers-file (or use --discovery multicast).")
         }
         guard rescanInterval > 0 else { throw ValidationError("--rescan-interval must be positive.") }
+        guard memoryRecords >= 0 else { throw ValidationError("--memory-records cannot be negative.") }
         if discovery == .multicast {
             do {
                 let names = try MulticastDiscovery(configuration: .init(interfaces: interfaces), logger: Logger(label: "validate")).selectedInterfaces()
@@ -258,6 +262,7 @@ struct Run: AsyncParsableCommand {
         config.pullOrder = node.pullOrder
         config.watch = !noWatch
         config.rescanInterval = .seconds(rescanInterval)
+        config.memoryRecordLimit = memoryRecords
         config.versioning = try versioning.policy()
 
         let identity: NodeIdentity

@@ -22,7 +22,7 @@ struct Status: ParsableCommand {
         print("folder    \(status.folder)")
         print("port      \(status.port)")
         print("state     \(status.inSync ? "in sync" : "syncing")")
-        print("files     \(status.files) files, \(formatBytes(status.bytes))")
+        print("files     \(status.files) files, \(formatBytes(status.bytes))\(status.indexSpilled ? " (index in the spill file: more records than --memory-records)" : "")")
         print("peers     \(status.peers.count) connected")
         for p in status.peers {
             print("  \(p.name)  \(p.address)  \(p.caughtUp ? "in sync" : "exchanging index")  sent \(formatBytes(UInt64(p.bytesSent))), received \(formatBytes(UInt64(p.bytesReceived)))")

@@ -35,6 +35,8 @@ public struct NodeStatus: Sendable, Codable {
     public var versioning: String = "none"
     public var versionsKept: Int = 0
     public var versionsBytes: UInt64 = 0
+    /// The index outgrew `--memory-records` and lives in the state directory's spill file.
+    public var indexSpilled: Bool = false
     public var recentErrors: [String]
 
     init(nodeID: String, name: String, folder: String, port: Int, peers: [Peer], files: Int, bytes: UInt64, pulling: [String],
@@ -78,6 +80,7 @@ extension NodeStatus {
             pulling: engine.running.keys.sorted(), failed: engine.failed, inSync: machine.inSync,
             statistics: machine.statistics)
         conflictCopiesPresent = copies
+        indexSpilled = engine.isSpilled
     }
 }
 

@@ -30,6 +30,8 @@ public actor SyncNode: Service {
     var nextConnection: UInt64 = 1
     let fetches = BlockFetches()
     let mailbox = InputMailbox()
+    /// Slices of a full scan handed over and not yet taken in, at most two (see `scan`).
+    nonisolated let scanSlices = DispatchSemaphore(value: 2)
     var jobs: [String: Task<Void, Never>] = [:]
     /// Set once `run()` starts (it needs the actor).
     var timers: Timers?
@@ -219,6 +221,8 @@ public actor SyncNode: Service {
                 for directive in machine.handle(queue[i], now: clock.now) {
                     if let more = perform(directive) { queue.append(more) }
                 }
+                // A slice taken in: the scan may hand over the next one.
+                if case .scanned(let result) = queue[i], result.isSlice { scanSlices.signal() }
                 i += 1
             }
         }
@@ -344,9 +348,17 @@ public actor SyncNode: Service {
         // before its end): a first scan of a million files is recorded and stored as it goes
         // instead of in one input whose output (a record, a store and an event per file) the
         // node would hold all at once.
+        //
+        // At most two slices wait for the node at a time (`scanSlices`): the walk is faster than
+        // recording what it finds, most of all once the index is spilled to SQLite, and without
+        // the wait every slice of a million-file scan was queued in the mailbox at once (280 MB
+        // of observations). The wait gives up after 10 s, so a node that stops taking inputs
+        // never holds a scan forever.
         var slices: (@Sendable ([SyncEngine.Observation]) -> Void)?
         if request == .full {
+            let gate = scanSlices
             slices = { @Sendable [weak self] observations in
+                _ = gate.wait(timeout: .now() + .seconds(10))
                 self?.postNow(.scanned(ScanResult(request: request, observations: observations, known: known, isSlice: true)))
             }
         }
