@@ -422,7 +422,11 @@ public final class InMemoryIndex: IndexPersistence {
 
     public func save(_ changes: IndexChanges) throws {
         state.withLock { s in
-            for r in changes.records { s.files[r.path] = r }
+            for r in changes.records {
+                s.files[r.path] = r
+                // As `IndexStore`: a stored record makes the intent it carries out needless.
+                if let intent = s.intents[r.path], IndexStore.supersedes(r, intent: intent) { s.intents[r.path] = nil }
+            }
             for peer in changes.forgottenPeers { s.peers[peer] = nil }
             for (peer, records) in changes.peerRecords {
                 var entry = s.peers[peer] ?? (PeerIndexState(indexID: 0, maxSequence: 0), [:])

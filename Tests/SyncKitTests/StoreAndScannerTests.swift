@@ -88,6 +88,31 @@ extension IndexStoreTests {
         #expect(try store.loadIntents().isEmpty)
     }
 
+    /// A pull's intent goes once its record, or a later version, is stored (in the same
+    /// transaction); an intent of a newer version than the record stored stays, and so does
+    /// one of another path. In both stores alike.
+    @Test func anIntentGoesOnceItsRecordIsStored() throws {
+        let pulled = fileRecord("p", [1], by: TestIDs.b, version: .init([TestIDs.b: 2]))
+        let later = fileRecord("q", [2], by: TestIDs.b, version: .init([TestIDs.b: 5]))
+        let other = fileRecord("r", [3], by: TestIDs.b, version: .init([TestIDs.b: 1]))
+        let stores: [any IndexPersistence] = [try IndexStore(path: makeTempDirectory() + "/index.db"), InMemoryIndex()]
+        for store in stores {
+            try store.saveIntents([pulled, later, other])
+            var older = later
+            older.version = .init([TestIDs.b: 4])
+            var newer = other
+            newer.version = .init([TestIDs.b: 1, TestIDs.a: 1])
+            var first = IndexChanges()
+            first.records = [pulled, older]
+            try store.save(first)
+            #expect(Set(try store.loadIntents().map(\.path)) == ["q", "r"], "the stored pull's intent is gone, the newer one stays")
+            var second = IndexChanges()
+            second.records = [newer]
+            try store.save(second)
+            #expect(try store.loadIntents().map(\.path) == ["q"], "a later version supersedes the intent too")
+        }
+    }
+
     /// The stored indexes stream back in chunks of the size asked, the same records as a whole
     /// load; a peer with a state and no records is still handed over (once, with none). The
     /// in-memory index's default streaming agrees.

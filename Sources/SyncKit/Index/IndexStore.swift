@@ -131,8 +131,17 @@ public final class IndexStore: IndexPersistence {
         guard !changes.isEmpty else { return }
         try write("cannot write the index") { db in
             let file = try db.cachedStatement(sql: "INSERT OR REPLACE INTO files(path, sequence, record) VALUES (?, ?, ?)")
+            let intent = try db.cachedStatement(sql: "SELECT record FROM intents WHERE path = ?")
+            let dropIntent = try db.cachedStatement(sql: "DELETE FROM intents WHERE path = ?")
             for r in changes.records {
                 try file.execute(arguments: [r.path, Int64(bitPattern: r.sequence), Self.encode(r)])
+                // The pull's intent has served once its record (or a later one) is stored, in
+                // the same transaction: left in place, every pulled file's intent stayed until
+                // the next start, which loaded a million of them at once (900 MiB).
+                if let data = try Data.fetchOne(intent, arguments: [r.path]),
+                   Self.supersedes(r, intent: try Self.decode(data)) {
+                    try dropIntent.execute(arguments: [r.path])
+                }
             }
             for peer in changes.forgottenPeers {
                 try db.execute(sql: "DELETE FROM peer_files WHERE peer = ?", arguments: [Data(peer.bytes)])
@@ -159,6 +168,13 @@ public final class IndexStore: IndexPersistence {
     }
 
     // MARK: intents
+
+    /// True when storing `record` makes `intent` (of the same path) needless: the record holds
+    /// the intent's version or one that descends from it.
+    public static func supersedes(_ record: FileRecord, intent: FileRecord) -> Bool {
+        let order = record.version.compare(to: intent.version)
+        return order == .equal || order == .newer
+    }
 
     /// Records the targets of pulls about to change the disk (one transaction for the batch).
     public func saveIntents(_ records: [FileRecord]) throws {
