@@ -32,6 +32,8 @@ public actor SyncNode: Service {
     let mailbox = InputMailbox()
     /// Slices of a full scan handed over and not yet taken in, at most two (see `scan`).
     nonisolated let scanSlices = DispatchSemaphore(value: 2)
+    /// Where scans run: a serial Dispatch queue of the node's own (see `scan`).
+    nonisolated let scanExecutor = QueueExecutor(label: "synckit.scan")
     var jobs: [String: Task<Void, Never>] = [:]
     /// Set once `run()` starts (it needs the actor).
     var timers: Timers?
@@ -363,7 +365,12 @@ public actor SyncNode: Service {
             }
         }
         let sliceSink = slices
-        Task.detached {
+        // On the node's scan queue, not the cooperative pool: a scan's walk and hashing block
+        // their thread for as long as they take (a minute at a million files), and waiting for
+        // the node to take a slice blocks it too; on two cores the pool has two threads, and a
+        // blocked one was half of what the node's actor, its connections and every other task
+        // had (a status call once waited 30 s during a first scan).
+        Task.detached(executorPreference: scanExecutor) {
             let started = clock.now
             let result = await folder.scan(request, known: known, ignore: ignore, slices: sliceSink)
             if request == .full { metrics.scanDuration.record(duration: clock.now - started) }
@@ -400,5 +407,20 @@ public actor SyncNode: Service {
         } onCancel: {
             if fetches.deliver(fetch, (nil, nil)) { postNow(.fetchCancelled(fetch)) }
         }
+    }
+}
+
+/// A task executor over a serial Dispatch queue: tasks preferring it run their non-isolated
+/// code on a thread of that queue (Dispatch gives it one of its own, outside the cooperative
+/// pool, while it has work), so they may block without starving the pool.
+final class QueueExecutor: TaskExecutor, @unchecked Sendable {
+    private let queue: DispatchQueue
+
+    init(label: String) { queue = DispatchQueue(label: label) }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let executor = asUnownedTaskExecutor()
+        queue.async { job.runSynchronously(on: executor) }
     }
 }
