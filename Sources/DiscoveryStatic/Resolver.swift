@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import SyncKit
 
 #if canImport(Glibc)
@@ -26,7 +27,10 @@ enum SystemResolver {
                     takeOnce(once)?.resume(throwing: CancellationError())
                     return
                 }
-                DispatchQueue.global().async {
+                // A thread of its own, not Dispatch's global queue: that queue's few threads are
+                // the cooperative pool's on Linux, and work that fills them (a simulation's
+                // `concurrentPerform` in the test run) held lookups of 127.0.0.1 back for 30 s.
+                Thread.detachNewThread {
                     let result = Result { try lookUp(host) }
                     takeOnce(once)?.resume(with: result)
                 }

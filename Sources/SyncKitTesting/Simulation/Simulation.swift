@@ -52,7 +52,10 @@ public enum Simulation {
         let results = Locked<(failures: [(UInt64, [String])], totals: [String: Int], longest: Duration, trace: [String])>(([], [:], .zero, []))
         let started = Date()
         let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, seeds.count))
-        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+        // Threads of their own, not `concurrentPerform`: on Linux that runs on Dispatch's global
+        // queue, whose threads are the cooperative pool's, and a test run's async tests (and
+        // the resolver) waited for the whole simulation.
+        let runSeeds: @Sendable (Int) -> Void = { worker in
             for i in stride(from: worker, to: seeds.count, by: workers) {
                 let (problems, workload) = run(seed: seeds[i], long: long, spillLimit: spillLimit)
                 results.withLock { r in
@@ -63,6 +66,15 @@ public enum Simulation {
                 }
             }
         }
+        let finished = DispatchGroup()
+        for worker in 0..<workers {
+            finished.enter()
+            Thread.detachNewThread {
+                runSeeds(worker)
+                finished.leave()
+            }
+        }
+        finished.wait()
         let r = results.withLock { $0 }
         return Report(failures: r.failures.sorted { $0.0 < $1.0 }, seeds: seeds.count, seconds: Date().timeIntervalSince(started),
                       totals: r.totals, longestSettle: r.longest, trace: r.trace)
