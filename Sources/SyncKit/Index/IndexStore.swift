@@ -224,7 +224,8 @@ public final class IndexStore: IndexPersistence {
         return r
     }
 
-    private static func records(_ db: Database, sql: String, arguments: StatementArguments) throws -> [FileRecord] {
+    /// The records of `sql`'s rows (one record blob each), decoded (also `SpillStore`'s reads).
+    static func records(_ db: Database, sql: String, arguments: StatementArguments) throws -> [FileRecord] {
         var out = [FileRecord]()
         let rows = try Row.fetchCursor(db, sql: sql, arguments: arguments)
         while let row = try rows.next() {

@@ -85,6 +85,13 @@ public final class SpillStore: @unchecked Sendable {
 
     // MARK: this node's records
 
+    /// True when the table holds a record of `path` (nothing decoded).
+    func localContains(_ path: String) -> Bool {
+        run("look up a record") { db in
+            try Int.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM local WHERE path = ?"), arguments: [path]) != nil
+        }
+    }
+
     func localGet(_ path: String) -> FileRecord? {
         run("read a record") { db in
             let s = try db.cachedStatement(sql: "SELECT record FROM local WHERE path = ?")
@@ -126,10 +133,7 @@ public final class SpillStore: @unchecked Sendable {
     /// The records whose path contains `text` (conflict copies: a pass in SQLite, few decoded).
     func localContaining(_ text: String) -> [FileRecord] {
         run("search the index") { db in
-            let rows = try Row.fetchCursor(db, sql: "SELECT record FROM local WHERE instr(path, ?) > 0", arguments: [text])
-            var out = [FileRecord]()
-            while let row = try rows.next() { out.append(try IndexStore.decode(row[0])) }
-            return out
+            try IndexStore.records(db, sql: "SELECT record FROM local WHERE instr(path, ?) > 0", arguments: [text])
         }
     }
 
@@ -145,15 +149,8 @@ public final class SpillStore: @unchecked Sendable {
     /// Up to `limit` records in path order after `after` (nil: from the start).
     func localPage(after: String?, limit: Int) -> [FileRecord] {
         run("read records") { db in
-            let rows: RowCursor
-            if let after {
-                rows = try Row.fetchCursor(db.cachedStatement(sql: "SELECT record FROM local WHERE path > ? ORDER BY path LIMIT ?"), arguments: [after, limit])
-            } else {
-                rows = try Row.fetchCursor(db.cachedStatement(sql: "SELECT record FROM local ORDER BY path LIMIT ?"), arguments: [limit])
-            }
-            var out = [FileRecord]()
-            while let row = try rows.next() { out.append(try IndexStore.decode(row[0])) }
-            return out
+            // "" sorts before every path (paths are never empty).
+            try IndexStore.records(db, sql: "SELECT record FROM local WHERE path > ? ORDER BY path LIMIT ?", arguments: [after ?? "", limit])
         }
     }
 
@@ -161,12 +158,10 @@ public final class SpillStore: @unchecked Sendable {
     func localUnder(_ prefix: String) -> [FileRecord] {
         run("read a subtree") { db in
             // Paths sort by their UTF-8 bytes (SQLite's BINARY collation): the subtree is the
-            // range from the prefix to the prefix with its last byte raised by one ('/' + 1 = '0').
-            let upper = String(prefix.dropLast()) + "0"
-            let rows = try Row.fetchCursor(db.cachedStatement(sql: "SELECT record FROM local WHERE path >= ? AND path < ? ORDER BY path"), arguments: [prefix, upper])
-            var out = [FileRecord]()
-            while let row = try rows.next() { out.append(try IndexStore.decode(row[0])) }
-            return out
+            // range from the prefix to the prefix with its last byte raised by one ('/' + 1 = '0'),
+            // cut as bytes.
+            let upper = String(decoding: prefix.utf8.dropLast() + [UInt8(ascii: "0")], as: UTF8.self)
+            return try IndexStore.records(db, sql: "SELECT record FROM local WHERE path >= ? AND path < ? ORDER BY path", arguments: [prefix, upper])
         }
     }
 
@@ -186,12 +181,8 @@ public final class SpillStore: @unchecked Sendable {
     /// Up to `limit` records numbered in (after, through], in sequence order.
     func localRange(after: UInt64, through: UInt64, limit: Int) -> [FileRecord] {
         run("read records by sequence") { db in
-            let rows = try Row.fetchCursor(
-                db.cachedStatement(sql: "SELECT record FROM local WHERE sequence > ? AND sequence <= ? ORDER BY sequence LIMIT ?"),
-                arguments: [Int64(bitPattern: after), Int64(bitPattern: through), limit])
-            var out = [FileRecord]()
-            while let row = try rows.next() { out.append(try IndexStore.decode(row[0])) }
-            return out
+            try IndexStore.records(db, sql: "SELECT record FROM local WHERE sequence > ? AND sequence <= ? ORDER BY sequence LIMIT ?",
+                                   arguments: [Int64(bitPattern: after), Int64(bitPattern: through), limit])
         }
     }
 
@@ -290,10 +281,6 @@ public final class SpillStore: @unchecked Sendable {
             }
             return out
         }
-    }
-
-    func blockPaths() -> Int {
-        run("count the block map") { db in try Int.fetchOne(db, sql: "SELECT count(DISTINCT path) FROM blocks") ?? 0 }
     }
 
     // MARK: queue of pulls

@@ -57,6 +57,11 @@ public struct LocalIndex: Sendable, Sequence {
         }
     }
 
+    /// True when the index holds a record of `path` (spilled: without decoding it).
+    public func contains(_ path: String) -> Bool {
+        spilled.map { $0.localContains(path) } ?? (memory[path] != nil)
+    }
+
     public var count: Int { spilled == nil ? memory.count : spilledCount }
     public var isEmpty: Bool { count == 0 }
 

@@ -177,7 +177,7 @@ public struct SyncEngine: Sendable {
         for (i, id) in ids.enumerated() {
             let records = peers[id]!.records
             records.forEachPath { path in
-                guard local[path] == nil, !ids[..<i].contains(where: { peers[$0]?.records.sequence(of: path) != nil }) else { return }
+                guard !local.contains(path), !ids[..<i].contains(where: { peers[$0]?.records.sequence(of: path) != nil }) else { return }
                 reevaluate(path, into: &out)
             }
         }

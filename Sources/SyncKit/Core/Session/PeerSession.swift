@@ -201,13 +201,7 @@ struct PeerSession: Sendable {
                 let take = min(keys.count, 1000)
                 let records = read(Array(keys.prefix(take)))
                 // Cut by bytes as well; what does not fit stays queued, as keys.
-                var fit = 0
-                for r in records {
-                    let size = Self.estimatedSize(r)
-                    if fit > 0 && bytes + size > 1 << 20 { break }
-                    bytes += size
-                    fit += 1
-                }
+                let fit = Self.fitting(records, bytes: &bytes)
                 batch = Array(records.prefix(fit))
                 // The keys of the records sent (and of those read as gone) are consumed.
                 let consumed = fit == records.count ? take : consumedKeys(keys, upTo: records[fit].path)
@@ -216,13 +210,7 @@ struct PeerSession: Sendable {
             case .range(let after, let through, let peer):
                 if !batch.isEmpty { break loop }
                 let (records, readThrough) = readRange(after, through, peer)
-                var fit = 0
-                for r in records {
-                    let size = Self.estimatedSize(r)
-                    if fit > 0 && bytes + size > 1 << 20 { break }
-                    bytes += size
-                    fit += 1
-                }
+                let fit = Self.fitting(records, bytes: &bytes)
                 batch = Array(records.prefix(fit))
                 // What did not fit is read again from the next batch (from after the last sent).
                 let next = fit == records.count ? readThrough : records[fit - 1].sequence
@@ -236,6 +224,19 @@ struct PeerSession: Sendable {
         guard speaksSyncKit else { return .init(indexID: indexID, records: batch, caughtUp: caughtUp) }
         let (records, deltas) = deltaEncode(batch)
         return .init(indexID: indexID, records: records, caughtUp: caughtUp, deltas: deltas)
+    }
+
+    /// How many of `records` fit in an update of about 1 MiB holding `bytes` already (at least
+    /// one), with `bytes` counting them.
+    private static func fitting(_ records: [FileRecord], bytes: inout Int) -> Int {
+        var fit = 0
+        for r in records {
+            let size = estimatedSize(r)
+            if fit > 0 && bytes + size > 1 << 20 { break }
+            bytes += size
+            fit += 1
+        }
+        return fit
     }
 
     /// How many keys precede the one of `path` (the first record that did not fit).
